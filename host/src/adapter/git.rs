@@ -1,0 +1,344 @@
+//! git through libgit2 (git2): inspect, clone, update (fetch + hard reset +
+//! clean) and stale-lock clearing. No git binary is needed.
+//!
+//! Credentials never enter a URL handed to libgit2: it is given the clean
+//! URL, so `remote.origin.url` on disk is clean too, and asks for the
+//! credential through its callback.
+
+use crate::clone_url::Credentials;
+use git2::build::{CheckoutBuilder, RepoBuilder};
+use git2::{
+    AutotagOption, Cred, CredentialType, ErrorClass, ErrorCode, FetchOptions, RemoteCallbacks,
+    Repository, ResetType, Status, StatusOptions,
+};
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Transfer progress of a clone or fetch, as libgit2 reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Objects the remote will send.
+    pub total_objects: usize,
+    /// Objects received so far.
+    pub received_objects: usize,
+    /// Objects indexed so far.
+    pub indexed_objects: usize,
+    /// Bytes received so far.
+    pub received_bytes: usize,
+}
+
+/// A callback for transfer progress (for example a progress bar).
+pub type ProgressFn = dyn Fn(Progress) + Send + Sync;
+
+/// What a clone or update needs besides the repository: credentials and a
+/// progress observer.
+#[derive(Clone, Default)]
+pub struct Remote {
+    /// The credential taken out of the clone URL, if any.
+    pub credentials: Option<Credentials>,
+    /// Called as objects arrive.
+    pub progress: Option<Arc<ProgressFn>>,
+    /// The URL is a local path: libgit2 cannot fetch shallow over it.
+    pub local: bool,
+}
+
+/// A git failure with its class, for error mapping.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct GitError {
+    /// What failed, with what to do about it.
+    pub message: String,
+    /// The remote, branch or repository does not exist.
+    pub not_found: bool,
+}
+
+impl GitError {
+    fn new(action: &str, e: git2::Error) -> Self {
+        let hint = match (e.class(), e.code()) {
+            (_, ErrorCode::Auth) => {
+                "; check the credentials in the clone URL (a token needs read access)"
+            }
+            (_, ErrorCode::NotFound) => "; check the repository URL and the branch name",
+            (ErrorClass::Net | ErrorClass::Http | ErrorClass::Ssl | ErrorClass::Ssh, _) => {
+                "; check the network and the URL, then retry"
+            }
+            (ErrorClass::Odb | ErrorClass::Object | ErrorClass::Index, _) => {
+                "; the repository is corrupt: it will be cloned afresh"
+            }
+            _ => "",
+        };
+        let not_found = e.code() == ErrorCode::NotFound
+            || e.message().contains("not found")
+            || e.message().contains("does not appear to be a git repository");
+        GitError {
+            message: format!("{action}: {}{hint}", e.message()),
+            not_found,
+        }
+    }
+
+    fn io(action: &str, path: &Path, e: std::io::Error) -> Self {
+        GitError {
+            message: format!("{action} {}: {e}", path.display()),
+            not_found: false,
+        }
+    }
+}
+
+/// What `inspect` found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepoState {
+    /// The folder exists.
+    pub exists: bool,
+    /// It opens as a git repository.
+    pub is_repository: bool,
+    /// HEAD, its commit and tree, and the index are readable.
+    pub healthy: bool,
+    /// `remote.origin.url`.
+    pub remote_url: Option<String>,
+    /// HEAD's commit.
+    pub head: Option<String>,
+    /// HEAD's branch.
+    pub branch: Option<String>,
+    /// Lock files left behind, relative to `.git/`.
+    pub stale_locks: Vec<String>,
+    /// Why it is not healthy.
+    pub problem: Option<String>,
+}
+
+/// Look at `repo_dir` without changing anything.
+pub fn inspect(repo_dir: &Path) -> RepoState {
+    let mut state = RepoState {
+        exists: repo_dir.is_dir(),
+        ..RepoState::default()
+    };
+    if !state.exists {
+        return state;
+    }
+    let repo = match Repository::open_ext(
+        repo_dir,
+        git2::RepositoryOpenFlags::NO_SEARCH,
+        std::iter::empty::<&std::ffi::OsStr>(),
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            state.problem = Some(e.message().to_string());
+            return state;
+        }
+    };
+    state.is_repository = true;
+    state.stale_locks = stale_locks(repo.path());
+    state.remote_url = repo
+        .find_remote("origin")
+        .ok()
+        .and_then(|r| r.url().ok().map(str::to_string));
+    let check = || -> Result<(String, Option<String>), git2::Error> {
+        let head = repo.head()?;
+        let branch = head.shorthand().ok().map(str::to_string);
+        let commit = head.peel_to_commit()?;
+        commit.tree()?;
+        repo.index()?;
+        Ok((commit.id().to_string(), branch))
+    };
+    match check() {
+        Ok((head, branch)) => {
+            state.healthy = true;
+            state.head = Some(head);
+            state.branch = branch;
+        }
+        Err(e) => state.problem = Some(e.message().to_string()),
+    }
+    state
+}
+
+/// Lock files git leaves when it dies mid-operation, relative to `git_dir`.
+/// While the host holds the workspace lock no git process of ours runs in
+/// it, so any such file is stale.
+pub fn stale_locks(git_dir: &Path) -> Vec<String> {
+    walkdir::WalkDir::new(git_dir)
+        .follow_links(false)
+        .max_depth(6)
+        .into_iter()
+        .filter_entry(|e| e.file_name() != "objects")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file() && e.file_name().to_string_lossy().ends_with(".lock"))
+        .filter_map(|e| {
+            e.path()
+                .strip_prefix(git_dir)
+                .ok()
+                .map(|p| p.to_string_lossy().into_owned())
+        })
+        .collect()
+}
+
+/// Delete the stale lock files in `repo_dir`'s git directory.
+pub fn clear_stale_locks(repo_dir: &Path) -> Result<Vec<String>, GitError> {
+    let git_dir = repo_dir.join(".git");
+    let locks = stale_locks(&git_dir);
+    for lock in &locks {
+        let path = git_dir.join(lock);
+        std::fs::remove_file(&path).map_err(|e| GitError::io("removing stale lock", &path, e))?;
+    }
+    Ok(locks)
+}
+
+fn fetch_options<'a>(remote: &'a Remote, depth: Option<u32>) -> FetchOptions<'a> {
+    let mut callbacks = RemoteCallbacks::new();
+    let tries = Cell::new(0u32);
+    callbacks.credentials(move |_url, username_from_url, allowed| {
+        // libgit2 asks again after a rejected credential: answer once, then fail.
+        tries.set(tries.get() + 1);
+        if tries.get() > 2 {
+            return Err(git2::Error::new(
+                ErrorCode::Auth,
+                ErrorClass::Http,
+                "authentication failed",
+            ));
+        }
+        if let Some(c) = &remote.credentials {
+            if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
+                return Cred::userpass_plaintext(&c.username, &c.secret);
+            }
+        }
+        if allowed.contains(CredentialType::SSH_KEY) {
+            return Cred::ssh_key_from_agent(username_from_url.unwrap_or("git"));
+        }
+        if allowed.contains(CredentialType::DEFAULT) {
+            return Cred::default();
+        }
+        Err(git2::Error::new(
+            ErrorCode::Auth,
+            ErrorClass::Http,
+            "the remote asks for credentials: put a token in the clone URL (https://TOKEN@host/owner/repo.git)",
+        ))
+    });
+    if let Some(progress) = remote.progress.clone() {
+        callbacks.transfer_progress(move |p| {
+            progress(Progress {
+                total_objects: p.total_objects(),
+                received_objects: p.received_objects(),
+                indexed_objects: p.indexed_objects(),
+                received_bytes: p.received_bytes(),
+            });
+            true
+        });
+    }
+    let mut fo = FetchOptions::new();
+    fo.remote_callbacks(callbacks);
+    if let Some(d) = depth.filter(|_| !remote.local) {
+        fo.depth(i32::try_from(d).unwrap_or(i32::MAX));
+    }
+    fo
+}
+
+/// Clone `url` (clean, no credentials) at `branch` into `dest`, which must
+/// not exist. Returns HEAD's commit.
+pub fn clone(
+    url: &str,
+    branch: Option<&str>,
+    depth: Option<u32>,
+    remote: &Remote,
+    dest: &Path,
+) -> Result<String, GitError> {
+    if depth.is_some() && remote.local {
+        tracing::warn!("depth ignored for a local URL: libgit2 cannot fetch shallow over the local transport");
+    }
+    let mut builder = RepoBuilder::new();
+    builder.fetch_options(fetch_options(remote, depth));
+    builder.clone_local(git2::build::CloneLocal::None);
+    if let Some(b) = branch {
+        builder.branch(b);
+    }
+    let repo = builder
+        .clone(url, dest)
+        .map_err(|e| GitError::new(&format!("cloning {url}"), e))?;
+    head_commit(&repo)
+}
+
+/// Fetch `branch` (or HEAD's branch) from `url`, point the local branch and
+/// HEAD at it, hard-reset the working tree and remove untracked and ignored
+/// files. Returns HEAD's commit.
+pub fn update(
+    repo_dir: &Path,
+    url: &str,
+    branch: Option<&str>,
+    depth: Option<u32>,
+    remote: &Remote,
+) -> Result<String, GitError> {
+    let repo = Repository::open(repo_dir).map_err(|e| GitError::new("opening repository", e))?;
+    let branch = match branch {
+        Some(b) => b.to_string(),
+        None => repo
+            .head()
+            .ok()
+            .and_then(|h| h.shorthand().ok().map(str::to_string))
+            .ok_or_else(|| GitError {
+                message: "no branch given and HEAD names none".into(),
+                not_found: true,
+            })?,
+    };
+    repo.remote_set_url("origin", url)
+        .map_err(|e| GitError::new("setting origin URL", e))?;
+    let mut origin = repo
+        .find_remote("origin")
+        .map_err(|e| GitError::new("finding origin", e))?;
+    let mut fo = fetch_options(remote, depth);
+    fo.download_tags(AutotagOption::None);
+    let refspec = format!("+refs/heads/{branch}:refs/remotes/origin/{branch}");
+    origin
+        .fetch(&[refspec.as_str()], Some(&mut fo), None)
+        .map_err(|e| GitError::new(&format!("fetching {branch} from {url}"), e))?;
+    let target = repo
+        .find_reference(&format!("refs/remotes/origin/{branch}"))
+        .and_then(|r| r.peel_to_commit())
+        .map_err(|e| GitError::new(&format!("resolving origin/{branch}"), e))?;
+    let local_ref = format!("refs/heads/{branch}");
+    repo.reference(&local_ref, target.id(), true, "fixsec-workspace: update")
+        .map_err(|e| GitError::new("moving the local branch", e))?;
+    repo.set_head(&local_ref)
+        .map_err(|e| GitError::new("moving HEAD", e))?;
+    let mut checkout = CheckoutBuilder::new();
+    checkout.force();
+    repo.reset(target.as_object(), ResetType::Hard, Some(&mut checkout))
+        .map_err(|e| GitError::new("resetting the working tree", e))?;
+    clean(&repo, repo_dir)?;
+    Ok(target.id().to_string())
+}
+
+/// Remove untracked and ignored files and folders (`git clean -ffdx`).
+fn clean(repo: &Repository, repo_dir: &Path) -> Result<(), GitError> {
+    let mut opts = StatusOptions::new();
+    opts.include_untracked(true)
+        .include_ignored(true)
+        .recurse_untracked_dirs(false)
+        .recurse_ignored_dirs(false)
+        .exclude_submodules(true);
+    let statuses = repo
+        .statuses(Some(&mut opts))
+        .map_err(|e| GitError::new("listing untracked files", e))?;
+    let doomed: Vec<PathBuf> = statuses
+        .iter()
+        .filter(|s| s.status().intersects(Status::WT_NEW | Status::IGNORED))
+        .filter_map(|s| s.path().ok().map(|p| repo_dir.join(p.trim_end_matches('/'))))
+        .collect();
+    for path in doomed {
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(_) => continue,
+        };
+        let result = if meta.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        result.map_err(|e| GitError::io("removing untracked", &path, e))?;
+    }
+    Ok(())
+}
+
+fn head_commit(repo: &Repository) -> Result<String, GitError> {
+    repo.head()
+        .and_then(|h| h.peel_to_commit())
+        .map(|c| c.id().to_string())
+        .map_err(|e| GitError::new("reading HEAD", e))
+}

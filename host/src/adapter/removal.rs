@@ -1,0 +1,388 @@
+//! Retrying, honest deletion (invariant 5: "removed" means the path is gone).
+//!
+//! Windows refuses to delete a file another process holds open without
+//! `FILE_SHARE_DELETE` (error 32) and a read-only file (error 5). Deletion
+//! here clears read-only bits, never follows symbolic links, retries with
+//! exponential backoff, and reports attempts, bytes freed and what is left.
+//! Every filesystem call goes through [`FsOps`], so tests can inject faults.
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The filesystem calls deletion makes: the seam for fault injection.
+pub trait FsOps: Send + Sync {
+    /// Remove a file or a symbolic link (never its target).
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Remove an empty directory.
+    fn remove_dir(&self, path: &Path) -> io::Result<()>;
+    /// Rename `from` to `to`.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+}
+
+/// The real filesystem.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RealFs;
+
+impl FsOps for RealFs {
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_dir(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+}
+
+/// How hard to try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemovalConfig {
+    /// Attempts in all (at least 1).
+    pub max_retries: u32,
+    /// Wait before the second attempt; doubles each time.
+    pub initial_delay: Duration,
+    /// Longest wait between attempts.
+    pub max_delay: Duration,
+}
+
+impl Default for RemovalConfig {
+    fn default() -> Self {
+        RemovalConfig {
+            max_retries: 5,
+            initial_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(3),
+        }
+    }
+}
+
+/// What one deletion did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemovalOutcome {
+    /// The path no longer exists.
+    pub removed: bool,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Bytes of files deleted.
+    pub bytes_freed: u64,
+    /// Up to [`MAX_REMAINING_LISTED`] paths still present when it gave up.
+    pub remaining: Vec<PathBuf>,
+    /// The last error, with the path it concerned.
+    pub error: Option<String>,
+}
+
+/// How many leftover paths a report names.
+pub const MAX_REMAINING_LISTED: usize = 20;
+
+/// Deletes trees with retries through a [`FsOps`].
+#[derive(Clone)]
+pub struct Remover {
+    ops: Arc<dyn FsOps>,
+    config: RemovalConfig,
+}
+
+impl std::fmt::Debug for Remover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remover").field("config", &self.config).finish()
+    }
+}
+
+impl Remover {
+    /// A remover over `ops` with `config`.
+    pub fn new(ops: Arc<dyn FsOps>, config: RemovalConfig) -> Self {
+        Remover { ops, config }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> RemovalConfig {
+        self.config
+    }
+
+    /// The waits between attempts: `max_retries - 1` of them, growing.
+    fn delays(&self) -> impl Iterator<Item = Duration> {
+        ExponentialBuilder::default()
+            .with_min_delay(self.config.initial_delay)
+            .with_max_delay(self.config.max_delay)
+            .with_max_times(self.config.max_retries.saturating_sub(1) as usize)
+            .build()
+    }
+
+    /// Rename `from` to `to`, retrying like a deletion. Returns attempts made
+    /// and the last error when it never succeeded.
+    pub fn rename(&self, from: &Path, to: &Path) -> Result<u32, (u32, io::Error)> {
+        let mut attempts = 0;
+        let mut delays = self.delays();
+        loop {
+            attempts += 1;
+            match self.ops.rename(from, to) {
+                Ok(()) => return Ok(attempts),
+                Err(e) => match delays.next() {
+                    Some(d) => std::thread::sleep(d),
+                    None => return Err((attempts, e)),
+                },
+            }
+        }
+    }
+
+    /// Delete `path` (a file, a link or a tree) with retries. The outcome
+    /// says `removed` only when `path` is really gone.
+    pub fn remove_tree(&self, path: &Path) -> RemovalOutcome {
+        let mut outcome = RemovalOutcome::default();
+        let mut delays = self.delays();
+        loop {
+            outcome.attempts += 1;
+            match self.attempt(path, &mut outcome.bytes_freed) {
+                Ok(()) if !exists_no_follow(path) => {
+                    outcome.removed = true;
+                    outcome.error = None;
+                    return outcome;
+                }
+                Ok(()) => outcome.error = Some(format!("{} still exists", path.display())),
+                Err(e) => outcome.error = Some(e),
+            }
+            match delays.next() {
+                Some(d) => {
+                    tracing::debug!(
+                        path = %path.display(),
+                        attempt = outcome.attempts,
+                        error = outcome.error.as_deref().unwrap_or_default(),
+                        "deletion incomplete, retrying in {d:?}"
+                    );
+                    std::thread::sleep(d);
+                }
+                None => break,
+            }
+        }
+        outcome.remaining = walk_remaining(path);
+        outcome
+    }
+
+    /// One pass: delete everything deletable, depth first. Returns the first
+    /// error met (the pass goes on past it, so one locked file does not keep
+    /// the rest of the tree on disk).
+    fn attempt(&self, path: &Path, freed: &mut u64) -> Result<(), String> {
+        let mut first_error: Option<String> = None;
+        let mut note = |e: String| {
+            if first_error.is_none() {
+                first_error = Some(e);
+            }
+        };
+        let walker = walkdir::WalkDir::new(path)
+            .follow_links(false)
+            .contents_first(true);
+        for entry in walker {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => {
+                    if e.io_error().map(io::Error::kind) == Some(io::ErrorKind::NotFound) {
+                        continue;
+                    }
+                    // Most often an unreadable folder: make it ours and retry next pass.
+                    if let Some(p) = e.path() {
+                        make_writable(p, true);
+                    }
+                    note(format!("{e}"));
+                    continue;
+                }
+            };
+            let p = entry.path();
+            let is_dir = entry.file_type().is_dir();
+            let len = if entry.file_type().is_file() {
+                entry.metadata().map(|m| m.len()).unwrap_or(0)
+            } else {
+                0
+            };
+            let remove = |ops: &dyn FsOps| {
+                if is_dir {
+                    ops.remove_dir(p)
+                } else {
+                    ops.remove_file(p)
+                }
+            };
+            let mut result = remove(self.ops.as_ref());
+            if matches!(&result, Err(e) if e.kind() == io::ErrorKind::PermissionDenied) {
+                // Read-only file (Windows) or read-only parent folder (Unix): fix and retry once.
+                make_writable(p, is_dir);
+                if let Some(parent) = p.parent() {
+                    make_writable(parent, true);
+                }
+                result = remove(self.ops.as_ref());
+            }
+            match result {
+                Ok(()) => *freed += len,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => note(format!("{}: {e}", p.display())),
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Default for Remover {
+    fn default() -> Self {
+        Remover::new(Arc::new(RealFs), RemovalConfig::default())
+    }
+}
+
+fn exists_no_follow(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok()
+}
+
+fn walk_remaining(path: &Path) -> Vec<PathBuf> {
+    if !exists_no_follow(path) {
+        return Vec::new();
+    }
+    walkdir::WalkDir::new(path)
+        .follow_links(false)
+        .contents_first(true)
+        .into_iter()
+        .filter_map(Result::ok)
+        .map(|e| e.into_path())
+        .take(MAX_REMAINING_LISTED)
+        .collect()
+}
+
+/// Clear the read-only attribute (Windows) or add owner write (and, for
+/// folders, read and search) permission (Unix). Best effort.
+fn make_writable(path: &Path, is_dir: bool) {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return;
+    };
+    if meta.file_type().is_symlink() {
+        return;
+    }
+    let mut perms = meta.permissions();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = perms.mode() | 0o200 | if is_dir { 0o500 } else { 0 };
+        perms.set_mode(mode);
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = is_dir;
+        #[allow(clippy::permissions_set_readonly_false)]
+        perms.set_readonly(false);
+    }
+    let _ = std::fs::set_permissions(path, perms);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// Fails `remove_file` on paths ending with `target` `times` times.
+    struct FileInUse {
+        target: &'static str,
+        times: AtomicU32,
+    }
+
+    impl FsOps for FileInUse {
+        fn remove_file(&self, path: &Path) -> io::Result<()> {
+            if path.ends_with(self.target)
+                && self
+                    .times
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+            {
+                return Err(io::Error::other("file in use (injected)"));
+            }
+            RealFs.remove_file(path)
+        }
+        fn remove_dir(&self, path: &Path) -> io::Result<()> {
+            RealFs.remove_dir(path)
+        }
+        fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+            RealFs.rename(from, to)
+        }
+    }
+
+    fn fast(max_retries: u32) -> RemovalConfig {
+        RemovalConfig {
+            max_retries,
+            initial_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(5),
+        }
+    }
+
+    fn tree() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("ws/a/b")).unwrap();
+        std::fs::write(dir.path().join("ws/a/b/locked"), b"1234").unwrap();
+        std::fs::write(dir.path().join("ws/a/other"), b"123456").unwrap();
+        dir
+    }
+
+    #[test]
+    fn retries_through_a_file_in_use() {
+        let dir = tree();
+        let ops = Arc::new(FileInUse {
+            target: "locked",
+            times: AtomicU32::new(2),
+        });
+        let out = Remover::new(ops, fast(5)).remove_tree(&dir.path().join("ws"));
+        assert!(out.removed, "{out:?}");
+        assert_eq!(out.attempts, 3);
+        assert_eq!(out.bytes_freed, 10);
+        assert!(!dir.path().join("ws").exists());
+    }
+
+    #[test]
+    fn gives_up_honestly_and_names_what_is_left() {
+        let dir = tree();
+        let ops = Arc::new(FileInUse {
+            target: "locked",
+            times: AtomicU32::new(u32::MAX),
+        });
+        let out = Remover::new(ops, fast(3)).remove_tree(&dir.path().join("ws"));
+        assert!(!out.removed);
+        assert_eq!(out.attempts, 3);
+        assert!(out.error.as_deref().unwrap().contains("locked"), "{out:?}");
+        assert!(out.remaining.iter().any(|p| p.ends_with("locked")));
+        // Everything else went: only the locked file and its folders remain.
+        assert!(!dir.path().join("ws/a/other").exists());
+        assert_eq!(out.bytes_freed, 6);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn removes_links_not_their_targets() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("keep"), b"x").unwrap();
+        let dir = tree();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("ws/to_dir")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("keep"), dir.path().join("ws/to_file"))
+            .unwrap();
+        let out = Remover::new(Arc::new(RealFs), fast(1)).remove_tree(&dir.path().join("ws"));
+        assert!(out.removed);
+        assert!(outside.path().join("keep").exists());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn read_only_files_and_folders_are_removed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tree();
+        let f = dir.path().join("ws/a/other");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o444)).unwrap();
+        let d = dir.path().join("ws/a/b");
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o555)).unwrap();
+        let out = Remover::new(Arc::new(RealFs), fast(2)).remove_tree(&dir.path().join("ws"));
+        assert!(out.removed, "{out:?}");
+    }
+
+    #[test]
+    fn missing_path_counts_as_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Remover::new(Arc::new(RealFs), fast(1)).remove_tree(&dir.path().join("nope"));
+        assert!(out.removed);
+        assert_eq!(out.attempts, 1);
+    }
+}

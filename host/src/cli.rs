@@ -1,0 +1,322 @@
+//! The `fixsec-workspace` command line: parsing (clap), output (human or
+//! `--json` with the guide's keys), progress bars, exit codes.
+
+use crate::adapter::git::Progress;
+use crate::{Config, Error, ErrorKind, PolicySource, PrepareRequest, WorkspaceManager};
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Persistent, named git workspaces, one per repository.
+#[derive(Debug, Parser)]
+#[command(name = "fixsec-workspace", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every subcommand takes.
+#[derive(Debug, Args)]
+struct GlobalArgs {
+    /// Base directory of the workspaces [env: WORKSPACE_BASE_PATH, default: backend/workspace]
+    #[arg(long, global = true)]
+    base_path: Option<PathBuf>,
+    /// Policy component (.wasm) instead of the embedded default [env: WORKSPACE_POLICY]
+    #[arg(long, global = true)]
+    policy: Option<PathBuf>,
+    /// Accept local paths and file:// clone URLs [env: WORKSPACE_ALLOW_LOCAL_URLS]
+    #[arg(long, global = true)]
+    allow_local_urls: bool,
+    /// Machine-readable JSON output
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the workspace folder name for a repository
+    Name {
+        /// Full repository name, e.g. facebook/react
+        repo: String,
+    },
+    /// Prepare (reuse or clone) the workspace of a repository
+    Prepare {
+        /// Full repository name, e.g. facebook/react
+        repo: String,
+        /// Clone URL (https, ssh, git; local paths with --allow-local-urls)
+        url: String,
+        /// Branch to check out (default: the remote's default branch)
+        #[arg(long)]
+        branch: Option<String>,
+        /// Fetch only the last N commits
+        #[arg(long)]
+        depth: Option<u32>,
+    },
+    /// List workspaces
+    List,
+    /// Totals and per-workspace sizes
+    Stats,
+    /// Remove workspaces unused for longer than the age
+    Cleanup {
+        /// Age limit in hours [env: WORKSPACE_MAX_AGE_HOURS, default: 24]
+        #[arg(long)]
+        max_age_hours: Option<f64>,
+    },
+    /// Health verdict with warnings and recommendations
+    Health,
+    /// Remove one workspace by name
+    Remove {
+        /// Workspace folder name, as `list` shows it
+        name: String,
+    },
+}
+
+/// Parse the command line, run it, and map the outcome to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let json = cli.global.json;
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            if json {
+                print_json(&ErrorBody {
+                    error: e.kind(),
+                    detail: e.to_string(),
+                });
+            } else {
+                eprintln!("error: {e}");
+            }
+            exit_code(e.kind())
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody {
+    error: ErrorKind,
+    detail: String,
+}
+
+/// Exit codes: 2 bad input or configuration, 3 not found, 4 in use, 1 other failures.
+fn exit_code(kind: ErrorKind) -> ExitCode {
+    ExitCode::from(match kind {
+        ErrorKind::InvalidInput | ErrorKind::Refused | ErrorKind::Config => 2,
+        ErrorKind::NotFound => 3,
+        ErrorKind::InUse => 4,
+        _ => 1,
+    })
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("WORKSPACE_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().init();
+    } else {
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
+    }
+}
+
+fn manager(global: &GlobalArgs) -> Result<WorkspaceManager, Error> {
+    let mut config = Config::from_env()?;
+    if let Some(p) = &global.base_path {
+        config.base_path = p.clone();
+    }
+    if let Some(p) = &global.policy {
+        config.policy = PolicySource::File(p.clone());
+    }
+    config.allow_local_urls |= global.allow_local_urls;
+    WorkspaceManager::from_config(config)
+}
+
+fn print_json<T: Serialize>(value: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("reports serialize")
+    );
+}
+
+fn run(cli: Cli) -> Result<ExitCode, Error> {
+    let json = cli.global.json;
+    let m = manager(&cli.global)?;
+    match cli.command {
+        Command::Name { repo } => {
+            let name = m.workspace_name(&repo)?;
+            if json {
+                print_json(&serde_json::json!({ "repo_full_name": repo, "name": name }));
+            } else {
+                println!("{name}");
+            }
+        }
+        Command::Prepare {
+            repo,
+            url,
+            branch,
+            depth,
+        } => {
+            let request = PrepareRequest {
+                repo_full_name: repo,
+                clone_url: url,
+                default_branch: branch,
+                depth,
+            };
+            let bar = (!json && std::io::stderr().is_terminal()).then(progress_bar);
+            let progress = bar.clone().map(|bar| {
+                Arc::new(move |p: Progress| {
+                    bar.set_length(p.total_objects as u64);
+                    bar.set_position(p.received_objects as u64);
+                    bar.set_message(indicatif::HumanBytes(p.received_bytes as u64).to_string());
+                }) as Arc<crate::adapter::git::ProgressFn>
+            });
+            let result = m.prepare_with_progress(&request, progress);
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            let outcome = result?;
+            if json {
+                print_json(&outcome);
+            } else {
+                println!(
+                    "{} {} at {} (head {}, {} ms)",
+                    if outcome.reused { "reused" } else { "cloned" },
+                    outcome.name,
+                    outcome.path.display(),
+                    &outcome.head[..outcome.head.len().min(12)],
+                    outcome.duration_ms
+                );
+                for note in &outcome.notes {
+                    println!("  note: {note}");
+                }
+            }
+        }
+        Command::List => {
+            let list = m.list()?;
+            if json {
+                print_json(&list);
+            } else if list.is_empty() {
+                println!("no workspaces in {}", m.base_path().display());
+            } else {
+                println!(
+                    "{:<40} {:>10} {:<20} {:<6} REPOSITORY",
+                    "NAME", "SIZE MB", "LAST USED", "IN USE"
+                );
+                for w in list {
+                    println!(
+                        "{:<40} {:>10.1} {:<20} {:<6} {}",
+                        w.name,
+                        w.size_mb,
+                        w.last_used
+                            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                            .unwrap_or_else(|| "unknown".into()),
+                        if w.in_use { "yes" } else { "no" },
+                        w.repo_full_name.unwrap_or_default()
+                    );
+                }
+            }
+        }
+        Command::Stats => {
+            let stats = m.stats()?;
+            if json {
+                print_json(&stats);
+            } else {
+                println!(
+                    "{} workspaces, {:.1} MB in {}",
+                    stats.total_workspaces, stats.total_size_mb, stats.base_path
+                );
+                for w in &stats.workspaces {
+                    println!("  {:<40} {:>10.1} MB", w.name, w.size_mb);
+                }
+            }
+        }
+        Command::Cleanup { max_age_hours } => {
+            let report = m.cleanup(max_age_hours)?;
+            if json {
+                print_json(&report);
+            } else {
+                println!(
+                    "removed {} workspace(s) older than {} hours, {:.1} MB freed",
+                    report.cleaned_workspaces,
+                    report.max_age_hours,
+                    crate::model::to_mb(report.bytes_freed)
+                );
+                for f in &report.failed {
+                    println!(
+                        "  FAILED {}: {}",
+                        f.name,
+                        f.error.as_deref().unwrap_or("unknown error")
+                    );
+                }
+                for s in &report.skipped {
+                    println!("  skipped {}: {}", s.name, s.reason);
+                }
+            }
+            if !report.failed.is_empty() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Health => {
+            let health = m.health()?;
+            if json {
+                print_json(&health);
+            } else {
+                println!(
+                    "status: {} ({} workspaces, {:.1} MB)",
+                    health.status.as_str(),
+                    health.workspace_stats.total_workspaces,
+                    health.workspace_stats.total_size_mb
+                );
+                for w in &health.warnings {
+                    println!("  warning: {w}");
+                }
+                for r in &health.recommendations {
+                    println!("  recommendation: {r}");
+                }
+            }
+        }
+        Command::Remove { name } => {
+            let report = m.remove(&name)?;
+            if json {
+                print_json(&report);
+            } else if report.removed {
+                println!(
+                    "removed {} ({:.1} MB freed, {} attempt(s))",
+                    report.name,
+                    crate::model::to_mb(report.bytes_freed),
+                    report.attempts
+                );
+            } else {
+                eprintln!(
+                    "could not remove {} after {} attempt(s): {}; still on disk: {}",
+                    report.name,
+                    report.attempts,
+                    report.error.as_deref().unwrap_or("unknown error"),
+                    report.remaining.join(", ")
+                );
+            }
+            if !report.removed {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn progress_bar() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "cloning {bar:30} {pos}/{len} objects, {msg} received",
+        )
+        .expect("valid template"),
+    );
+    bar
+}

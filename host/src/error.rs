@@ -1,0 +1,110 @@
+//! Typed errors of the library. Every message says what failed and what to do.
+
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// The class of an [`Error`], for mapping to HTTP statuses and exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Malformed input from the caller.
+    InvalidInput,
+    /// Well-formed input that is not allowed (unsafe URL, unsafe name).
+    Refused,
+    /// The workspace (or branch, or repository) does not exist.
+    NotFound,
+    /// The workspace is being prepared or is leased.
+    InUse,
+    /// git failed: network, authentication, missing branch, corruption.
+    Git,
+    /// The filesystem failed.
+    Io,
+    /// The policy component failed (trap, limit, broken contract).
+    Policy,
+    /// The configuration or the policy file is unusable.
+    Config,
+}
+
+impl ErrorKind {
+    /// A short stable label, used in metrics and JSON errors.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidInput => "invalid_input",
+            ErrorKind::Refused => "refused",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::InUse => "in_use",
+            ErrorKind::Git => "git",
+            ErrorKind::Io => "io",
+            ErrorKind::Policy => "policy",
+            ErrorKind::Config => "config",
+        }
+    }
+}
+
+/// An error from the workspace manager.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The caller's input is malformed.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// The input is not allowed.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// Something named does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The workspace is busy.
+    #[error("workspace {0} is in use (being prepared or leased): retry when it is released")]
+    InUse(String),
+    /// git failed.
+    #[error("git: {0}")]
+    Git(String),
+    /// A filesystem operation failed.
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        /// What was being done, e.g. "writing metadata".
+        action: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A filesystem failure reported without a single path (e.g. by the policy).
+    #[error("filesystem: {0}")]
+    Filesystem(String),
+    /// The policy failed for this call.
+    #[error("policy: {0}")]
+    Policy(String),
+    /// The configuration or policy file is unusable.
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    /// The class of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidInput(_) => ErrorKind::InvalidInput,
+            Error::Refused(_) => ErrorKind::Refused,
+            Error::NotFound(_) => ErrorKind::NotFound,
+            Error::InUse(_) => ErrorKind::InUse,
+            Error::Git(_) => ErrorKind::Git,
+            Error::Io { .. } | Error::Filesystem(_) => ErrorKind::Io,
+            Error::Policy(_) => ErrorKind::Policy,
+            Error::Config(_) => ErrorKind::Config,
+        }
+    }
+
+    /// Wrap an I/O error with what was being done and where.
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Result with the library's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

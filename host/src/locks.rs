@@ -1,0 +1,158 @@
+//! Per-workspace locks (invariant 2) and leases.
+//!
+//! A workspace lock is an in-process mutex plus an advisory lock on
+//! `<base>/.locks/<name>.lock`, so two processes on one base directory (a
+//! CLI beside the server) also take turns. The OS drops a file lock when
+//! its process dies, so a crashed holder never blocks anyone for ever.
+//! Prepare holds the lock; removal only ever *tries* it and skips a busy
+//! workspace. A lease marks a workspace in use while a caller works in it.
+
+use crate::error::{Error, Result};
+use crate::layout::Layout;
+use crate::names::WorkspaceName;
+use parking_lot::{Mutex, RawMutex, lock_api::ArcMutexGuard};
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::sync::Arc;
+
+/// The lock registry of one base directory.
+#[derive(Debug)]
+pub struct WorkspaceLocks {
+    layout: Layout,
+    mutexes: Mutex<HashMap<WorkspaceName, Arc<Mutex<()>>>>,
+    leases: Mutex<HashMap<WorkspaceName, usize>>,
+}
+
+/// Proof that this process holds a workspace's lock; released on drop.
+pub struct WorkspaceGuard {
+    name: WorkspaceName,
+    _file: File,
+    _local: ArcMutexGuard<RawMutex, ()>,
+}
+
+impl std::fmt::Debug for WorkspaceGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkspaceGuard").field("name", &self.name).finish()
+    }
+}
+
+impl WorkspaceGuard {
+    /// The locked workspace.
+    pub fn name(&self) -> &WorkspaceName {
+        &self.name
+    }
+}
+
+impl WorkspaceLocks {
+    /// A registry for `layout`'s base directory.
+    pub fn new(layout: Layout) -> Self {
+        WorkspaceLocks {
+            layout,
+            mutexes: Mutex::new(HashMap::new()),
+            leases: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn mutex(&self, name: &WorkspaceName) -> Arc<Mutex<()>> {
+        self.mutexes.lock().entry(name.clone()).or_default().clone()
+    }
+
+    fn open_lock_file(&self, name: &WorkspaceName) -> Result<File> {
+        let path = self.layout.lock_path(name);
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io("opening lock file", &path, e))
+    }
+
+    /// Wait for the workspace's lock (in this process, then across processes).
+    pub fn lock(&self, name: &WorkspaceName) -> Result<WorkspaceGuard> {
+        let local = self.mutex(name).lock_arc();
+        let file = self.open_lock_file(name)?;
+        file.lock()
+            .map_err(|e| Error::io("locking", self.layout.lock_path(name), e))?;
+        Ok(WorkspaceGuard {
+            name: name.clone(),
+            _file: file,
+            _local: local,
+        })
+    }
+
+    /// Take the lock only if it is free and the workspace is not leased.
+    pub fn try_lock_idle(&self, name: &WorkspaceName) -> Result<Option<WorkspaceGuard>> {
+        if self.is_leased(name) {
+            return Ok(None);
+        }
+        let Some(local) = self.mutex(name).try_lock_arc() else {
+            return Ok(None);
+        };
+        let file = self.open_lock_file(name)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(WorkspaceGuard {
+                name: name.clone(),
+                _file: file,
+                _local: local,
+            })),
+            Err(TryLockError::WouldBlock) => Ok(None),
+            Err(TryLockError::Error(e)) => {
+                Err(Error::io("locking", self.layout.lock_path(name), e))
+            }
+        }
+    }
+
+    /// Whether the workspace is being prepared or removed (here or in another
+    /// process) or is leased.
+    pub fn is_busy(&self, name: &WorkspaceName) -> bool {
+        match self.try_lock_idle(name) {
+            Ok(Some(_guard)) => false,
+            Ok(None) => true,
+            // Cannot even open the lock file: report busy, the safe answer.
+            Err(_) => true,
+        }
+    }
+
+    /// Whether a lease is held on the workspace in this process.
+    pub fn is_leased(&self, name: &WorkspaceName) -> bool {
+        self.leases.lock().get(name).copied().unwrap_or(0) > 0
+    }
+
+    pub(crate) fn add_lease(&self, name: &WorkspaceName) {
+        *self.leases.lock().entry(name.clone()).or_default() += 1;
+    }
+
+    pub(crate) fn drop_lease(&self, name: &WorkspaceName) {
+        let mut leases = self.leases.lock();
+        if let Some(n) = leases.get_mut(name) {
+            *n -= 1;
+            if *n == 0 {
+                leases.remove(name);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_or_leased_workspace_is_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path()).unwrap();
+        layout.ensure().unwrap();
+        let locks = WorkspaceLocks::new(layout);
+        let name = WorkspaceName::parse("a_1").unwrap();
+        assert!(!locks.is_busy(&name));
+        let guard = locks.lock(&name).unwrap();
+        assert!(locks.is_busy(&name));
+        assert!(locks.try_lock_idle(&name).unwrap().is_none());
+        drop(guard);
+        assert!(!locks.is_busy(&name));
+        locks.add_lease(&name);
+        assert!(locks.is_busy(&name));
+        locks.drop_lease(&name);
+        assert!(!locks.is_busy(&name));
+    }
+}

@@ -1,0 +1,709 @@
+//! [`WorkspaceManager`]: the library API (prepare, list, stats, cleanup,
+//! health, remove, lease) over the host services and the policy engine.
+
+use crate::adapter::fs::{child_dirs, dir_size, free_space};
+use crate::adapter::git::{self, ProgressFn, Remote};
+use crate::adapter::removal::{FsOps, RealFs, RemovalConfig, Remover};
+use crate::clone_url::{CloneUrl, Transport};
+use crate::config::{Config, PolicyLimits, PolicySource};
+use crate::error::{Error, Result};
+use crate::layout::Layout;
+use crate::locks::WorkspaceLocks;
+use crate::metadata::{METADATA_VERSION, WorkspaceMetadata};
+use crate::model::*;
+use crate::names::WorkspaceName;
+use crate::policy::bindings::exports::fixsec::workspace::policy as wit;
+use crate::policy::{CallContext, PolicyEngine};
+use crate::policy::from_wit_error;
+use chrono::Utc;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The side effects the policy's imports and the manager share.
+#[derive(Debug)]
+pub(crate) struct Services {
+    pub config: Config,
+    pub layout: Layout,
+    pub locks: WorkspaceLocks,
+    pub remover: Remover,
+}
+
+impl Services {
+    /// One workspace as listed, or none if its folder does not exist.
+    pub fn summary(&self, name: &WorkspaceName) -> Option<WorkspaceSummary> {
+        let dir = self.layout.workspace_dir(name);
+        if !std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+            return None;
+        }
+        let meta = WorkspaceMetadata::read(&self.layout.metadata_path(name));
+        // Sizes are kept up to date at prepare time; only a folder without
+        // metadata (adopted from the original tool) is walked.
+        let size_bytes = meta.as_ref().map_or_else(|| dir_size(&dir), |m| m.size_bytes);
+        Some(WorkspaceSummary {
+            name: name.to_string(),
+            repo_full_name: meta.as_ref().map(|m| m.repo_full_name.clone()),
+            clone_url: meta.as_ref().map(|m| m.clone_url.clone()),
+            branch: meta.as_ref().and_then(|m| m.branch.clone()),
+            head: meta.as_ref().map(|m| m.head.clone()),
+            size_bytes,
+            size_mb: to_mb(size_bytes),
+            created: meta.as_ref().map(|m| m.created),
+            last_prepared: meta.as_ref().map(|m| m.last_prepared),
+            last_used: meta.as_ref().map(|m| m.last_used),
+            in_use: self.locks.is_busy(name),
+            has_metadata: meta.is_some(),
+        })
+    }
+
+    /// Every workspace folder under the base directory.
+    pub fn list(&self) -> Result<Vec<WorkspaceSummary>> {
+        let base = self.layout.base();
+        let names = match child_dirs(base) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("listing workspaces in", base, e)),
+        };
+        Ok(names
+            .iter()
+            .filter_map(|n| WorkspaceName::parse(n).ok())
+            .filter_map(|n| self.summary(&n))
+            .collect())
+    }
+
+    /// Folders in `.trash/` still waiting for deletion.
+    pub fn pending_deletions(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.layout.trash_dir())
+            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default()
+    }
+
+    /// Remove a workspace unless it is in use: rename it into `.trash/`
+    /// (its name is free at once), then delete it with retries.
+    pub fn remove_workspace(&self, name: &WorkspaceName) -> RemovalReport {
+        let mut report = RemovalReport {
+            name: name.to_string(),
+            removed: false,
+            skipped_in_use: false,
+            attempts: 0,
+            bytes_freed: 0,
+            remaining: Vec::new(),
+            error: None,
+        };
+        let guard = match self.locks.try_lock_idle(name) {
+            Ok(Some(g)) => g,
+            Ok(None) => {
+                report.skipped_in_use = true;
+                report.error = Some("in use (being prepared or leased)".into());
+                return report;
+            }
+            Err(e) => {
+                report.error = Some(e.to_string());
+                return report;
+            }
+        };
+        let dir = self.layout.workspace_dir(name);
+        if std::fs::symlink_metadata(&dir).is_err() {
+            report.removed = true;
+            return report;
+        }
+        let trash = self.layout.unique_in(self.layout.trash_dir(), name);
+        let target = match self.remover.rename(&dir, &trash) {
+            Ok(_) => trash,
+            // Cannot rename (a handle on the folder itself): delete in place.
+            Err((_, e)) => {
+                tracing::warn!(workspace = %name, error = %e, "cannot move workspace to trash; deleting in place");
+                dir
+            }
+        };
+        let outcome = self.remover.remove_tree(&target);
+        drop(guard);
+        report.removed = outcome.removed;
+        report.attempts = outcome.attempts;
+        report.bytes_freed = outcome.bytes_freed;
+        report.error = outcome.error;
+        report.remaining = outcome
+            .remaining
+            .iter()
+            .map(|p| self.layout.relative(p).display().to_string())
+            .collect();
+        if report.removed {
+            let _ = std::fs::remove_file(self.layout.lock_path(name));
+            tracing::info!(workspace = %name, attempts = report.attempts, bytes = report.bytes_freed, "workspace removed");
+        } else {
+            tracing::warn!(workspace = %name, attempts = report.attempts, error = report.error.as_deref().unwrap_or_default(), "workspace removal incomplete");
+        }
+        report
+    }
+
+    /// Finish deletions left in `.trash/` by earlier removals.
+    pub fn purge_trash(&self) -> (usize, u64) {
+        let mut finished = 0;
+        let mut freed = 0;
+        for path in self.pending_deletions() {
+            let outcome = self.remover.remove_tree(&path);
+            freed += outcome.bytes_freed;
+            if outcome.removed {
+                finished += 1;
+            }
+        }
+        (finished, freed)
+    }
+
+    /// Clone into a staging folder, then swap it in as `repo/`.
+    pub fn clone_workspace(
+        &self,
+        name: &WorkspaceName,
+        url: &str,
+        branch: Option<&str>,
+        depth: Option<u32>,
+        remote: &Remote,
+    ) -> Result<String> {
+        let staging = self.layout.unique_in(self.layout.staging_dir(), name);
+        let head = match git::clone(url, branch, depth, remote, &staging) {
+            Ok(head) => head,
+            Err(e) => {
+                self.remover.remove_tree(&staging);
+                return Err(if e.not_found {
+                    Error::NotFound(e.message)
+                } else {
+                    Error::Git(e.message)
+                });
+            }
+        };
+        let repo = self.layout.repo_dir(name);
+        std::fs::create_dir_all(self.layout.workspace_dir(name))
+            .map_err(|e| Error::io("creating workspace", self.layout.workspace_dir(name), e))?;
+        if std::fs::symlink_metadata(&repo).is_ok() {
+            let old = self.layout.unique_in(self.layout.trash_dir(), name);
+            let moved = self.remover.rename(&repo, &old).is_ok();
+            let outcome = self.remover.remove_tree(if moved { &old } else { &repo });
+            if !moved && !outcome.removed {
+                self.remover.remove_tree(&staging);
+                return Err(Error::Filesystem(format!(
+                    "cannot replace {}: {}",
+                    repo.display(),
+                    outcome.error.unwrap_or_default()
+                )));
+            }
+        }
+        self.remover
+            .rename(&staging, &repo)
+            .map_err(|(_, e)| Error::io("moving the new clone into place at", &repo, e))?;
+        Ok(head)
+    }
+
+    /// Fetch, hard-reset and clean `repo/` in place.
+    pub fn update_workspace(
+        &self,
+        name: &WorkspaceName,
+        url: &str,
+        branch: Option<&str>,
+        depth: Option<u32>,
+        remote: &Remote,
+    ) -> Result<String> {
+        git::update(&self.layout.repo_dir(name), url, branch, depth, remote).map_err(|e| {
+            if e.not_found {
+                Error::NotFound(e.message)
+            } else {
+                Error::Git(e.message)
+            }
+        })
+    }
+
+    /// Delete staging folders of `name` left by a crashed prepare.
+    fn clear_staging(&self, name: &WorkspaceName) {
+        let prefix = format!("{name}.");
+        for path in std::fs::read_dir(self.layout.staging_dir())
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|f| f.to_str())
+                    .is_some_and(|f| f.starts_with(&prefix))
+            })
+        {
+            self.remover.remove_tree(&path);
+        }
+    }
+
+    fn stats(&self, list: &[WorkspaceSummary]) -> Stats {
+        let total: u64 = list.iter().map(|w| w.size_bytes).sum();
+        let mut workspaces: Vec<WorkspaceSize> = list
+            .iter()
+            .map(|w| WorkspaceSize {
+                name: w.name.clone(),
+                size_bytes: w.size_bytes,
+                size_mb: to_mb(w.size_bytes),
+            })
+            .collect();
+        workspaces.sort_by(|a, b| b.size_bytes.cmp(&a.size_bytes).then(a.name.cmp(&b.name)));
+        Stats {
+            total_workspaces: list.len(),
+            total_size_mb: to_mb(total),
+            total_size_bytes: total,
+            base_path: self.layout.base().display().to_string(),
+            in_use: list.iter().filter(|w| w.in_use).count(),
+            pending_deletions: self.pending_deletions().len(),
+            free_space_bytes: free_space(self.layout.base()),
+            workspaces,
+        }
+    }
+}
+
+/// Persistent, named git workspaces, one per repository, with the policy
+/// in a sandboxed WebAssembly component. Cheap to clone; share it freely.
+///
+/// ```no_run
+/// use fixsec_workspace::{PrepareRequest, WorkspaceManager};
+///
+/// # fn main() -> Result<(), fixsec_workspace::Error> {
+/// let manager = WorkspaceManager::builder()
+///     .base_path("backend/workspace")
+///     .build()?;
+/// let ws = manager.prepare(
+///     &PrepareRequest::new("facebook/react", "https://github.com/facebook/react.git")
+///         .branch("main")
+///         .depth(1),
+/// )?;
+/// println!("{} at {} (reused: {})", ws.name, ws.path.display(), ws.reused);
+/// let report = manager.cleanup(Some(24.0))?;
+/// println!("removed {} old workspaces", report.cleaned_workspaces);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct WorkspaceManager {
+    services: Arc<Services>,
+    policy: Arc<PolicyEngine>,
+}
+
+/// Builds a [`WorkspaceManager`]; starts from [`Config::default`] (or a
+/// given config) and overrides what it is told.
+pub struct WorkspaceManagerBuilder {
+    config: Config,
+    policy_bytes: Option<(Vec<u8>, String)>,
+    fs_ops: Arc<dyn FsOps>,
+}
+
+impl WorkspaceManagerBuilder {
+    /// Start from `config`.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+    /// Where workspaces live.
+    pub fn base_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config.base_path = path.into();
+        self
+    }
+    /// Load the policy from a `.wasm` component file.
+    pub fn policy_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config.policy = PolicySource::File(path.into());
+        self
+    }
+    /// Load the policy from component bytes.
+    pub fn policy_bytes(mut self, bytes: Vec<u8>, label: impl Into<String>) -> Self {
+        self.policy_bytes = Some((bytes, label.into()));
+        self
+    }
+    /// Accept local paths and `file://` URLs.
+    pub fn allow_local_urls(mut self, allow: bool) -> Self {
+        self.config.allow_local_urls = allow;
+        self
+    }
+    /// Default cleanup age.
+    pub fn max_age_hours(mut self, hours: f64) -> Self {
+        self.config.max_age_hours = hours;
+        self
+    }
+    /// Deletion retries and backoff.
+    pub fn removal(mut self, removal: RemovalConfig) -> Self {
+        self.config.removal = removal;
+        self
+    }
+    /// Per-call policy limits.
+    pub fn policy_limits(mut self, limits: PolicyLimits) -> Self {
+        self.config.policy_limits = limits;
+        self
+    }
+    /// The filesystem calls deletion goes through (fault injection in tests).
+    pub fn fs_ops(mut self, ops: Arc<dyn FsOps>) -> Self {
+        self.fs_ops = ops;
+        self
+    }
+
+    /// Load and check the policy, create the base directory, and build.
+    pub fn build(self) -> Result<WorkspaceManager> {
+        let policy = match &self.policy_bytes {
+            Some((bytes, label)) => PolicyEngine::from_bytes(bytes, label, self.config.policy_limits)?,
+            None => PolicyEngine::load(&self.config.policy, self.config.policy_limits)?,
+        };
+        let layout = Layout::new(&self.config.base_path)?;
+        layout.ensure()?;
+        let services = Services {
+            locks: WorkspaceLocks::new(layout.clone()),
+            remover: Remover::new(self.fs_ops, self.config.removal),
+            layout,
+            config: self.config,
+        };
+        Ok(WorkspaceManager {
+            services: Arc::new(services),
+            policy: Arc::new(policy),
+        })
+    }
+}
+
+/// A caller's hold on a workspace: while it lives, cleanup and remove skip
+/// the workspace. Dropping it records the use in `workspace.json`.
+#[derive(Debug)]
+pub struct Lease {
+    services: Arc<Services>,
+    name: WorkspaceName,
+}
+
+impl Lease {
+    /// The leased workspace.
+    pub fn name(&self) -> &str {
+        self.name.as_str()
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        touch_last_used(&self.services, &self.name);
+        self.services.locks.drop_lease(&self.name);
+    }
+}
+
+fn touch_last_used(services: &Services, name: &WorkspaceName) {
+    let path = services.layout.metadata_path(name);
+    if let Some(mut meta) = WorkspaceMetadata::read(&path) {
+        meta.last_used = Utc::now();
+        if let Err(e) = meta.write(&path) {
+            tracing::warn!(workspace = %name, error = %e, "could not record last use");
+        }
+    }
+}
+
+impl WorkspaceManager {
+    /// A builder starting from the defaults.
+    pub fn builder() -> WorkspaceManagerBuilder {
+        WorkspaceManagerBuilder {
+            config: Config::default(),
+            policy_bytes: None,
+            fs_ops: Arc::new(RealFs),
+        }
+    }
+
+    /// Build from a configuration.
+    pub fn from_config(config: Config) -> Result<Self> {
+        Self::builder().config(config).build()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.services.config
+    }
+
+    /// The base directory (absolute).
+    pub fn base_path(&self) -> &Path {
+        self.services.layout.base()
+    }
+
+    /// What policy is loaded.
+    pub fn policy_label(&self) -> &str {
+        self.policy.label()
+    }
+
+    /// The workspace name the policy gives `repo_full_name`, validated.
+    pub fn workspace_name(&self, repo_full_name: &str) -> Result<String> {
+        self.checked_name(repo_full_name).map(|n| n.to_string())
+    }
+
+    fn checked_name(&self, repo_full_name: &str) -> Result<WorkspaceName> {
+        let (name, _) = self.policy.call(
+            self.services.clone(),
+            CallContext::default(),
+            "workspace-name",
+            |p, s| p.call_workspace_name(s, repo_full_name),
+        )?;
+        let name = name.map_err(from_wit_error)?;
+        WorkspaceName::parse(&name).map_err(|e| {
+            Error::Policy(format!(
+                "{} returned an unsafe workspace name for {repo_full_name:?}: {e}",
+                self.policy.label()
+            ))
+        })
+    }
+
+    /// Prepare the workspace of a repository: reuse and update its clone, or
+    /// clone afresh. Serialized per workspace, parallel across workspaces.
+    pub fn prepare(&self, request: &PrepareRequest) -> Result<PrepareOutcome> {
+        self.prepare_with_progress(request, None)
+    }
+
+    /// [`prepare`](Self::prepare), reporting transfer progress to `progress`.
+    pub fn prepare_with_progress(
+        &self,
+        request: &PrepareRequest,
+        progress: Option<Arc<ProgressFn>>,
+    ) -> Result<PrepareOutcome> {
+        let started = Instant::now();
+        if let Some(b) = &request.default_branch {
+            if !git2::Reference::is_valid_name(&format!("refs/heads/{b}")) {
+                return Err(Error::InvalidInput(format!(
+                    "{b:?} is not a valid branch name"
+                )));
+            }
+        }
+        if request.depth == Some(0) {
+            return Err(Error::InvalidInput(
+                "depth must be at least 1 (omit it for full history)".into(),
+            ));
+        }
+        let url = CloneUrl::parse(&request.clone_url, self.services.config.allow_local_urls)?;
+        if url.credentials_in_clear() {
+            tracing::warn!(url = %url.public, "credentials are sent unencrypted over this transport; use https");
+        }
+        let name = self.checked_name(&request.repo_full_name)?;
+        let services = &self.services;
+        services.layout.ensure()?;
+        let _guard = services.locks.lock(&name)?;
+        services.clear_staging(&name);
+
+        let remote = Remote {
+            credentials: url.credentials.clone(),
+            progress,
+            local: url.transport == Transport::Local,
+        };
+        let call = CallContext::prepare(name.clone(), url.public.clone(), remote);
+        let wit_request = wit::PrepareRequest {
+            repo_full_name: request.repo_full_name.clone(),
+            name: name.to_string(),
+            clone_url: url.public.clone(),
+            branch: request.default_branch.clone(),
+            depth: request.depth,
+        };
+        let (outcome, ctx) = self.policy.call(services.clone(), call, "prepare", |p, s| {
+            p.call_prepare(s, &wit_request)
+        })?;
+        let outcome = outcome.map_err(from_wit_error)?;
+
+        // Trust the disk, not the policy's word.
+        let repo_dir = services.layout.repo_dir(&name);
+        let state = git::inspect(&repo_dir);
+        let head = match (state.healthy, state.head) {
+            (true, Some(head)) => head,
+            _ => {
+                return Err(Error::Policy(format!(
+                    "{} reported a prepared workspace, but {} is not a healthy repository: {}",
+                    self.policy.label(),
+                    repo_dir.display(),
+                    state.problem.unwrap_or_else(|| "it is missing".into())
+                )));
+            }
+        };
+        if state.remote_url.as_deref() != Some(url.public.as_str()) {
+            return Err(Error::Policy(format!(
+                "{} left a clone of {:?} where {} was asked for",
+                self.policy.label(),
+                state.remote_url,
+                url.public
+            )));
+        }
+        let reused = ctx.updated && !ctx.cloned;
+        if outcome.reused != reused {
+            tracing::warn!(workspace = %name, "policy's reused={} disagrees with what the host saw", outcome.reused);
+        }
+
+        let now = Utc::now();
+        let meta_path = services.layout.metadata_path(&name);
+        let previous = WorkspaceMetadata::read(&meta_path);
+        let meta = WorkspaceMetadata {
+            version: METADATA_VERSION,
+            repo_full_name: request.repo_full_name.clone(),
+            clone_url: url.public.clone(),
+            branch: request.default_branch.clone().or(state.branch),
+            depth: request.depth,
+            head: head.clone(),
+            created: previous.as_ref().filter(|_| reused).map_or(now, |p| p.created),
+            last_prepared: now,
+            last_used: now,
+            size_bytes: dir_size(&services.layout.workspace_dir(&name)),
+        };
+        meta.write(&meta_path)?;
+        let duration_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(workspace = %name, reused, head = %head, duration_ms, "workspace prepared");
+        Ok(PrepareOutcome {
+            name: name.to_string(),
+            path: repo_dir,
+            reused,
+            head,
+            duration_ms,
+            notes: outcome.notes,
+        })
+    }
+
+    /// Every workspace with its metadata.
+    pub fn list(&self) -> Result<Vec<WorkspaceSummary>> {
+        self.services.list()
+    }
+
+    /// One workspace by folder name; `Ok(None)` when it does not exist.
+    pub fn get(&self, name: &str) -> Result<Option<WorkspaceSummary>> {
+        let name = WorkspaceName::parse(name)?;
+        Ok(self.services.summary(&name))
+    }
+
+    /// Totals and per-workspace sizes, from sizes recorded at prepare time.
+    pub fn stats(&self) -> Result<Stats> {
+        let list = self.services.list()?;
+        Ok(self.services.stats(&list))
+    }
+
+    /// Remove workspaces unused for longer than `max_age_hours` (default from
+    /// the configuration), as the policy selects them; never one in use.
+    pub fn cleanup(&self, max_age_hours: Option<f64>) -> Result<CleanupReport> {
+        let max_age_hours = max_age_hours.unwrap_or(self.services.config.max_age_hours);
+        if !max_age_hours.is_finite() || max_age_hours < 0.0 {
+            return Err(Error::InvalidInput(format!(
+                "max_age_hours must be a number >= 0, got {max_age_hours}"
+            )));
+        }
+        let (pending_finished, pending_freed) = self.services.purge_trash();
+        let request = wit::CleanupRequest {
+            max_age_hours,
+            settings: self.services.config.policy_settings.clone(),
+        };
+        let (outcome, ctx) = self.policy.call(
+            self.services.clone(),
+            CallContext::default(),
+            "cleanup",
+            |p, s| p.call_cleanup(s, &request),
+        )?;
+        let outcome = outcome.map_err(from_wit_error)?;
+        let mut report = CleanupReport {
+            cleaned_workspaces: 0,
+            max_age_hours,
+            bytes_freed: pending_freed,
+            removed: Vec::new(),
+            failed: Vec::new(),
+            skipped: outcome
+                .skipped
+                .into_iter()
+                .map(|s| SkippedWorkspace {
+                    name: s.name,
+                    reason: s.reason,
+                })
+                .collect(),
+            kept: outcome.kept,
+            pending_deletions_finished: pending_finished,
+        };
+        for r in ctx.removals {
+            report.bytes_freed += r.bytes_freed;
+            if r.removed {
+                report.removed.push(r);
+            } else if r.skipped_in_use {
+                report.skipped.push(SkippedWorkspace {
+                    name: r.name,
+                    reason: "in use (being prepared or leased)".into(),
+                });
+            } else {
+                report.failed.push(r);
+            }
+        }
+        report.cleaned_workspaces = report.removed.len();
+        tracing::info!(
+            cleaned = report.cleaned_workspaces,
+            failed = report.failed.len(),
+            skipped = report.skipped.len(),
+            bytes_freed = report.bytes_freed,
+            "cleanup finished"
+        );
+        Ok(report)
+    }
+
+    /// The policy's verdict on the current figures.
+    pub fn health(&self) -> Result<HealthReport> {
+        let config = &self.services.config;
+        let list = self.services.list()?;
+        let stats = self.services.stats(&list);
+        let now = Utc::now();
+        let max_age = chrono::Duration::seconds((config.max_age_hours * 3600.0) as i64);
+        let size_limit = config.size_warning_mb * 1024 * 1024;
+        let wit_stats = wit::HealthStats {
+            total_workspaces: stats.total_workspaces as u32,
+            total_size_bytes: stats.total_size_bytes,
+            in_use: stats.in_use as u32,
+            largest: list
+                .iter()
+                .filter(|w| w.size_bytes > size_limit)
+                .map(|w| (w.name.clone(), w.size_bytes))
+                .collect(),
+            stale: list
+                .iter()
+                .filter(|w| w.last_used.is_some_and(|t| now - t > max_age))
+                .count() as u32,
+            without_metadata: list.iter().filter(|w| !w.has_metadata).count() as u32,
+            pending_deletions: stats.pending_deletions as u32,
+            free_space_bytes: stats.free_space_bytes,
+        };
+        let thresholds = wit::Thresholds {
+            workspace_size_warning_mb: config.size_warning_mb,
+            total_size_warning_mb: config.total_size_warning_mb,
+            max_workspaces: config.max_workspaces,
+            max_age_hours: config.max_age_hours,
+        };
+        let (verdict, _) = self.policy.call(
+            self.services.clone(),
+            CallContext::default(),
+            "assess-health",
+            |p, s| p.call_assess_health(s, &wit_stats, thresholds),
+        )?;
+        let status = match verdict.status {
+            wit::HealthStatus::Healthy => HealthStatus::Healthy,
+            wit::HealthStatus::Warning => HealthStatus::Warning,
+            wit::HealthStatus::Critical => HealthStatus::Critical,
+        };
+        Ok(HealthReport {
+            status,
+            workspace_stats: stats,
+            warnings: verdict.warnings,
+            recommendations: verdict.recommendations,
+        })
+    }
+
+    /// Remove one workspace by name. `NotFound` when absent, `InUse` when
+    /// being prepared or leased; otherwise the honest report.
+    pub fn remove(&self, name: &str) -> Result<RemovalReport> {
+        let name = WorkspaceName::parse(name)?;
+        if self.services.summary(&name).is_none() {
+            return Err(Error::NotFound(format!("no workspace named {name}")));
+        }
+        let report = self.services.remove_workspace(&name);
+        if report.skipped_in_use {
+            return Err(Error::InUse(name.to_string()));
+        }
+        Ok(report)
+    }
+
+    /// Hold a workspace while working in it; cleanup and remove skip it
+    /// until the lease is dropped.
+    pub fn lease(&self, name: &str) -> Result<Lease> {
+        let name = WorkspaceName::parse(name)?;
+        // Wait out a prepare or removal in progress, then mark it leased.
+        let guard = self.services.locks.lock(&name)?;
+        if self.services.summary(&name).is_none() {
+            return Err(Error::NotFound(format!("no workspace named {name}")));
+        }
+        self.services.locks.add_lease(&name);
+        drop(guard);
+        touch_last_used(&self.services, &name);
+        Ok(Lease {
+            services: self.services.clone(),
+            name,
+        })
+    }
+}

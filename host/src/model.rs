@@ -1,0 +1,220 @@
+//! The public request and report types of the library, serialized with the
+//! seed guide's JSON keys (`total_workspaces`, `total_size_mb`, `base_path`,
+//! `cleaned_workspaces`, `max_age_hours`, `status`, `workspace_stats`,
+//! `warnings`, `recommendations`).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Bytes in a megabyte, as the guide counts them (MiB).
+pub const MB: f64 = 1024.0 * 1024.0;
+
+/// Bytes -> MB rounded to 0.1, as the guide shows sizes.
+pub fn to_mb(bytes: u64) -> f64 {
+    (bytes as f64 / MB * 10.0).round() / 10.0
+}
+
+/// A request to prepare the workspace of one repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrepareRequest {
+    /// `owner/repo`.
+    pub repo_full_name: String,
+    /// Where to clone from; may hold a token (`https://TOKEN@host/...`), which
+    /// never reaches the disk or the logs.
+    pub clone_url: String,
+    /// The branch to check out; none for the remote's default.
+    #[serde(default, alias = "branch")]
+    pub default_branch: Option<String>,
+    /// Shallow clone of this many commits.
+    #[serde(default)]
+    pub depth: Option<u32>,
+}
+
+impl PrepareRequest {
+    /// A request for `repo_full_name` from `clone_url` on the remote's default branch.
+    pub fn new(repo_full_name: impl Into<String>, clone_url: impl Into<String>) -> Self {
+        PrepareRequest {
+            repo_full_name: repo_full_name.into(),
+            clone_url: clone_url.into(),
+            default_branch: None,
+            depth: None,
+        }
+    }
+
+    /// Check out `branch`.
+    pub fn branch(mut self, branch: impl Into<String>) -> Self {
+        self.default_branch = Some(branch.into());
+        self
+    }
+
+    /// Fetch only the last `depth` commits.
+    pub fn depth(mut self, depth: u32) -> Self {
+        self.depth = Some(depth);
+        self
+    }
+}
+
+/// What a prepare did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PrepareOutcome {
+    /// The workspace folder name.
+    pub name: String,
+    /// The checkout: `<base>/<name>/repo`.
+    pub path: PathBuf,
+    /// An existing clone was updated in place.
+    pub reused: bool,
+    /// The commit checked out.
+    pub head: String,
+    /// Wall time of the prepare.
+    pub duration_ms: u64,
+    /// What the policy healed or why it re-cloned.
+    pub notes: Vec<String>,
+}
+
+/// One workspace as listed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkspaceSummary {
+    /// Folder name.
+    pub name: String,
+    /// `owner/repo`, when known.
+    pub repo_full_name: Option<String>,
+    /// Clone URL without credentials.
+    pub clone_url: Option<String>,
+    /// Branch of the last prepare.
+    pub branch: Option<String>,
+    /// Commit of the last prepare.
+    pub head: Option<String>,
+    /// Bytes on disk.
+    pub size_bytes: u64,
+    /// The same in MB.
+    pub size_mb: f64,
+    /// First prepare.
+    pub created: Option<DateTime<Utc>>,
+    /// Last prepare.
+    pub last_prepared: Option<DateTime<Utc>>,
+    /// Last use (prepare or lease).
+    pub last_used: Option<DateTime<Utc>>,
+    /// Being prepared or leased.
+    pub in_use: bool,
+    /// `workspace.json` was readable.
+    pub has_metadata: bool,
+}
+
+/// Size of one workspace, in stats.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkspaceSize {
+    /// Folder name.
+    pub name: String,
+    /// Bytes on disk.
+    pub size_bytes: u64,
+    /// The same in MB.
+    pub size_mb: f64,
+}
+
+/// Totals over all workspaces.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Number of workspaces.
+    pub total_workspaces: usize,
+    /// Their size in MB.
+    pub total_size_mb: f64,
+    /// Their size in bytes.
+    pub total_size_bytes: u64,
+    /// The base directory.
+    pub base_path: String,
+    /// Workspaces being prepared or leased.
+    pub in_use: usize,
+    /// Removed workspaces whose deletion is not finished.
+    pub pending_deletions: usize,
+    /// Free bytes on the base directory's filesystem.
+    pub free_space_bytes: Option<u64>,
+    /// Per-workspace sizes, largest first.
+    pub workspaces: Vec<WorkspaceSize>,
+}
+
+/// The truth about one removal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemovalReport {
+    /// Workspace folder name.
+    pub name: String,
+    /// Gone from disk, all of it.
+    pub removed: bool,
+    /// Not attempted because the workspace is in use.
+    pub skipped_in_use: bool,
+    /// Deletion attempts.
+    pub attempts: u32,
+    /// Bytes of files deleted.
+    pub bytes_freed: u64,
+    /// Paths (relative to the base directory) still present.
+    pub remaining: Vec<String>,
+    /// The last error when not removed.
+    pub error: Option<String>,
+}
+
+/// A workspace a cleanup left in place, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedWorkspace {
+    /// Folder name.
+    pub name: String,
+    /// Why it was left.
+    pub reason: String,
+}
+
+/// What a cleanup did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CleanupReport {
+    /// Workspaces removed.
+    pub cleaned_workspaces: usize,
+    /// The age limit applied.
+    pub max_age_hours: f64,
+    /// Bytes freed, by removals and by finishing earlier deletions.
+    pub bytes_freed: u64,
+    /// Each workspace removed.
+    pub removed: Vec<RemovalReport>,
+    /// Each removal that failed (still on disk, retried next time).
+    pub failed: Vec<RemovalReport>,
+    /// Workspaces left in place, with the reason.
+    pub skipped: Vec<SkippedWorkspace>,
+    /// Workspaces young enough to keep.
+    pub kept: u32,
+    /// Earlier deletions finished by this cleanup.
+    pub pending_deletions_finished: usize,
+}
+
+/// The health verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    /// Nothing to do.
+    Healthy,
+    /// Something needs attention soon.
+    Warning,
+    /// Something needs attention now.
+    Critical,
+}
+
+impl HealthStatus {
+    /// `healthy`, `warning` or `critical`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthStatus::Healthy => "healthy",
+            HealthStatus::Warning => "warning",
+            HealthStatus::Critical => "critical",
+        }
+    }
+}
+
+/// Health with the figures it was judged on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthReport {
+    /// The verdict.
+    pub status: HealthStatus,
+    /// The figures.
+    pub workspace_stats: Stats,
+    /// What is wrong.
+    pub warnings: Vec<String>,
+    /// What to do.
+    pub recommendations: Vec<String>,
+}
