@@ -109,10 +109,14 @@ pub struct RepoState {
 /// Look at `repo_dir` without changing anything.
 pub fn inspect(repo_dir: &Path) -> RepoState {
     let mut state = RepoState {
-        exists: repo_dir.is_dir(),
+        exists: std::fs::symlink_metadata(repo_dir).is_ok(),
         ..RepoState::default()
     };
     if !state.exists {
+        return state;
+    }
+    if !repo_dir.is_dir() {
+        state.problem = Some("repo/ is not a folder".into());
         return state;
     }
     let repo = match Repository::open_ext(
@@ -284,14 +288,27 @@ pub fn update(
         .map_err(|e| GitError::new("finding origin", e))?;
     let mut fo = fetch_options(remote, depth);
     fo.download_tags(AutotagOption::None);
-    let refspec = format!("+refs/heads/{branch}:refs/remotes/origin/{branch}");
+    // Drop the tracking ref first: a fetch of a branch deleted upstream
+    // succeeds without updating it, and a stale one would be checked out.
+    let tracking = format!("refs/remotes/origin/{branch}");
+    if let Ok(mut old) = repo.find_reference(&tracking) {
+        old.delete()
+            .map_err(|e| GitError::new("dropping the old tracking branch", e))?;
+    }
+    let refspec = format!("+refs/heads/{branch}:{tracking}");
     origin
         .fetch(&[refspec.as_str()], Some(&mut fo), None)
         .map_err(|e| GitError::new(&format!("fetching {branch} from {url}"), e))?;
     let target = repo
-        .find_reference(&format!("refs/remotes/origin/{branch}"))
+        .find_reference(&tracking)
         .and_then(|r| r.peel_to_commit())
-        .map_err(|e| GitError::new(&format!("resolving origin/{branch}"), e))?;
+        .map_err(|e| GitError {
+            message: format!(
+                "branch {branch} not found at {url} ({}); check the branch name",
+                e.message()
+            ),
+            not_found: true,
+        })?;
     let local_ref = format!("refs/heads/{branch}");
     repo.reference(&local_ref, target.id(), true, "fixsec-workspace: update")
         .map_err(|e| GitError::new("moving the local branch", e))?;

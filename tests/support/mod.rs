@@ -1,0 +1,207 @@
+//! Test fixtures: real git repositories with history, branches, ignored and
+//! untracked files; a loopback `git daemon`; managers on temp directories.
+
+#![allow(dead_code)]
+
+use fixsec_workspace::adapter::removal::RemovalConfig;
+use fixsec_workspace::{WorkspaceManager, WorkspaceManagerBuilder};
+use git2::{Repository, Signature};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// An upstream repository on disk (non-bare, so tests can commit to it).
+pub struct Upstream {
+    _dir: tempfile::TempDir,
+    pub path: PathBuf,
+    pub repo: Repository,
+}
+
+impl Upstream {
+    /// `main` with three commits (a README, a source file, a `.gitignore`
+    /// ignoring `*.log` and `target/`), and `develop` one commit ahead.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("upstream");
+        let mut opts = git2::RepositoryInitOptions::new();
+        opts.initial_head("main");
+        let repo = Repository::init_opts(&path, &opts).unwrap();
+        let up = Upstream {
+            _dir: dir,
+            path,
+            repo,
+        };
+        up.commit("README.md", "# demo\n", "initial");
+        up.commit(".gitignore", "*.log\ntarget/\n", "ignore logs");
+        up.commit("src/lib.rs", "pub fn f() {}\n", "add lib");
+        {
+            let head = up.repo.head().unwrap().peel_to_commit().unwrap();
+            up.repo.branch("develop", &head, false).unwrap();
+        }
+        up.repo.set_head("refs/heads/develop").unwrap();
+        up.commit("dev.txt", "dev\n", "develop work");
+        up.repo.set_head("refs/heads/main").unwrap();
+        up.repo
+            .checkout_head(Some(git2::build::CheckoutBuilder::new().force()))
+            .unwrap();
+        up
+    }
+
+    /// Commit `content` to `file` on the current branch; returns the commit id.
+    pub fn commit(&self, file: &str, content: &str, message: &str) -> String {
+        let full = self.path.join(file);
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        std::fs::write(&full, content).unwrap();
+        let mut index = self.repo.index().unwrap();
+        index.add_path(Path::new(file)).unwrap();
+        index.write().unwrap();
+        let tree = self.repo.find_tree(index.write_tree().unwrap()).unwrap();
+        let sig = Signature::now("Test", "test@example.invalid").unwrap();
+        let parents: Vec<git2::Commit> = self
+            .repo
+            .head()
+            .ok()
+            .and_then(|h| h.peel_to_commit().ok())
+            .into_iter()
+            .collect();
+        let parent_refs: Vec<&git2::Commit> = parents.iter().collect();
+        self.repo
+            .commit(Some("HEAD"), &sig, &sig, message, &tree, &parent_refs)
+            .unwrap()
+            .to_string()
+    }
+
+    /// Replace `main`'s history with one new root commit (a force push).
+    pub fn rewrite_history(&self) -> String {
+        let sig = Signature::now("Test", "test@example.invalid").unwrap();
+        std::fs::write(self.path.join("README.md"), "# rewritten\n").unwrap();
+        let mut index = self.repo.index().unwrap();
+        index.add_path(Path::new("README.md")).unwrap();
+        index.write().unwrap();
+        let tree = self.repo.find_tree(index.write_tree().unwrap()).unwrap();
+        let oid = self
+            .repo
+            .commit(None, &sig, &sig, "rewritten root", &tree, &[])
+            .unwrap();
+        self.repo
+            .reference("refs/heads/main", oid, true, "force push")
+            .unwrap();
+        oid.to_string()
+    }
+
+    /// The commit a branch points at.
+    pub fn head_of(&self, branch: &str) -> String {
+        self.repo
+            .find_branch(branch, git2::BranchType::Local)
+            .unwrap()
+            .get()
+            .peel_to_commit()
+            .unwrap()
+            .id()
+            .to_string()
+    }
+
+    /// The path as a clone URL.
+    pub fn url(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+/// Retries fast, so failure tests do not wait seconds.
+pub fn fast_removal(max_retries: u32) -> RemovalConfig {
+    RemovalConfig {
+        max_retries,
+        initial_delay: Duration::from_millis(5),
+        max_delay: Duration::from_millis(20),
+    }
+}
+
+/// A builder on `base` allowing local URLs, with fast retries.
+pub fn builder(base: &Path) -> WorkspaceManagerBuilder {
+    WorkspaceManager::builder()
+        .base_path(base)
+        .allow_local_urls(true)
+        .removal(fast_removal(3))
+}
+
+/// A manager on `base` allowing local URLs.
+pub fn manager(base: &Path) -> WorkspaceManager {
+    builder(base).build().unwrap()
+}
+
+/// Every file under `dir` whose bytes contain `needle` (symlinks not followed).
+pub fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .filter(|e| {
+            std::fs::read(e.path())
+                .map(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
+                .unwrap_or(false)
+        })
+        .map(|e| e.into_path())
+        .collect()
+}
+
+/// A `git daemon` serving `base_path` on a loopback port, killed on drop.
+pub struct GitDaemon {
+    child: Child,
+    pub port: u16,
+}
+
+impl GitDaemon {
+    /// Start it and wait until it accepts connections.
+    pub fn start(base_path: &Path) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("git")
+            .args([
+                "daemon",
+                "--export-all",
+                "--reuseaddr",
+                "--listen=127.0.0.1",
+                &format!("--port={port}"),
+                &format!("--base-path={}", base_path.display()),
+            ])
+            .arg(base_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("git daemon must be installed (apt-get install git)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "git daemon did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        GitDaemon { child, port }
+    }
+
+    /// `git://127.0.0.1:<port>/<name>`.
+    pub fn url(&self, name: &str) -> String {
+        format!("git://127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Set `last_used` (and `last_prepared`) of a workspace `hours` in the past.
+pub fn age_workspace(base: &Path, name: &str, hours: i64) {
+    let path = base.join(name).join("workspace.json");
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let when = (chrono::Utc::now() - chrono::Duration::hours(hours)).to_rfc3339();
+    meta["last_used"] = serde_json::Value::String(when.clone());
+    meta["last_prepared"] = serde_json::Value::String(when);
+    std::fs::write(&path, serde_json::to_vec(&meta).unwrap()).unwrap();
+}
