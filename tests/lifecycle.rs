@@ -29,7 +29,12 @@ fn fresh_prepare_clones_and_records_metadata() {
     assert!(meta["size_bytes"].as_u64().unwrap() > 0);
     assert_eq!(meta["created"], meta["last_prepared"]);
     // Nothing left behind in staging.
-    assert_eq!(std::fs::read_dir(base.path().join(".staging")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(base.path().join(".staging"))
+            .unwrap()
+            .count(),
+        0
+    );
 }
 
 #[test]
@@ -74,7 +79,10 @@ fn reuse_resets_changes_and_removes_untracked_and_ignored_files() {
 
     let again = m.prepare(&req).unwrap();
     assert!(again.reused);
-    assert_eq!(std::fs::read_to_string(repo.join("README.md")).unwrap(), "# demo\n");
+    assert_eq!(
+        std::fs::read_to_string(repo.join("README.md")).unwrap(),
+        "# demo\n"
+    );
     assert!(repo.join("src/lib.rs").is_file());
     for gone in ["untracked.txt", "build.log", "target", "newdir"] {
         assert!(!repo.join(gone).exists(), "{gone} should be cleaned");
@@ -106,11 +114,18 @@ fn default_branch_is_the_remotes() {
     let up = Upstream::new();
     let base = tempfile::tempdir().unwrap();
     let m = manager(base.path());
-    let out = m.prepare(&PrepareRequest::new("acme/demo", up.url())).unwrap();
+    let out = m
+        .prepare(&PrepareRequest::new("acme/demo", up.url()))
+        .unwrap();
     assert_eq!(out.head, up.head_of("main"));
-    let again = m.prepare(&PrepareRequest::new("acme/demo", up.url())).unwrap();
+    let again = m
+        .prepare(&PrepareRequest::new("acme/demo", up.url()))
+        .unwrap();
     assert!(again.reused);
-    assert_eq!(m.get(&out.name).unwrap().unwrap().branch.as_deref(), Some("main"));
+    assert_eq!(
+        m.get(&out.name).unwrap().unwrap().branch.as_deref(),
+        Some("main")
+    );
 }
 
 #[test]
@@ -135,8 +150,12 @@ fn broken_clones_are_healed_by_a_fresh_clone() {
     let m = manager(base.path());
     let req = PrepareRequest::new("acme/demo", up.url()).branch("main");
     let out = m.prepare(&req).unwrap();
-    let breakages: Vec<(&str, Box<dyn Fn(&std::path::Path)>)> = vec![
-        ("missing HEAD", Box::new(|r| std::fs::remove_file(r.join(".git/HEAD")).unwrap())),
+    type Breakage = Box<dyn Fn(&std::path::Path)>;
+    let breakages: Vec<(&str, Breakage)> = vec![
+        (
+            "missing HEAD",
+            Box::new(|r| std::fs::remove_file(r.join(".git/HEAD")).unwrap()),
+        ),
         (
             "corrupt HEAD",
             Box::new(|r| std::fs::write(r.join(".git/HEAD"), "garbage\n").unwrap()),
@@ -152,10 +171,13 @@ fn broken_clones_are_healed_by_a_fresh_clone() {
                 std::fs::create_dir_all(r.join(".git/objects")).unwrap();
             }),
         ),
-        ("repo/ is a file", Box::new(|r| {
-            std::fs::remove_dir_all(r).unwrap();
-            std::fs::write(r, "not a folder").unwrap();
-        })),
+        (
+            "repo/ is a file",
+            Box::new(|r| {
+                std::fs::remove_dir_all(r).unwrap();
+                std::fs::write(r, "not a folder").unwrap();
+            }),
+        ),
     ];
     for (what, break_it) in breakages {
         break_it(&out.path);
@@ -163,7 +185,10 @@ fn broken_clones_are_healed_by_a_fresh_clone() {
         assert!(!healed.reused, "{what}");
         assert_eq!(healed.head, up.head_of("main"), "{what}");
         assert!(healed.path.join("src/lib.rs").is_file(), "{what}");
-        assert!(!healed.notes.is_empty(), "{what}: a note says why it re-cloned");
+        assert!(
+            !healed.notes.is_empty(),
+            "{what}: a note says why it re-cloned"
+        );
     }
 }
 
@@ -210,7 +235,12 @@ fn unknown_branch_is_not_found_and_leaves_nothing_behind() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
     assert!(err.to_string().contains("no-such-branch"), "{err}");
-    assert_eq!(std::fs::read_dir(base.path().join(".staging")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(base.path().join(".staging"))
+            .unwrap()
+            .count(),
+        0
+    );
     let name = m.workspace_name("acme/demo").unwrap();
     assert!(!base.path().join(name).join("workspace.json").exists());
 }
@@ -253,7 +283,10 @@ fn corrupt_or_missing_metadata_is_rewritten() {
         }
         assert!(!m.get(&out.name).unwrap().unwrap().has_metadata);
         let again = m.prepare(&req).unwrap();
-        assert!(again.reused, "a damaged workspace.json does not force a re-clone");
+        assert!(
+            again.reused,
+            "a damaged workspace.json does not force a re-clone"
+        );
         assert!(m.get(&out.name).unwrap().unwrap().has_metadata);
     }
 }
@@ -265,10 +298,22 @@ fn bad_requests_are_refused_before_anything_is_written() {
     let m = manager(base.path());
     let cases = [
         (PrepareRequest::new("", up.url()), ErrorKind::InvalidInput),
-        (PrepareRequest::new("a/b", "ext::sh -c touch% /tmp/x"), ErrorKind::Refused),
-        (PrepareRequest::new("a/b", "--upload-pack=x"), ErrorKind::Refused),
-        (PrepareRequest::new("a/b", up.url()).branch("bad..name"), ErrorKind::InvalidInput),
-        (PrepareRequest::new("a/b", up.url()).depth(0), ErrorKind::InvalidInput),
+        (
+            PrepareRequest::new("a/b", "ext::sh -c touch% /tmp/x"),
+            ErrorKind::Refused,
+        ),
+        (
+            PrepareRequest::new("a/b", "--upload-pack=x"),
+            ErrorKind::Refused,
+        ),
+        (
+            PrepareRequest::new("a/b", up.url()).branch("bad..name"),
+            ErrorKind::InvalidInput,
+        ),
+        (
+            PrepareRequest::new("a/b", up.url()).depth(0),
+            ErrorKind::InvalidInput,
+        ),
     ];
     for (req, kind) in cases {
         let err = m.prepare(&req).unwrap_err();
@@ -278,9 +323,14 @@ fn bad_requests_are_refused_before_anything_is_written() {
         .base_path(base.path())
         .build()
         .unwrap();
-    let err = strict.prepare(&PrepareRequest::new("a/b", up.url())).unwrap_err();
+    let err = strict
+        .prepare(&PrepareRequest::new("a/b", up.url()))
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Refused);
-    assert!(err.to_string().contains("WORKSPACE_ALLOW_LOCAL_URLS"), "{err}");
+    assert!(
+        err.to_string().contains("WORKSPACE_ALLOW_LOCAL_URLS"),
+        "{err}"
+    );
     assert!(m.list().unwrap().is_empty());
 }
 
@@ -292,7 +342,11 @@ fn shallow_prepare_over_git_daemon() {
     let m = manager(base.path());
     let url = daemon.url("upstream");
     let shallow = m
-        .prepare(&PrepareRequest::new("acme/shallow", &url).branch("main").depth(1))
+        .prepare(
+            &PrepareRequest::new("acme/shallow", &url)
+                .branch("main")
+                .depth(1),
+        )
         .unwrap();
     let repo = git2::Repository::open(&shallow.path).unwrap();
     assert!(repo.is_shallow());
@@ -303,7 +357,11 @@ fn shallow_prepare_over_git_daemon() {
 
     let new_head = up.commit("more.txt", "more\n", "more");
     let again = m
-        .prepare(&PrepareRequest::new("acme/shallow", &url).branch("main").depth(1))
+        .prepare(
+            &PrepareRequest::new("acme/shallow", &url)
+                .branch("main")
+                .depth(1),
+        )
         .unwrap();
     assert!(again.reused);
     assert_eq!(again.head, new_head);
@@ -323,7 +381,10 @@ fn credentials_never_reach_disk_or_logs() {
     let secret = "s3cretTOKEN42";
     let logs = support_logs::capture(|| {
         // git:// ignores credentials, so this clone succeeds with the token stripped.
-        let url = format!("git://x-access-token:{secret}@127.0.0.1:{}/upstream", daemon.port);
+        let url = format!(
+            "git://x-access-token:{secret}@127.0.0.1:{}/upstream",
+            daemon.port
+        );
         let out = m
             .prepare(&PrepareRequest::new("acme/creds", &url).branch("main"))
             .unwrap();
@@ -350,7 +411,10 @@ fn credentials_never_reach_disk_or_logs() {
         assert_eq!(err.kind(), ErrorKind::Git, "{err}");
         assert!(!err.to_string().contains(secret), "{err}");
     });
-    assert!(logs.contains("workspace prepared"), "logs were captured: {logs}");
+    assert!(
+        logs.contains("workspace prepared"),
+        "logs were captured: {logs}"
+    );
     assert!(!logs.contains(secret), "secret in logs: {logs}");
     assert!(files_containing(base.path(), secret).is_empty());
 }

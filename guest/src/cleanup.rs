@@ -58,8 +58,14 @@ mod tests {
     #[test]
     fn old_is_removed_young_is_kept() {
         let now = 1_000_000;
-        assert_eq!(verdict(&ws(Some(now - 25 * 3600), false), now, 24.0), Verdict::Remove);
-        assert_eq!(verdict(&ws(Some(now - 23 * 3600), false), now, 24.0), Verdict::Keep);
+        assert_eq!(
+            verdict(&ws(Some(now - 25 * 3600), false), now, 24.0),
+            Verdict::Remove
+        );
+        assert_eq!(
+            verdict(&ws(Some(now - 23 * 3600), false), now, 24.0),
+            Verdict::Keep
+        );
     }
 
     #[test]
@@ -70,12 +76,18 @@ mod tests {
 
     #[test]
     fn unknown_age_is_skipped() {
-        assert!(matches!(verdict(&ws(None, false), 10, 0.0), Verdict::Skip(_)));
+        assert!(matches!(
+            verdict(&ws(None, false), 10, 0.0),
+            Verdict::Skip(_)
+        ));
     }
 
     #[test]
     fn zero_age_removes_everything_idle() {
         let now = 100;
-        assert_eq!(verdict(&ws(Some(now - 1), false), now, 0.0), Verdict::Remove);
+        assert_eq!(
+            verdict(&ws(Some(now - 1), false), now, 0.0),
+            Verdict::Remove
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! Figures -> health verdict, warnings and recommendations.
 
 use crate::bindings::exports::fixsec::workspace::policy::{
-    HealthReport, HealthStatus, HealthStats, Thresholds,
+    HealthReport, HealthStats, HealthStatus, Thresholds,
 };
 
 const MB: u64 = 1024 * 1024;
@@ -36,9 +36,7 @@ pub fn assess(stats: &HealthStats, t: &Thresholds) -> HealthReport {
             "Too many workspaces: {} exist, over the limit of {}",
             stats.total_workspaces, t.max_workspaces
         ));
-        recommendations.push(
-            "Lower WORKSPACE_MAX_AGE_HOURS or run cleanup more often".to_string(),
-        );
+        recommendations.push("Lower WORKSPACE_MAX_AGE_HOURS or run cleanup more often".to_string());
         critical |= stats.total_workspaces > 2 * t.max_workspaces;
     }
     for (name, size) in &stats.largest {
@@ -76,16 +74,16 @@ pub fn assess(stats: &HealthStats, t: &Thresholds) -> HealthReport {
                 .to_string(),
         );
     }
-    if let Some(free) = stats.free_space_bytes {
-        if free < CRITICAL_FREE_SPACE_BYTES {
-            critical = true;
-            warnings.push(format!(
-                "Low disk space: {:.1} MB free on the workspace volume",
-                free as f64 / MB as f64
-            ));
-            recommendations
-                .push("Free disk space now: run cleanup or grow the volume".to_string());
-        }
+    if let Some(free) = stats
+        .free_space_bytes
+        .filter(|&free| free < CRITICAL_FREE_SPACE_BYTES)
+    {
+        critical = true;
+        warnings.push(format!(
+            "Low disk space: {:.1} MB free on the workspace volume",
+            free as f64 / MB as f64
+        ));
+        recommendations.push("Free disk space now: run cleanup or grow the volume".to_string());
     }
 
     let status = if critical {

@@ -94,7 +94,7 @@ impl Guest for DefaultPolicy {
     }
 
     fn cleanup(request: CleanupRequest) -> Result<CleanupOutcome, Error> {
-        if !(request.max_age_hours >= 0.0) || !request.max_age_hours.is_finite() {
+        if !request.max_age_hours.is_finite() || request.max_age_hours < 0.0 {
             return Err(Error {
                 kind: ErrorKind::InvalidInput,
                 message: format!(

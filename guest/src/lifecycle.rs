@@ -68,7 +68,9 @@ mod tests {
     #[test]
     fn foreign_remote_is_recloned() {
         let s = healthy("https://h/o/other.git");
-        assert!(matches!(plan(&s, "https://h/o/r.git"), Plan::Reclone(r) if r.contains("remote changed")));
+        assert!(
+            matches!(plan(&s, "https://h/o/r.git"), Plan::Reclone(r) if r.contains("remote changed"))
+        );
     }
 
     #[test]

@@ -61,12 +61,12 @@ impl CloneUrl {
         if raw.is_empty() {
             return Err(Error::InvalidInput("the clone URL is empty".into()));
         }
-        if let Some((scheme, _)) = raw.split_once("::") {
-            if !scheme.contains('/') {
-                return Err(Error::Refused(format!(
-                    "the `{scheme}::` transport runs commands or opens descriptors; use https, ssh or git"
-                )));
-            }
+        if let Some((scheme, _)) = raw.split_once("::")
+            && !scheme.contains('/')
+        {
+            return Err(Error::Refused(format!(
+                "the `{scheme}::` transport runs commands or opens descriptors; use https, ssh or git"
+            )));
         }
         if raw.chars().any(|c| c.is_control() || c == ' ') {
             return Err(Error::Refused(
@@ -180,15 +180,15 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Some(v) = std::str::from_utf8(&bytes[i + 1..i + 3])
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Some(v) = std::str::from_utf8(&bytes[i + 1..i + 3])
                 .ok()
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                out.push(v);
-                i += 3;
-                continue;
-            }
+        {
+            out.push(v);
+            i += 3;
+            continue;
         }
         out.push(bytes[i]);
         i += 1;

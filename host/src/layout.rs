@@ -29,7 +29,12 @@ impl Layout {
 
     /// Create the base directory and the host's own folders.
     pub fn ensure(&self) -> Result<()> {
-        for dir in [self.base.clone(), self.trash_dir(), self.locks_dir(), self.staging_dir()] {
+        for dir in [
+            self.base.clone(),
+            self.trash_dir(),
+            self.locks_dir(),
+            self.staging_dir(),
+        ] {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| Error::io("creating workspace folder", &dir, e))?;
         }

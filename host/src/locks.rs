@@ -32,7 +32,9 @@ pub struct WorkspaceGuard {
 
 impl std::fmt::Debug for WorkspaceGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkspaceGuard").field("name", &self.name).finish()
+        f.debug_struct("WorkspaceGuard")
+            .field("name", &self.name)
+            .finish()
     }
 }
 

@@ -13,8 +13,8 @@ use crate::metadata::{METADATA_VERSION, WorkspaceMetadata};
 use crate::model::*;
 use crate::names::WorkspaceName;
 use crate::policy::bindings::exports::fixsec::workspace::policy as wit;
-use crate::policy::{CallContext, PolicyEngine};
 use crate::policy::from_wit_error;
+use crate::policy::{CallContext, PolicyEngine};
 use chrono::Utc;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,7 +39,9 @@ impl Services {
         let meta = WorkspaceMetadata::read(&self.layout.metadata_path(name));
         // Sizes are kept up to date at prepare time; only a folder without
         // metadata (adopted from the original tool) is walked.
-        let size_bytes = meta.as_ref().map_or_else(|| dir_size(&dir), |m| m.size_bytes);
+        let size_bytes = meta
+            .as_ref()
+            .map_or_else(|| dir_size(&dir), |m| m.size_bytes);
         Some(WorkspaceSummary {
             name: name.to_string(),
             repo_full_name: meta.as_ref().map(|m| m.repo_full_name.clone()),
@@ -337,7 +339,9 @@ impl WorkspaceManagerBuilder {
     /// Load and check the policy, create the base directory, and build.
     pub fn build(self) -> Result<WorkspaceManager> {
         let policy = match &self.policy_bytes {
-            Some((bytes, label)) => PolicyEngine::from_bytes(bytes, label, self.config.policy_limits)?,
+            Some((bytes, label)) => {
+                PolicyEngine::from_bytes(bytes, label, self.config.policy_limits)?
+            }
             None => PolicyEngine::load(&self.config.policy, self.config.policy_limits)?,
         };
         let layout = Layout::new(&self.config.base_path)?;
@@ -451,12 +455,12 @@ impl WorkspaceManager {
         progress: Option<Arc<ProgressFn>>,
     ) -> Result<PrepareOutcome> {
         let started = Instant::now();
-        if let Some(b) = &request.default_branch {
-            if !git2::Reference::is_valid_name(&format!("refs/heads/{b}")) {
-                return Err(Error::InvalidInput(format!(
-                    "{b:?} is not a valid branch name"
-                )));
-            }
+        if let Some(b) = &request.default_branch
+            && !git2::Reference::is_valid_name(&format!("refs/heads/{b}"))
+        {
+            return Err(Error::InvalidInput(format!(
+                "{b:?} is not a valid branch name"
+            )));
         }
         if request.depth == Some(0) {
             return Err(Error::InvalidInput(
@@ -486,9 +490,11 @@ impl WorkspaceManager {
             branch: request.default_branch.clone(),
             depth: request.depth,
         };
-        let (outcome, ctx) = self.policy.call(services.clone(), call, "prepare", |p, s| {
-            p.call_prepare(s, &wit_request)
-        })?;
+        let (outcome, ctx) = self
+            .policy
+            .call(services.clone(), call, "prepare", |p, s| {
+                p.call_prepare(s, &wit_request)
+            })?;
         let outcome = outcome.map_err(from_wit_error)?;
 
         // Trust the disk, not the policy's word.
@@ -528,7 +534,10 @@ impl WorkspaceManager {
             branch: request.default_branch.clone().or(state.branch),
             depth: request.depth,
             head: head.clone(),
-            created: previous.as_ref().filter(|_| reused).map_or(now, |p| p.created),
+            created: previous
+                .as_ref()
+                .filter(|_| reused)
+                .map_or(now, |p| p.created),
             last_prepared: now,
             last_used: now,
             size_bytes: dir_size(&services.layout.workspace_dir(&name)),

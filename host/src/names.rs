@@ -34,10 +34,9 @@ impl WorkspaceName {
         if name.starts_with('.') {
             return refuse("it starts with '.' (reserved for the host's own folders)");
         }
-        if let Some(c) = name
-            .chars()
-            .find(|c| c.is_control() || matches!(c, '/' | '\\' | '<' | '>' | ':' | '"' | '|' | '?' | '*'))
-        {
+        if let Some(c) = name.chars().find(|c| {
+            c.is_control() || matches!(c, '/' | '\\' | '<' | '>' | ':' | '"' | '|' | '?' | '*')
+        }) {
             return refuse(&format!("it contains {c:?}"));
         }
         if name.ends_with('.') || name.ends_with(' ') {
@@ -66,7 +65,10 @@ impl fmt::Display for WorkspaceName {
 fn is_windows_reserved(name: &str) -> bool {
     let stem = name.split('.').next().unwrap_or(name).trim_end();
     let upper = stem.to_ascii_uppercase();
-    if matches!(upper.as_str(), "CON" | "PRN" | "AUX" | "NUL" | "CONIN$" | "CONOUT$") {
+    if matches!(
+        upper.as_str(),
+        "CON" | "PRN" | "AUX" | "NUL" | "CONIN$" | "CONOUT$"
+    ) {
         return true;
     }
     let mut chars = upper.chars();
@@ -103,8 +105,25 @@ mod tests {
     fn refuses_everything_unsafe() {
         let long = "a".repeat(MAX_NAME_LEN + 1);
         for bad in [
-            "", ".", "..", "../escape", "/abs", "a/b", "a\\b", "C:", "nul\0", "tab\t",
-            "CON", "con", "Nul.txt", "COM1", "lpt9.tar.gz", "COM¹", "trail.", "trail ", ".trash",
+            "",
+            ".",
+            "..",
+            "../escape",
+            "/abs",
+            "a/b",
+            "a\\b",
+            "C:",
+            "nul\0",
+            "tab\t",
+            "CON",
+            "con",
+            "Nul.txt",
+            "COM1",
+            "lpt9.tar.gz",
+            "COM¹",
+            "trail.",
+            "trail ",
+            ".trash",
             long.as_str(),
         ] {
             let err = WorkspaceName::parse(bad).unwrap_err();

@@ -72,6 +72,22 @@ impl Upstream {
             .to_string()
     }
 
+    /// Commit files already written in the work tree (links included).
+    pub fn commit_existing(&self, files: &[&str], message: &str) -> String {
+        let mut index = self.repo.index().unwrap();
+        for f in files {
+            index.add_path(Path::new(f)).unwrap();
+        }
+        index.write().unwrap();
+        let tree = self.repo.find_tree(index.write_tree().unwrap()).unwrap();
+        let sig = Signature::now("Test", "test@example.invalid").unwrap();
+        let parent = self.repo.head().unwrap().peel_to_commit().unwrap();
+        self.repo
+            .commit(Some("HEAD"), &sig, &sig, message, &tree, &[&parent])
+            .unwrap()
+            .to_string()
+    }
+
     /// Replace `main`'s history with one new root commit (a force push).
     pub fn rewrite_history(&self) -> String {
         let sig = Signature::now("Test", "test@example.invalid").unwrap();

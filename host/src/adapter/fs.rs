@@ -53,8 +53,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a"), b"12345").unwrap();
         std::os::unix::fs::symlink(outside.path(), dir.path().join("to_dir")).unwrap();
-        std::os::unix::fs::symlink(outside.path().join("big"), dir.path().join("to_file"))
-            .unwrap();
+        std::os::unix::fs::symlink(outside.path().join("big"), dir.path().join("to_file")).unwrap();
         assert_eq!(dir_size(dir.path()), 5);
     }
 }

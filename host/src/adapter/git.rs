@@ -70,7 +70,8 @@ impl GitError {
         };
         let not_found = e.code() == ErrorCode::NotFound
             || e.message().contains("not found")
-            || e.message().contains("does not appear to be a git repository");
+            || e.message()
+                .contains("does not appear to be a git repository");
         GitError {
             message: format!("{action}: {}{hint}", e.message()),
             not_found,
@@ -199,11 +200,10 @@ fn fetch_options<'a>(remote: &'a Remote, depth: Option<u32>) -> FetchOptions<'a>
                 "authentication failed",
             ));
         }
-        if let Some(c) = &remote.credentials {
-            if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
+        if let Some(c) = &remote.credentials
+            && allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
                 return Cred::userpass_plaintext(&c.username, &c.secret);
             }
-        }
         if allowed.contains(CredentialType::SSH_KEY) {
             return Cred::ssh_key_from_agent(username_from_url.unwrap_or("git"));
         }
@@ -245,7 +245,9 @@ pub fn clone(
     dest: &Path,
 ) -> Result<String, GitError> {
     if depth.is_some() && remote.local {
-        tracing::warn!("depth ignored for a local URL: libgit2 cannot fetch shallow over the local transport");
+        tracing::warn!(
+            "depth ignored for a local URL: libgit2 cannot fetch shallow over the local transport"
+        );
     }
     let mut builder = RepoBuilder::new();
     builder.fetch_options(fetch_options(remote, depth));
@@ -336,7 +338,11 @@ fn clean(repo: &Repository, repo_dir: &Path) -> Result<(), GitError> {
     let doomed: Vec<PathBuf> = statuses
         .iter()
         .filter(|s| s.status().intersects(Status::WT_NEW | Status::IGNORED))
-        .filter_map(|s| s.path().ok().map(|p| repo_dir.join(p.trim_end_matches('/'))))
+        .filter_map(|s| {
+            s.path()
+                .ok()
+                .map(|p| repo_dir.join(p.trim_end_matches('/')))
+        })
         .collect();
     for path in doomed {
         let meta = match std::fs::symlink_metadata(&path) {

@@ -86,7 +86,9 @@ pub struct Remover {
 
 impl std::fmt::Debug for Remover {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Remover").field("config", &self.config).finish()
+        f.debug_struct("Remover")
+            .field("config", &self.config)
+            .finish()
     }
 }
 

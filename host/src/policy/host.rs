@@ -122,13 +122,13 @@ impl HostState {
                     .map_or("none", WorkspaceName::as_str)
             )));
         }
-        if let Some(url) = url {
-            if self.call.url.as_deref() != Some(url) {
-                return Err(wasmtime::Error::msg(format!(
-                    "the policy tried to fetch {url}, but the caller asked for {}",
-                    self.call.url.as_deref().unwrap_or("no URL")
-                )));
-            }
+        if let Some(url) = url
+            && self.call.url.as_deref() != Some(url)
+        {
+            return Err(wasmtime::Error::msg(format!(
+                "the policy tried to fetch {url}, but the caller asked for {}",
+                self.call.url.as_deref().unwrap_or("no URL")
+            )));
         }
         Ok(name)
     }
@@ -189,7 +189,13 @@ impl git::Host for HostState {
         self.call.cloned = true;
         Ok(self
             .services
-            .clone_workspace(&name, &url, branch.as_deref(), options.depth, &self.call.remote)
+            .clone_workspace(
+                &name,
+                &url,
+                branch.as_deref(),
+                options.depth,
+                &self.call.remote,
+            )
             .map_err(to_wit_error))
     }
 
@@ -203,7 +209,13 @@ impl git::Host for HostState {
         let name = self.mutable_target(&name, Some(&url))?;
         let result = self
             .services
-            .update_workspace(&name, &url, branch.as_deref(), options.depth, &self.call.remote)
+            .update_workspace(
+                &name,
+                &url,
+                branch.as_deref(),
+                options.depth,
+                &self.call.remote,
+            )
             .map_err(to_wit_error);
         self.call.updated |= result.is_ok();
         Ok(result)

@@ -165,7 +165,9 @@ impl PolicyEngine {
         );
         store.limiter(|s| &mut s.limits);
         let fail = |e: wasmtime::Error| {
-            let out = String::from_utf8_lossy(&stderr.contents()).trim().to_string();
+            let out = String::from_utf8_lossy(&stderr.contents())
+                .trim()
+                .to_string();
             let limit = match e.downcast_ref::<wasmtime::Trap>() {
                 Some(wasmtime::Trap::OutOfFuel) => {
                     " (it ran out of its CPU budget: an endless loop?)"

@@ -1,0 +1,316 @@
+//! Removal, cleanup, stats and health against real workspaces, with faults
+//! injected through the removal seam.
+
+mod support;
+
+use fixsec_workspace::adapter::removal::{FsOps, RealFs};
+use fixsec_workspace::{ErrorKind, HealthStatus, PrepareRequest, WorkspaceManager};
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use support::{Upstream, age_workspace, builder, manager};
+
+fn prepare(m: &WorkspaceManager, up: &Upstream, repo: &str) -> String {
+    m.prepare(&PrepareRequest::new(repo, up.url()).branch("main"))
+        .unwrap()
+        .name
+}
+
+/// "File in use" for paths ending in `README.md`: `remaining` times, or
+/// while `forever` is set.
+#[derive(Default)]
+struct LockedReadme {
+    remaining: AtomicU32,
+    forever: AtomicBool,
+    calls: AtomicU32,
+}
+
+impl FsOps for LockedReadme {
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        if path.ends_with("README.md") {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let once = self
+                .remaining
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            if once || self.forever.load(Ordering::SeqCst) {
+                return Err(io::Error::other(
+                    "The process cannot access the file because it is being used by another process (injected)",
+                ));
+            }
+        }
+        RealFs.remove_file(path)
+    }
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        RealFs.remove_dir(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        RealFs.rename(from, to)
+    }
+}
+
+#[test]
+fn cleanup_removes_old_keeps_young_and_never_touches_leased() {
+    let up = Upstream::new();
+    let base = tempfile::tempdir().unwrap();
+    let m = manager(base.path());
+    let old = prepare(&m, &up, "acme/old");
+    let young = prepare(&m, &up, "acme/young");
+    let leased = prepare(&m, &up, "acme/leased");
+    age_workspace(base.path(), &old, 48);
+    age_workspace(base.path(), &leased, 48);
+    let lease = m.lease(&leased).unwrap();
+
+    let report = m.cleanup(Some(24.0)).unwrap();
+    assert_eq!(report.cleaned_workspaces, 1);
+    assert_eq!(report.removed[0].name, old);
+    assert!(report.removed[0].bytes_freed > 0);
+    assert_eq!(report.kept, 1);
+    assert!(report.failed.is_empty());
+    assert!(
+        report
+            .skipped
+            .iter()
+            .any(|s| s.name == leased && s.reason.contains("in use")),
+        "{report:?}"
+    );
+    assert!(!base.path().join(&old).exists());
+    assert!(base.path().join(&young).join("repo/README.md").exists());
+    assert!(base.path().join(&leased).join("repo/README.md").exists());
+
+    // Released, the lease records the use: the workspace is young again.
+    drop(lease);
+    let report = m.cleanup(Some(24.0)).unwrap();
+    assert_eq!(report.cleaned_workspaces, 0);
+    assert_eq!(report.kept, 2);
+}
+
+#[test]
+fn cleanup_ages_by_metadata_not_folder_mtime() {
+    let up = Upstream::new();
+    let base = tempfile::tempdir().unwrap();
+    let m = manager(base.path());
+    let name = prepare(&m, &up, "acme/demo");
+    // Touch the folder recently but record an old use: it is old.
+    age_workspace(base.path(), &name, 30);
+    std::fs::write(base.path().join(&name).join("repo/touched"), "now").unwrap();
+    assert_eq!(m.cleanup(Some(24.0)).unwrap().cleaned_workspaces, 1);
+}
+
+#[test]
+fn folders_from_the_original_tool_are_adopted_not_deleted() {
+    let up = Upstream::new();
+    let base = tempfile::tempdir().unwrap();
+    // What the original made: <name>/repo, a clone, and no workspace.json.
+    let name = "facebook_react_4f32b4cf";
+    git2::Repository::clone(&up.url(), base.path().join(name).join("repo")).unwrap();
+    let m = manager(base.path());
+    let listed = m.get(name).unwrap().unwrap();
+    assert!(!listed.has_metadata);
+    assert!(listed.size_bytes > 0, "sized by a walk when no metadata");
+
+    let report = m.cleanup(Some(0.0)).unwrap();
+    assert_eq!(report.cleaned_workspaces, 0);
+    assert!(
+        report
+            .skipped
+            .iter()
+            .any(|s| s.name == name && s.reason.contains("age unknown"))
+    );
+
+    let out = m
+        .prepare(&PrepareRequest::new("facebook/react", up.url()).branch("main"))
+        .unwrap();
+    assert_eq!(out.name, name);
+    assert!(out.reused, "the original's clone is reused as it is");
+    assert!(m.get(name).unwrap().unwrap().has_metadata);
+}
+
+#[test]
+fn removal_retries_through_a_file_in_use() {
+    let up = Upstream::new();
+    let base = tempfile::tempdir().unwrap();
+    let ops = Arc::new(LockedReadme::default());
+    let m = builder(base.path())
+        .removal(support::fast_removal(5))
+        .fs_ops(ops.clone())
+        .build()
+        .unwrap();
+    let name = prepare(&m, &up, "acme/demo");
+    ops.remaining.store(3, Ordering::SeqCst);
+    let report = m.remove(&name).unwrap();
+    assert!(report.removed, "{report:?}");
+    assert_eq!(report.attempts, 4);
+    assert!(report.bytes_freed > 0);
+    assert!(!base.path().join(&name).exists());
+    assert!(m.get(&name).unwrap().is_none());
+}
+
+#[test]
+fn removal_that_never_succeeds_is_reported_and_finished_later() {
+    let up = Upstream::new();
+    let base = tempfile::tempdir().unwrap();
+    let ops = Arc::new(LockedReadme::default());
+    let m = builder(base.path()).fs_ops(ops.clone()).build().unwrap();
+    let doomed = prepare(&m, &up, "acme/doomed");
+    let bystander = prepare(&m, &up, "acme/bystander");
+    // The bystander is young; only `doomed` is old.
+    age_workspace(base.path(), &doomed, 48);
+    ops.forever.store(true, Ordering::SeqCst);
+
+    let report = m.cleanup(Some(24.0)).unwrap();
+    assert_eq!(report.cleaned_workspaces, 0);
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    let failed = &report.failed[0];
+    assert_eq!(failed.name, doomed);
+    assert!(!failed.removed);
+    assert_eq!(failed.attempts, 3);
+    assert!(
+        failed.error.as_deref().unwrap().contains("README.md"),
+        "{failed:?}"
+    );
+    assert!(failed.remaining.iter().any(|p| p.ends_with("README.md")));
+    // Its name is free (moved to .trash), the bystander is whole.
+    assert!(!base.path().join(&doomed).exists());
+    assert!(
+        base.path()
+            .join(&bystander)
+            .join("repo/README.md")
+            .is_file()
+    );
+    let stats = m.stats().unwrap();
+    assert_eq!(stats.total_workspaces, 1);
+    assert_eq!(stats.pending_deletions, 1);
+    let health = m.health().unwrap();
+    assert_eq!(health.status, HealthStatus::Warning);
+    assert!(
+        health
+            .warnings
+            .iter()
+            .any(|w| w.contains("could not be deleted"))
+    );
+
+    // The handle goes away: the next cleanup finishes the job.
+    ops.forever.store(false, Ordering::SeqCst);
+    let report = m.cleanup(Some(24.0)).unwrap();
+    assert_eq!(report.pending_deletions_finished, 1);
+    assert!(report.bytes_freed > 0);
+    assert_eq!(m.stats().unwrap().pending_deletions, 0);
+    assert_eq!(m.health().unwrap().status, HealthStatus::Healthy);
+}
+
+#[test]
+fn remove_answers_not_found_in_use_and_refused() {
+    let up = Upstream::new();
+    let base = tempfile::tempdir().unwrap();
+    let m = manager(base.path());
+    let name = prepare(&m, &up, "acme/demo");
+    assert_eq!(
+        m.remove("nope_12345678").unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    for unsafe_name in ["../escape", "/etc", ".trash", "a/b", ""] {
+        assert_eq!(
+            m.remove(unsafe_name).unwrap_err().kind(),
+            ErrorKind::Refused,
+            "{unsafe_name}"
+        );
+    }
+    let lease = m.lease(&name).unwrap();
+    assert_eq!(m.remove(&name).unwrap_err().kind(), ErrorKind::InUse);
+    assert!(m.get(&name).unwrap().unwrap().in_use);
+    drop(lease);
+    assert!(!m.get(&name).unwrap().unwrap().in_use);
+    assert!(m.remove(&name).unwrap().removed);
+}
+
+#[test]
+fn stats_report_the_guides_keys_and_ignore_links_out() {
+    let up = Upstream::new();
+    let base = tempfile::tempdir().unwrap();
+    let m = manager(base.path());
+    let a = prepare(&m, &up, "acme/a");
+    prepare(&m, &up, "acme/b");
+    let stats = m.stats().unwrap();
+    assert_eq!(stats.total_workspaces, 2);
+    assert_eq!(stats.base_path, base.path().display().to_string());
+    let walked: u64 = stats.workspaces.iter().map(|w| w.size_bytes).sum();
+    assert_eq!(stats.total_size_bytes, walked);
+    let json = serde_json::to_value(&stats).unwrap();
+    for key in ["total_workspaces", "total_size_mb", "base_path"] {
+        assert!(json.get(key).is_some(), "{key}");
+    }
+
+    #[cfg(unix)]
+    {
+        // Links committed upstream pointing outside the base (to a folder and
+        // to a file): never counted, never followed when deleting.
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("big"), vec![0u8; 1_000_000]).unwrap();
+        std::os::unix::fs::symlink(outside.path(), up.path.join("out_dir")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("big"), up.path.join("out_file")).unwrap();
+        up.commit_existing(&["out_dir", "out_file"], "links out");
+        let out = m
+            .prepare(&PrepareRequest::new("acme/a", up.url()).branch("main"))
+            .unwrap();
+        assert!(
+            out.path
+                .join("out_dir")
+                .symlink_metadata()
+                .unwrap()
+                .is_symlink()
+        );
+        let size = m.get(&a).unwrap().unwrap().size_bytes;
+        assert!(size < 1_000_000, "{size}");
+        assert!(m.remove(&a).unwrap().removed);
+        assert_eq!(
+            std::fs::read(outside.path().join("big")).unwrap().len(),
+            1_000_000
+        );
+    }
+}
+
+#[test]
+fn health_follows_the_thresholds() {
+    let up = Upstream::new();
+    let base = tempfile::tempdir().unwrap();
+    let config = fixsec_workspace::Config {
+        base_path: base.path().to_path_buf(),
+        allow_local_urls: true,
+        size_warning_mb: 0, // every workspace is "too big"
+        max_workspaces: 1,
+        ..Default::default()
+    };
+    let m = WorkspaceManager::from_config(config).unwrap();
+    let healthy = m.health().unwrap();
+    assert_eq!(healthy.status, HealthStatus::Healthy);
+    assert!(healthy.warnings.is_empty());
+    prepare(&m, &up, "acme/a");
+    prepare(&m, &up, "acme/b");
+    let h = m.health().unwrap();
+    assert_eq!(h.status, HealthStatus::Warning);
+    assert!(
+        h.warnings.iter().any(|w| w.contains("Too many workspaces")),
+        "{h:?}"
+    );
+    assert!(
+        h.warnings
+            .iter()
+            .any(|w| w.contains("per-workspace threshold"))
+    );
+    assert!(!h.recommendations.is_empty());
+    assert_eq!(h.workspace_stats.total_workspaces, 2);
+}
+
+#[test]
+fn cleanup_refuses_a_negative_age() {
+    let base = tempfile::tempdir().unwrap();
+    let m = manager(base.path());
+    for bad in [-1.0, f64::NAN, f64::INFINITY] {
+        assert_eq!(
+            m.cleanup(Some(bad)).unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+    }
+}

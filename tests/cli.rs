@@ -1,0 +1,153 @@
+//! The `fixsec-workspace` binary, run as a user (or a script) would.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use support::Upstream;
+
+fn run(base: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fixsec-workspace"))
+        .args(args)
+        .env("WORKSPACE_BASE_PATH", base)
+        .env_remove("WORKSPACE_POLICY")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[test]
+fn name_prints_the_folder_name() {
+    let base = tempfile::tempdir().unwrap();
+    let out = run(base.path(), &["name", "facebook/react"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "facebook_react_4f32b4cf"
+    );
+}
+
+#[test]
+fn a_whole_lifecycle_with_json_output() {
+    let up = Upstream::new();
+    let base = tempfile::tempdir().unwrap();
+    let url = up.url();
+    let prep = [
+        "--allow-local-urls",
+        "--json",
+        "prepare",
+        "acme/demo",
+        url.as_str(),
+        "--branch",
+        "main",
+    ];
+    let first = run(base.path(), &prep);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    // Piped: no progress bar, nothing on stderr.
+    assert!(
+        first.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let v = json(&first);
+    for key in ["name", "path", "reused", "head"] {
+        assert!(v.get(key).is_some(), "{key} in {v}");
+    }
+    assert_eq!(v["reused"], false);
+    assert_eq!(v["head"], up.head_of("main").as_str());
+    let name = v["name"].as_str().unwrap().to_string();
+
+    let second = json(&run(base.path(), &prep));
+    assert_eq!(second["reused"], true);
+
+    let list = json(&run(base.path(), &["--json", "list"]));
+    assert_eq!(list[0]["name"], name.as_str());
+    assert_eq!(list[0]["repo_full_name"], "acme/demo");
+
+    let stats = json(&run(base.path(), &["--json", "stats"]));
+    assert_eq!(stats["total_workspaces"], 1);
+    assert!(stats["total_size_mb"].is_number());
+    assert_eq!(stats["base_path"], base.path().display().to_string());
+
+    let health = json(&run(base.path(), &["--json", "health"]));
+    assert_eq!(health["status"], "healthy");
+    for key in ["workspace_stats", "warnings", "recommendations"] {
+        assert!(health.get(key).is_some(), "{key}");
+    }
+
+    let keep = json(&run(base.path(), &["--json", "cleanup"]));
+    assert_eq!(keep["cleaned_workspaces"], 0);
+    assert_eq!(keep["max_age_hours"], 24.0);
+    let clean = json(&run(
+        base.path(),
+        &["--json", "cleanup", "--max-age-hours", "0"],
+    ));
+    assert_eq!(clean["cleaned_workspaces"], 1);
+    assert_eq!(clean["removed"][0]["name"], name.as_str());
+    assert!(!base.path().join(&name).exists());
+}
+
+#[test]
+fn human_output_and_remove() {
+    let up = Upstream::new();
+    let base = tempfile::tempdir().unwrap();
+    let url = up.url();
+    let out = run(
+        base.path(),
+        &["--allow-local-urls", "prepare", "acme/demo", &url],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("cloned acme_demo_"), "{text}");
+    let name = text.split_whitespace().nth(1).unwrap().to_string();
+    let list = String::from_utf8_lossy(&run(base.path(), &["list"]).stdout).into_owned();
+    assert!(list.contains(&name) && list.contains("acme/demo"), "{list}");
+    let removed = run(base.path(), &["remove", &name]);
+    assert!(removed.status.success());
+    assert!(String::from_utf8_lossy(&removed.stdout).starts_with(&format!("removed {name}")));
+    let again = run(base.path(), &["remove", &name]);
+    assert_eq!(again.status.code(), Some(3), "not found");
+}
+
+#[test]
+fn errors_have_exit_codes_and_json_bodies() {
+    let base = tempfile::tempdir().unwrap();
+    let refused = run(base.path(), &["--json", "prepare", "a/b", "ext::sh -c id"]);
+    assert_eq!(refused.status.code(), Some(2));
+    let body = json(&refused);
+    assert_eq!(body["error"], "refused");
+    assert!(body["detail"].as_str().unwrap().contains("ext::"));
+
+    let local = run(base.path(), &["prepare", "a/b", "/tmp/x"]);
+    assert_eq!(local.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&local.stderr).contains("--allow-local-urls"));
+
+    let bad_age = run(base.path(), &["cleanup", "--max-age-hours", "-3"]);
+    assert_eq!(bad_age.status.code(), Some(2));
+
+    let bad_policy = run(base.path(), &["--policy", "/nonexistent.wasm", "stats"]);
+    assert_eq!(bad_policy.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad_policy.stderr).contains("/nonexistent.wasm"));
+
+    let bad_env = Command::new(env!("CARGO_BIN_EXE_fixsec-workspace"))
+        .args(["stats"])
+        .env("WORKSPACE_BASE_PATH", base.path())
+        .env("WORKSPACE_MAX_AGE_HOURS", "forever")
+        .output()
+        .unwrap();
+    assert_eq!(bad_env.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad_env.stderr).contains("WORKSPACE_MAX_AGE_HOURS"));
+}
