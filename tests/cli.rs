@@ -151,3 +151,81 @@ fn errors_have_exit_codes_and_json_bodies() {
     assert_eq!(bad_env.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad_env.stderr).contains("WORKSPACE_MAX_AGE_HOURS"));
 }
+
+/// `serve` as a process: a generated token printed once (never logged),
+/// JSON request logs, a real request, and a clean exit on SIGTERM.
+#[cfg(unix)]
+#[test]
+fn serve_prints_a_token_once_logs_json_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+
+    let base = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fixsec-workspace"))
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .env("WORKSPACE_BASE_PATH", base.path())
+        .env("WORKSPACE_LOG_FORMAT", "json")
+        .env_remove("WORKSPACE_API_TOKEN")
+        .env_remove("WORKSPACE_API_TOKEN_FILE")
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let (mut token, mut addr) = (None, None);
+    let mut seen = String::new();
+    while addr.is_none() {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "server exited: {seen}"
+        );
+        seen.push_str(&line);
+        let trimmed = line.trim();
+        if token.is_none() && trimmed.len() == 64 && trimmed.chars().all(|c| c.is_ascii_hexdigit())
+        {
+            token = Some(trimmed.to_string());
+        }
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(trimmed) {
+            if let Some(a) = v["fields"]["addr"].as_str() {
+                addr = Some(a.to_string());
+            }
+        }
+    }
+    let token = token.expect("a generated token is printed");
+    let client = reqwest::blocking::Client::new();
+    let stats = client
+        .get(format!("http://{}/workspace/stats", addr.as_ref().unwrap()))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(stats.status(), 200);
+    let denied = client
+        .get(format!("http://{}/workspace/stats", addr.as_ref().unwrap()))
+        .send()
+        .unwrap();
+    assert_eq!(denied.status(), 401);
+
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    stderr.read_to_string(&mut seen).unwrap();
+    assert_eq!(
+        seen.matches(&token).count(),
+        1,
+        "the token is printed exactly once"
+    );
+    let request_logs: Vec<&str> = seen.lines().filter(|l| l.contains("\"request\"")).collect();
+    assert_eq!(request_logs.len(), 2, "{seen}");
+    assert!(
+        request_logs
+            .iter()
+            .all(|l| l.contains("\"status\":") && !l.contains(&token))
+    );
+    assert!(seen.contains("shutting down"));
+}

@@ -27,8 +27,9 @@ pub fn verdict(ws: &WorkspaceInfo, now: i64, max_age_hours: f64) -> Verdict {
                 .to_string(),
         );
     };
+    // `>=`: an age of 0 hours removes every idle workspace, even one used this second.
     let age_seconds = (now - last_used) as f64;
-    if age_seconds > max_age_hours * 3600.0 {
+    if age_seconds >= max_age_hours * 3600.0 {
         Verdict::Remove
     } else {
         Verdict::Keep

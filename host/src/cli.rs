@@ -74,12 +74,22 @@ enum Command {
         /// Workspace folder name, as `list` shows it
         name: String,
     },
+    /// Run the HTTP service
+    Serve {
+        /// Listen address [env: WORKSPACE_BIND, default: 127.0.0.1:8080]
+        #[arg(long)]
+        bind: Option<std::net::SocketAddr>,
+    },
 }
 
 /// Parse the command line, run it, and map the outcome to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(if matches!(cli.command, Command::Serve { .. }) {
+        "info"
+    } else {
+        "warn"
+    });
     let json = cli.global.json;
     match run(cli) {
         Ok(code) => code,
@@ -113,9 +123,11 @@ fn exit_code(kind: ErrorKind) -> ExitCode {
     })
 }
 
-fn init_logging() {
+/// Logs to stderr: human on a terminal, JSON with `WORKSPACE_LOG_FORMAT=json`;
+/// `RUST_LOG` overrides the level.
+fn init_logging(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -149,6 +161,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
     let json = cli.global.json;
     let m = manager(&cli.global)?;
     match cli.command {
+        Command::Serve { bind } => serve(m, bind)?,
         Command::Name { repo } => {
             let name = m.workspace_name(&repo)?;
             if json {
@@ -319,4 +332,64 @@ fn progress_bar() -> indicatif::ProgressBar {
         .expect("valid template"),
     );
     bar
+}
+
+/// Run the HTTP service until SIGINT or SIGTERM.
+fn serve(manager: WorkspaceManager, bind: Option<std::net::SocketAddr>) -> Result<(), Error> {
+    let mut config = crate::http::ServerConfig::from_env()?;
+    if let Some(bind) = bind {
+        config.bind = bind;
+    }
+    let token = match config.token.clone() {
+        Some(t) => t,
+        None => {
+            let t = crate::http::ApiToken::generate();
+            // Printed once, like Jupyter, rather than running open. Not logged.
+            eprintln!(
+                "No WORKSPACE_API_TOKEN set; this run's token is:\n\n    {}\n\n\
+                 e.g. curl -H 'Authorization: Bearer <token>' http://{}/workspace/stats\n",
+                t.expose(),
+                config.bind
+            );
+            t
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Config(format!("starting the async runtime: {e}")))?;
+    runtime.block_on(async move {
+        let server = crate::http::start(manager.clone(), &config, token).await?;
+        tracing::info!(
+            addr = %server.addr(),
+            base_path = %manager.base_path().display(),
+            policy = manager.policy_label(),
+            "fixsec-workspace listening"
+        );
+        shutdown_signal().await;
+        tracing::info!(grace = ?config.shutdown_grace, "shutting down");
+        server.shutdown(config.shutdown_grace).await;
+        Ok::<(), Error>(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
 }

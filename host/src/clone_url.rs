@@ -175,7 +175,8 @@ fn scp_like(raw: &str) -> Option<CloneUrl> {
     })
 }
 
-fn percent_decode(s: &str) -> String {
+/// Decode `%XX` escapes; invalid ones are kept as they are.
+pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::locks::WorkspaceLocks;
 use crate::metadata::{METADATA_VERSION, WorkspaceMetadata};
+use crate::metrics::{Metrics, Operation};
 use crate::model::*;
 use crate::names::WorkspaceName;
 use crate::policy::bindings::exports::fixsec::workspace::policy as wit;
@@ -20,6 +21,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+/// An operation running longer than this is reported by health (the guide's alert).
+pub const LONG_OPERATION: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+
 /// The side effects the policy's imports and the manager share.
 #[derive(Debug)]
 pub(crate) struct Services {
@@ -27,6 +31,7 @@ pub(crate) struct Services {
     pub layout: Layout,
     pub locks: WorkspaceLocks,
     pub remover: Remover,
+    pub metrics: Metrics,
 }
 
 impl Services {
@@ -92,6 +97,7 @@ impl Services {
             remaining: Vec::new(),
             error: None,
         };
+        let _timer = self.metrics.start(Operation::Remove, Some(name.as_str()));
         let guard = match self.locks.try_lock_idle(name) {
             Ok(Some(g)) => g,
             Ok(None) => {
@@ -120,6 +126,7 @@ impl Services {
         };
         let outcome = self.remover.remove_tree(&target);
         drop(guard);
+        self.metrics.removal(outcome.removed);
         report.removed = outcome.removed;
         report.attempts = outcome.attempts;
         report.bytes_freed = outcome.bytes_freed;
@@ -161,6 +168,7 @@ impl Services {
         depth: Option<u32>,
         remote: &Remote,
     ) -> Result<String> {
+        let _timer = self.metrics.start(Operation::Clone, Some(name.as_str()));
         let staging = self.layout.unique_in(self.layout.staging_dir(), name);
         let head = match git::clone(url, branch, depth, remote, &staging) {
             Ok(head) => head,
@@ -204,6 +212,7 @@ impl Services {
         depth: Option<u32>,
         remote: &Remote,
     ) -> Result<String> {
+        let _timer = self.metrics.start(Operation::Update, Some(name.as_str()));
         git::update(&self.layout.repo_dir(name), url, branch, depth, remote).map_err(|e| {
             if e.not_found {
                 Error::NotFound(e.message)
@@ -241,13 +250,16 @@ impl Services {
             })
             .collect();
         workspaces.sort_by(|a, b| b.size_bytes.cmp(&a.size_bytes).then(a.name.cmp(&b.name)));
+        let pending_deletions = self.pending_deletions().len();
+        self.metrics
+            .set_totals(list.len(), total, pending_deletions);
         Stats {
             total_workspaces: list.len(),
             total_size_mb: to_mb(total),
             total_size_bytes: total,
             base_path: self.layout.base().display().to_string(),
             in_use: list.iter().filter(|w| w.in_use).count(),
-            pending_deletions: self.pending_deletions().len(),
+            pending_deletions,
             free_space_bytes: free_space(self.layout.base()),
             workspaces,
         }
@@ -349,6 +361,7 @@ impl WorkspaceManagerBuilder {
         let services = Services {
             locks: WorkspaceLocks::new(layout.clone()),
             remover: Remover::new(self.fs_ops, self.config.removal),
+            metrics: Metrics::default(),
             layout,
             config: self.config,
         };
@@ -450,6 +463,26 @@ impl WorkspaceManager {
 
     /// [`prepare`](Self::prepare), reporting transfer progress to `progress`.
     pub fn prepare_with_progress(
+        &self,
+        request: &PrepareRequest,
+        progress: Option<Arc<ProgressFn>>,
+    ) -> Result<PrepareOutcome> {
+        let _timer = self
+            .services
+            .metrics
+            .start(Operation::Prepare, Some(&request.repo_full_name));
+        self.counted(self.prepare_inner(request, progress))
+    }
+
+    /// Count an error by kind in the metrics, and pass the result on.
+    fn counted<T>(&self, result: Result<T>) -> Result<T> {
+        if let Err(e) = &result {
+            self.services.metrics.error(e.kind());
+        }
+        result
+    }
+
+    fn prepare_inner(
         &self,
         request: &PrepareRequest,
         progress: Option<Arc<ProgressFn>>,
@@ -575,6 +608,14 @@ impl WorkspaceManager {
     /// Remove workspaces unused for longer than `max_age_hours` (default from
     /// the configuration), as the policy selects them; never one in use.
     pub fn cleanup(&self, max_age_hours: Option<f64>) -> Result<CleanupReport> {
+        let _timer = self.services.metrics.start(Operation::Cleanup, None);
+        let result = self.counted(self.cleanup_inner(max_age_hours));
+        let clean = result.as_ref().is_ok_and(|r| r.failed.is_empty());
+        self.services.metrics.cleanup_run(clean);
+        result
+    }
+
+    fn cleanup_inner(&self, max_age_hours: Option<f64>) -> Result<CleanupReport> {
         let max_age_hours = max_age_hours.unwrap_or(self.services.config.max_age_hours);
         if !max_age_hours.is_finite() || max_age_hours < 0.0 {
             return Err(Error::InvalidInput(format!(
@@ -671,22 +712,66 @@ impl WorkspaceManager {
             "assess-health",
             |p, s| p.call_assess_health(s, &wit_stats, thresholds),
         )?;
-        let status = match verdict.status {
+        let mut status = match verdict.status {
             wit::HealthStatus::Healthy => HealthStatus::Healthy,
             wit::HealthStatus::Warning => HealthStatus::Warning,
             wit::HealthStatus::Critical => HealthStatus::Critical,
         };
+        let mut warnings = verdict.warnings;
+        let mut recommendations = verdict.recommendations;
+        // The guide's operational alerts, from what this process observed.
+        let failures = self.services.metrics.cleanup_failures_since_success();
+        if failures > 0 {
+            warnings.push(format!(
+                "Cleanup failures: {failures} cleanup run(s) failed or left workspaces on disk since the last clean run"
+            ));
+            recommendations.push(
+                "Check the last cleanup report's `failed` entries: files held open, or permissions"
+                    .into(),
+            );
+        }
+        for op in self.services.metrics.running_longer_than(LONG_OPERATION) {
+            warnings.push(format!(
+                "Long-running operation: {} of {} has run for {} s",
+                op.operation,
+                op.workspace.as_deref().unwrap_or("all workspaces"),
+                op.elapsed.as_secs()
+            ));
+        }
+        if status == HealthStatus::Healthy && !warnings.is_empty() {
+            status = HealthStatus::Warning;
+        }
+        if !warnings.is_empty() && recommendations.is_empty() {
+            recommendations.push("See the warnings above".into());
+        }
         Ok(HealthReport {
             status,
             workspace_stats: stats,
-            warnings: verdict.warnings,
-            recommendations: verdict.recommendations,
+            warnings,
+            recommendations,
         })
+    }
+
+    /// The manager's metrics (for `GET /metrics` or an embedder's registry).
+    pub fn metrics(&self) -> &Metrics {
+        &self.services.metrics
+    }
+
+    /// The metrics in Prometheus text format, with the disk gauges refreshed
+    /// from the sizes recorded at prepare time.
+    pub fn encode_metrics(&self) -> Result<String> {
+        let list = self.services.list()?;
+        self.services.stats(&list);
+        Ok(self.services.metrics.encode())
     }
 
     /// Remove one workspace by name. `NotFound` when absent, `InUse` when
     /// being prepared or leased; otherwise the honest report.
     pub fn remove(&self, name: &str) -> Result<RemovalReport> {
+        self.counted(self.remove_inner(name))
+    }
+
+    fn remove_inner(&self, name: &str) -> Result<RemovalReport> {
         let name = WorkspaceName::parse(name)?;
         if self.services.summary(&name).is_none() {
             return Err(Error::NotFound(format!("no workspace named {name}")));

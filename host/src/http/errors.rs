@@ -1,0 +1,111 @@
+//! Every error as JSON `{"error", "detail"}` with the right status.
+
+use crate::{Error, ErrorKind};
+use serde::Serialize;
+use std::convert::Infallible;
+use warp::http::StatusCode;
+use warp::reject::Reject;
+use warp::{Rejection, Reply};
+
+/// A failed request, as a rejection our `recover` turns into JSON.
+#[derive(Debug)]
+pub(crate) enum ApiError {
+    /// From the manager.
+    Manager(Error),
+    /// Malformed request body or query.
+    BadRequest(String),
+    /// Body over the limit.
+    TooLarge(u64),
+    /// Missing or wrong bearer token.
+    Unauthorized,
+    /// A blocking task panicked or was cancelled.
+    Internal(String),
+}
+
+impl Reject for ApiError {}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    detail: String,
+}
+
+/// HTTP status for a manager error: 500 only for real faults.
+pub(crate) fn status_for(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
+        ErrorKind::Refused => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::InUse => StatusCode::CONFLICT,
+        // The remote repository failed us, not this server.
+        ErrorKind::Git => StatusCode::BAD_GATEWAY,
+        ErrorKind::Io | ErrorKind::Policy | ErrorKind::Config => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn json_error(status: StatusCode, error: &str, detail: String) -> warp::reply::Response {
+    warp::reply::with_status(warp::reply::json(&ErrorBody { error, detail }), status)
+        .into_response()
+}
+
+/// Turn every rejection into a JSON error.
+pub(crate) async fn recover(rejection: Rejection) -> Result<warp::reply::Response, Infallible> {
+    if let Some(e) = rejection.find::<ApiError>() {
+        return Ok(match e {
+            ApiError::Manager(e) => {
+                json_error(status_for(e.kind()), e.kind().as_str(), e.to_string())
+            }
+            ApiError::BadRequest(detail) => {
+                json_error(StatusCode::BAD_REQUEST, "bad_request", detail.clone())
+            }
+            ApiError::TooLarge(limit) => json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the request body is over the limit of {limit} bytes"),
+            ),
+            ApiError::Unauthorized => {
+                let mut r = json_error(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "missing or wrong bearer token: send `Authorization: Bearer <token>` (WORKSPACE_API_TOKEN)".into(),
+                );
+                r.headers_mut().insert(
+                    warp::http::header::WWW_AUTHENTICATE,
+                    warp::http::HeaderValue::from_static("Bearer"),
+                );
+                r
+            }
+            ApiError::Internal(detail) => json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                detail.clone(),
+            ),
+        });
+    }
+    if rejection.is_not_found() {
+        return Ok(json_error(
+            StatusCode::NOT_FOUND,
+            "no_route",
+            "no such endpoint; see GET /openapi.json".into(),
+        ));
+    }
+    if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        return Ok(json_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this endpoint does not take that method; see GET /openapi.json".into(),
+        ));
+    }
+    if let Some(e) = rejection.find::<warp::reject::InvalidQuery>() {
+        return Ok(json_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            e.to_string(),
+        ));
+    }
+    Ok(json_error(
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        format!("{rejection:?}"),
+    ))
+}

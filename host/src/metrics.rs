@@ -1,0 +1,274 @@
+//! Prometheus metrics of one manager (prometheus-client), encoded in the
+//! text exposition format by [`Metrics::encode`] for `GET /metrics`.
+//!
+//! Names (prefix `fixsec_workspace_`): `workspaces`, `size_bytes`,
+//! `pending_deletions`, `operation_duration_seconds{operation}` (prepare,
+//! clone, update, remove, cleanup), `operations_in_flight`,
+//! `oldest_operation_seconds`, `cleanup_runs_total`,
+//! `cleanup_failures_since_success`, `removed_workspaces_total`,
+//! `removal_failures_total`, `errors_total{kind}`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// The operations whose durations are measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    /// A whole prepare (naming, locking, policy, git, metadata).
+    Prepare,
+    /// A fresh clone into staging.
+    Clone,
+    /// Fetch + reset + clean of an existing clone.
+    Update,
+    /// Removal of one workspace.
+    Remove,
+    /// A whole cleanup run.
+    Cleanup,
+}
+
+impl Operation {
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Prepare => "prepare",
+            Operation::Clone => "clone",
+            Operation::Update => "update",
+            Operation::Remove => "remove",
+            Operation::Cleanup => "cleanup",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabel {
+    operation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
+}
+
+/// A long operation still running, for the "over 5 minutes" alert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunningOperation {
+    /// What it is.
+    pub operation: &'static str,
+    /// Which workspace, if one.
+    pub workspace: Option<String>,
+    /// How long it has been running.
+    pub elapsed: Duration,
+}
+
+/// An operation in flight: what, on which workspace, since when.
+type InFlight = (Operation, Option<String>, Instant);
+
+/// The metrics registry and the live state behind the gauges.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    workspaces: Gauge,
+    size_bytes: Gauge,
+    pending_deletions: Gauge,
+    durations: Family<OperationLabel, Histogram>,
+    in_flight: Gauge,
+    oldest_operation_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    cleanup_runs: Counter,
+    cleanup_failures_since_success: Gauge,
+    removed: Counter,
+    removal_failures: Counter,
+    errors: Family<KindLabel, Counter>,
+    running: parking_lot::Mutex<HashMap<u64, InFlight>>,
+    next_id: AtomicU64,
+}
+
+fn duration_histogram() -> Histogram {
+    // 5 ms .. ~5.5 min
+    Histogram::new(exponential_buckets(0.005, 2.0, 17))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("fixsec_workspace");
+        let m = Metrics {
+            workspaces: Gauge::default(),
+            size_bytes: Gauge::default(),
+            pending_deletions: Gauge::default(),
+            durations: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
+            in_flight: Gauge::default(),
+            oldest_operation_seconds: Gauge::default(),
+            cleanup_runs: Counter::default(),
+            cleanup_failures_since_success: Gauge::default(),
+            removed: Counter::default(),
+            removal_failures: Counter::default(),
+            errors: Family::default(),
+            running: parking_lot::Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+            registry: Registry::default(),
+        };
+        registry.register("workspaces", "Workspaces on disk", m.workspaces.clone());
+        registry.register(
+            "size_bytes",
+            "Bytes on disk of all workspaces",
+            m.size_bytes.clone(),
+        );
+        registry.register(
+            "pending_deletions",
+            "Removed workspaces whose deletion is not finished",
+            m.pending_deletions.clone(),
+        );
+        registry.register(
+            "operation_duration_seconds",
+            "Duration of workspace operations",
+            m.durations.clone(),
+        );
+        registry.register(
+            "operations_in_flight",
+            "Operations running now",
+            m.in_flight.clone(),
+        );
+        registry.register(
+            "oldest_operation_seconds",
+            "Age of the longest-running operation now in flight",
+            m.oldest_operation_seconds.clone(),
+        );
+        registry.register("cleanup_runs", "Cleanup runs", m.cleanup_runs.clone());
+        registry.register(
+            "cleanup_failures_since_success",
+            "Cleanup runs that failed (or left a failed removal) since the last clean one",
+            m.cleanup_failures_since_success.clone(),
+        );
+        registry.register(
+            "removed_workspaces",
+            "Workspaces removed",
+            m.removed.clone(),
+        );
+        registry.register(
+            "removal_failures",
+            "Workspace removals that left files on disk",
+            m.removal_failures.clone(),
+        );
+        registry.register(
+            "errors",
+            "Failed operations by error kind",
+            m.errors.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+}
+
+/// Tracks one operation in flight; records its duration when dropped.
+#[derive(Debug)]
+pub struct OperationTimer<'a> {
+    metrics: &'a Metrics,
+    id: u64,
+    operation: Operation,
+    started: Instant,
+}
+
+impl Drop for OperationTimer<'_> {
+    fn drop(&mut self) {
+        self.metrics
+            .durations
+            .get_or_create(&OperationLabel {
+                operation: self.operation.as_str().to_string(),
+            })
+            .observe(self.started.elapsed().as_secs_f64());
+        self.metrics.running.lock().remove(&self.id);
+        self.metrics.in_flight.dec();
+    }
+}
+
+impl Metrics {
+    /// Start timing `operation` (on `workspace`).
+    pub fn start(&self, operation: Operation, workspace: Option<&str>) -> OperationTimer<'_> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        self.running
+            .lock()
+            .insert(id, (operation, workspace.map(str::to_string), started));
+        self.in_flight.inc();
+        OperationTimer {
+            metrics: self,
+            id,
+            operation,
+            started,
+        }
+    }
+
+    /// Count a failed operation by its error kind.
+    pub fn error(&self, kind: crate::ErrorKind) {
+        self.errors
+            .get_or_create(&KindLabel {
+                kind: kind.as_str().to_string(),
+            })
+            .inc();
+    }
+
+    /// Record a removal's outcome.
+    pub fn removal(&self, removed: bool) {
+        if removed {
+            self.removed.inc();
+        } else {
+            self.removal_failures.inc();
+        }
+    }
+
+    /// Record a cleanup run: `clean` when nothing failed.
+    pub fn cleanup_run(&self, clean: bool) {
+        self.cleanup_runs.inc();
+        if clean {
+            self.cleanup_failures_since_success.set(0);
+        } else {
+            self.cleanup_failures_since_success.inc();
+        }
+    }
+
+    /// Cleanup runs that failed since the last clean one.
+    pub fn cleanup_failures_since_success(&self) -> i64 {
+        self.cleanup_failures_since_success.get()
+    }
+
+    /// Operations running for longer than `threshold`.
+    pub fn running_longer_than(&self, threshold: Duration) -> Vec<RunningOperation> {
+        self.running
+            .lock()
+            .values()
+            .filter(|(_, _, started)| started.elapsed() > threshold)
+            .map(|(op, ws, started)| RunningOperation {
+                operation: op.as_str(),
+                workspace: ws.clone(),
+                elapsed: started.elapsed(),
+            })
+            .collect()
+    }
+
+    /// Set the gauges that describe the disk.
+    pub fn set_totals(&self, workspaces: usize, size_bytes: u64, pending_deletions: usize) {
+        self.workspaces.set(workspaces as i64);
+        self.size_bytes.set(size_bytes as i64);
+        self.pending_deletions.set(pending_deletions as i64);
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let oldest = self
+            .running
+            .lock()
+            .values()
+            .map(|(_, _, s)| s.elapsed().as_secs_f64())
+            .fold(0.0, f64::max);
+        self.oldest_operation_seconds.set(oldest);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}

@@ -1,0 +1,604 @@
+//! The HTTP service end to end: a real server on a loopback ephemeral port,
+//! a real HTTP client, real repositories.
+
+mod support;
+
+use fixsec_workspace::WorkspaceManager;
+use fixsec_workspace::http::{self, ApiToken, RunningServer, ServerConfig};
+use reqwest::StatusCode;
+use reqwest::blocking::{Client, RequestBuilder};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use support::{Upstream, manager};
+use warp::Filter;
+
+const TOKEN: &str = "test-token-0123456789";
+
+struct TestServer {
+    rt: tokio::runtime::Runtime,
+    server: Option<RunningServer>,
+    url: String,
+    client: Client,
+    manager: WorkspaceManager,
+    _base: tempfile::TempDir,
+}
+
+impl TestServer {
+    fn start() -> Self {
+        Self::start_with(ServerConfig {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            body_limit: 4096,
+            ..ServerConfig::default()
+        })
+    }
+
+    fn start_with(config: ServerConfig) -> Self {
+        let base = tempfile::tempdir().unwrap();
+        let manager = manager(base.path());
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let server = rt
+            .block_on(http::start(
+                manager.clone(),
+                &config,
+                ApiToken::new(TOKEN).unwrap(),
+            ))
+            .unwrap();
+        TestServer {
+            url: format!("http://{}", server.addr()),
+            server: Some(server),
+            rt,
+            client: Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+            manager,
+            _base: base,
+        }
+    }
+
+    fn get(&self, path: &str) -> RequestBuilder {
+        self.client
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(TOKEN)
+    }
+
+    fn post(&self, path: &str) -> RequestBuilder {
+        self.client
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(TOKEN)
+    }
+
+    fn delete(&self, path: &str) -> RequestBuilder {
+        self.client
+            .delete(format!("{}{path}", self.url))
+            .bearer_auth(TOKEN)
+    }
+
+    fn prepare(&self, repo: &str, url: &str) -> (StatusCode, Value) {
+        send(self.post("/workspace/prepare").json(&json!({
+            "repo_full_name": repo, "clone_url": url, "default_branch": "main"
+        })))
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            self.rt.block_on(s.shutdown(Duration::from_secs(5)));
+        }
+    }
+}
+
+fn send(req: RequestBuilder) -> (StatusCode, Value) {
+    let resp = req.send().unwrap();
+    let status = resp.status();
+    let text = resp.text().unwrap();
+    let body = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    (status, body)
+}
+
+#[test]
+fn health_is_open_and_has_the_guides_keys() {
+    let s = TestServer::start();
+    let (status, body) = send(s.client.get(format!("{}/workspace/health", s.url)));
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "healthy");
+    assert_eq!(body["workspace_stats"]["total_workspaces"], 0);
+    assert!(body["workspace_stats"]["total_size_mb"].is_number());
+    assert!(body["warnings"].is_array() && body["recommendations"].is_array());
+}
+
+#[test]
+fn every_protected_endpoint_wants_the_token() {
+    let s = TestServer::start();
+    let endpoints = [
+        ("GET", "/workspace/stats"),
+        ("POST", "/workspace/cleanup"),
+        ("POST", "/workspace/prepare"),
+        ("GET", "/workspace/workspaces"),
+        ("GET", "/workspace/workspaces/x_12345678"),
+        ("DELETE", "/workspace/workspaces/x_12345678"),
+    ];
+    for (method, path) in endpoints {
+        for auth in [
+            None,
+            Some("Bearer wrong"),
+            Some("Basic dGVzdA=="),
+            Some(TOKEN),
+        ] {
+            let mut req = s
+                .client
+                .request(method.parse().unwrap(), format!("{}{path}", s.url));
+            if let Some(a) = auth {
+                req = req.header("authorization", a);
+            }
+            let resp = req.send().unwrap();
+            assert_eq!(
+                resp.status(),
+                StatusCode::UNAUTHORIZED,
+                "{method} {path} {auth:?}"
+            );
+            assert_eq!(resp.headers()["www-authenticate"], "Bearer");
+            let body: Value = resp.json().unwrap();
+            assert_eq!(body["error"], "unauthorized");
+            assert!(body["detail"].as_str().unwrap().contains("Bearer"));
+        }
+    }
+}
+
+#[test]
+fn stats_and_cleanup_keep_the_seeds_shapes() {
+    let up = Upstream::new();
+    let s = TestServer::start();
+    let (status, prep) = s.prepare("acme/demo", &up.url());
+    assert_eq!(status, StatusCode::OK, "{prep}");
+    let name = prep["name"].as_str().unwrap().to_string();
+
+    let (status, body) = send(s.get("/workspace/stats"));
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "Workspace stats retrieved ✅");
+    assert_eq!(body["stats"]["total_workspaces"], 1);
+    assert!(body["stats"]["total_size_mb"].is_number());
+    assert!(body["stats"]["base_path"].is_string());
+
+    // Default age (24 h): nothing old enough.
+    let (status, body) = send(s.post("/workspace/cleanup"));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "Workspace cleanup completed ✅");
+    assert_eq!(body["cleaned_workspaces"], 0);
+    assert_eq!(body["max_age_hours"], 24.0);
+    // Query string.
+    let (_, body) = send(s.post("/workspace/cleanup?max_age_hours=12"));
+    assert_eq!(body["max_age_hours"], 12.0);
+    // JSON body, as the guide shows; it wins over the query.
+    support::age_workspace(s.manager.base_path(), &name, 48);
+    let (status, body) = send(
+        s.post("/workspace/cleanup?max_age_hours=100")
+            .json(&json!({"max_age_hours": 24})),
+    );
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["max_age_hours"], 24.0);
+    assert_eq!(body["cleaned_workspaces"], 1);
+    assert_eq!(body["report"]["removed"][0]["name"], name.as_str());
+}
+
+#[test]
+fn bad_input_gets_clear_4xx_and_loses_nothing() {
+    let up = Upstream::new();
+    let s = TestServer::start();
+    let (_, prep) = s.prepare("acme/demo", &up.url());
+    let name = prep["name"].as_str().unwrap().to_string();
+
+    let cases: Vec<(RequestBuilder, StatusCode, &str)> = vec![
+        (
+            s.post("/workspace/prepare").body("{not json"),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            s.post("/workspace/prepare")
+                .json(&json!({"clone_url": "x"})),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            s.post("/workspace/prepare")
+                .json(&json!({"repo_full_name": "a/b", "clone_url": up.url(), "typo": 1})),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            s.post("/workspace/prepare")
+                .json(&json!({"repo_full_name": "a/b", "clone_url": "ext::sh -c id"})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "refused",
+        ),
+        (
+            s.post("/workspace/prepare")
+                .json(&json!({"repo_full_name": "", "clone_url": up.url()})),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            s.post("/workspace/prepare").json(
+                &json!({"repo_full_name": "a/b", "clone_url": up.url(), "default_branch": "nope"}),
+            ),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            s.post("/workspace/prepare")
+                .json(&json!({"repo_full_name": "a/b", "clone_url": "git://127.0.0.1:1/x"})),
+            StatusCode::BAD_GATEWAY,
+            "git",
+        ),
+        (
+            s.post("/workspace/cleanup").body("[1,2"),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            s.post("/workspace/cleanup?max_age_hours=soon"),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            s.post("/workspace/cleanup?max_age_hours=-1"),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            s.post("/workspace/prepare").body(vec![b' '; 5000]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+        (
+            s.get("/workspace/workspaces/nope_12345678"),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            s.get("/workspace/workspaces/..%2Fescape"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "refused",
+        ),
+        (
+            s.delete("/workspace/workspaces/nope_12345678"),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            s.get("/workspace/nothing-here"),
+            StatusCode::NOT_FOUND,
+            "no_route",
+        ),
+        (
+            s.client.put(format!("{}/workspace/health", s.url)),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+    ];
+    for (req, status, error) in cases {
+        let (got, body) = send(req);
+        assert_eq!(
+            (got, body["error"].as_str().unwrap()),
+            (status, error),
+            "{body}"
+        );
+        assert!(!body["detail"].as_str().unwrap().is_empty());
+    }
+    // The workspace prepared first is still whole.
+    let (status, ws) = send(s.get(&format!("/workspace/workspaces/{name}")));
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ws["repo_full_name"], "acme/demo");
+    assert!(
+        s.manager
+            .base_path()
+            .join(&name)
+            .join("repo/README.md")
+            .is_file()
+    );
+}
+
+#[test]
+fn prepare_twice_reuses_then_list_get_delete() {
+    let up = Upstream::new();
+    let s = TestServer::start();
+    let (status, first) = s.prepare("acme/demo", &up.url());
+    assert_eq!(status, StatusCode::OK, "{first}");
+    for key in ["name", "path", "reused", "head", "duration_ms"] {
+        assert!(first.get(key).is_some(), "{key}");
+    }
+    assert_eq!(first["reused"], false);
+    let (_, second) = s.prepare("acme/demo", &up.url());
+    assert_eq!(second["reused"], true);
+    assert_eq!(second["head"], up.head_of("main").as_str());
+    let name = first["name"].as_str().unwrap().to_string();
+
+    let (_, list) = send(s.get("/workspace/workspaces"));
+    let ws = &list["workspaces"][0];
+    assert_eq!(ws["name"], name.as_str());
+    assert_eq!(ws["in_use"], false);
+    assert_eq!(ws["head"], up.head_of("main").as_str());
+    assert!(ws["size_bytes"].as_u64().unwrap() > 0);
+    assert!(ws["last_used"].is_string());
+
+    let lease = s.manager.lease(&name).unwrap();
+    let (status, body) = send(s.delete(&format!("/workspace/workspaces/{name}")));
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"], "in_use");
+    drop(lease);
+    let (status, body) = send(s.delete(&format!("/workspace/workspaces/{name}")));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["report"]["removed"], true);
+    let (status, _) = send(s.delete(&format!("/workspace/workspaces/{name}")));
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+fn metric(text: &str, line_start: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn metrics_move_after_operations() {
+    let up = Upstream::new();
+    let s = TestServer::start();
+    let scrape = || {
+        let resp = s.client.get(format!("{}/metrics", s.url)).send().unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(
+            resp.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .contains("openmetrics")
+        );
+        resp.text().unwrap()
+    };
+    let before = scrape();
+    assert_eq!(metric(&before, "fixsec_workspace_workspaces "), 0.0);
+    s.prepare("acme/demo", &up.url());
+    s.prepare("acme/demo", &up.url());
+    s.prepare("acme/bad", "ext::x"); // refused before the operation is timed? counted as an error
+    send(s.post("/workspace/cleanup?max_age_hours=0"));
+    let after = scrape();
+    assert_eq!(
+        metric(
+            &after,
+            "fixsec_workspace_operation_duration_seconds_count{operation=\"prepare\"}"
+        ),
+        3.0
+    );
+    assert_eq!(
+        metric(
+            &after,
+            "fixsec_workspace_operation_duration_seconds_count{operation=\"clone\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &after,
+            "fixsec_workspace_operation_duration_seconds_count{operation=\"update\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &after,
+            "fixsec_workspace_operation_duration_seconds_count{operation=\"remove\"}"
+        ),
+        1.0
+    );
+    assert_eq!(metric(&after, "fixsec_workspace_cleanup_runs_total"), 1.0);
+    assert_eq!(
+        metric(&after, "fixsec_workspace_removed_workspaces_total"),
+        1.0
+    );
+    assert_eq!(
+        metric(&after, "fixsec_workspace_errors_total{kind=\"refused\"}"),
+        1.0
+    );
+    assert_eq!(metric(&after, "fixsec_workspace_workspaces "), 0.0);
+    assert_eq!(
+        metric(&after, "fixsec_workspace_operations_in_flight "),
+        0.0
+    );
+}
+
+#[test]
+fn concurrent_prepares_of_one_repository_all_succeed() {
+    let up = Upstream::new();
+    let s = TestServer::start();
+    let url = up.url();
+    let results: Vec<(StatusCode, Value)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| scope.spawn(|| s.prepare("acme/demo", &url)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (status, body) in &results {
+        assert_eq!(*status, StatusCode::OK, "{body}");
+        assert_eq!(body["head"], up.head_of("main").as_str());
+    }
+    assert_eq!(
+        results.iter().filter(|(_, b)| b["reused"] == false).count(),
+        1
+    );
+    let (_, list) = send(s.get("/workspace/workspaces"));
+    assert_eq!(list["workspaces"].as_array().unwrap().len(), 1);
+    let path = results[0].1["path"].as_str().unwrap();
+    let repo = git2::Repository::open(path).unwrap();
+    assert_eq!(
+        repo.head()
+            .unwrap()
+            .peel_to_commit()
+            .unwrap()
+            .id()
+            .to_string(),
+        up.head_of("main")
+    );
+    assert!(repo.statuses(None).unwrap().is_empty(), "a clean checkout");
+}
+
+#[test]
+fn a_hanging_clone_never_stalls_health() {
+    let s = TestServer::start();
+    // A "git server" that accepts and then says nothing.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    std::thread::scope(|scope| {
+        let prep = scope.spawn(|| s.prepare("acme/slow", &format!("git://127.0.0.1:{port}/r")));
+        let (conn, _) = silent.accept().unwrap();
+        // The prepare is now stuck in the clone; health still answers at once.
+        for _ in 0..5 {
+            let started = Instant::now();
+            let (status, body) = send(s.client.get(format!("{}/workspace/health", s.url)));
+            assert_eq!(status, StatusCode::OK);
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "{:?}",
+                started.elapsed()
+            );
+            assert_eq!(body["workspace_stats"]["total_workspaces"], 0);
+        }
+        let (_, metrics) = (
+            0,
+            s.client
+                .get(format!("{}/metrics", s.url))
+                .send()
+                .unwrap()
+                .text()
+                .unwrap(),
+        );
+        assert!(metric(&metrics, "fixsec_workspace_operations_in_flight ") >= 1.0);
+        drop(conn); // the remote hangs up
+        let (status, body) = prep.join().unwrap();
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    });
+}
+
+#[test]
+fn the_openapi_document_matches_the_routes() {
+    let s = TestServer::start();
+    let (status, doc) = send(s.client.get(format!("{}/openapi.json", s.url)));
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc, serde_json::from_str::<Value>(http::OPENAPI).unwrap());
+    let mut documented = Vec::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            documented.push((method.to_uppercase(), path.clone()));
+        }
+    }
+    documented.sort();
+    let mut served: Vec<(String, String)> = [
+        ("GET", "/workspace/health"),
+        ("GET", "/workspace/stats"),
+        ("POST", "/workspace/cleanup"),
+        ("POST", "/workspace/prepare"),
+        ("GET", "/workspace/workspaces"),
+        ("GET", "/workspace/workspaces/{name}"),
+        ("DELETE", "/workspace/workspaces/{name}"),
+        ("GET", "/metrics"),
+        ("GET", "/openapi.json"),
+    ]
+    .iter()
+    .map(|(m, p)| (m.to_string(), p.to_string()))
+    .collect();
+    served.sort();
+    assert_eq!(documented, served);
+    // Every documented operation is really routed (no "no_route"/405).
+    for (method, path) in &documented {
+        let url = format!("{}{}", s.url, path.replace("{name}", "x_12345678"));
+        let resp = s
+            .client
+            .request(method.parse().unwrap(), url)
+            .bearer_auth(TOKEN)
+            .send()
+            .unwrap();
+        assert_ne!(
+            resp.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        let text = resp.text().unwrap();
+        assert!(!text.contains("no_route"), "{method} {path}: {text}");
+    }
+}
+
+#[test]
+fn the_routes_mount_under_another_services_prefix() {
+    let base = tempfile::tempdir().unwrap();
+    let m = manager(base.path());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let routes = http::routes(m, ApiToken::new(TOKEN).unwrap(), 4096);
+    let app = warp::path("api").and(routes);
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    rt.spawn(warp::serve(app).incoming(listener).run());
+    let client = Client::new();
+    let health = client
+        .get(format!("http://{addr}/api/workspace/health"))
+        .send()
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    let stats: Value = client
+        .get(format!("http://{addr}/api/workspace/stats"))
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(stats["stats"]["total_workspaces"], 0);
+    let outside = client
+        .get(format!("http://{addr}/workspace/health"))
+        .send()
+        .unwrap();
+    assert_eq!(outside.status(), StatusCode::NOT_FOUND);
+}
+
+#[test]
+fn shutdown_stops_accepting() {
+    let mut s = TestServer::start();
+    let server = s.server.take().unwrap();
+    let addr = server.addr();
+    s.rt.block_on(server.shutdown(Duration::from_secs(5)));
+    assert!(std::net::TcpStream::connect(addr).is_err());
+}
+
+#[test]
+fn startup_cleanup_runs_the_janitor() {
+    // A workspace made (and aged) before the server starts is cleaned at start-up.
+    let up = Upstream::new();
+    let base = tempfile::tempdir().unwrap();
+    let m = manager(base.path());
+    let name = m
+        .prepare(&fixsec_workspace::PrepareRequest::new("acme/old", up.url()))
+        .unwrap()
+        .name;
+    support::age_workspace(base.path(), &name, 100);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let config = ServerConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        cleanup_on_startup: true,
+        ..ServerConfig::default()
+    };
+    let server = rt
+        .block_on(http::start(
+            m.clone(),
+            &config,
+            ApiToken::new(TOKEN).unwrap(),
+        ))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while base.path().join(&name).exists() {
+        assert!(Instant::now() < deadline, "the janitor did not clean up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    rt.block_on(server.shutdown(Duration::from_secs(5)));
+}
