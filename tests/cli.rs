@@ -187,10 +187,10 @@ fn serve_prints_a_token_once_logs_json_and_stops_on_sigterm() {
         {
             token = Some(trimmed.to_string());
         }
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(trimmed) {
-            if let Some(a) = v["fields"]["addr"].as_str() {
-                addr = Some(a.to_string());
-            }
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(trimmed)
+            && let Some(a) = v["fields"]["addr"].as_str()
+        {
+            addr = Some(a.to_string());
         }
     }
     let token = token.expect("a generated token is printed");
