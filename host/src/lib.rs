@@ -33,3 +33,8 @@ pub use config::{Config, PolicyLimits, PolicySource};
 pub use error::{Error, ErrorKind, Result};
 pub use manager::{Lease, WorkspaceManager, WorkspaceManagerBuilder};
 pub use model::*;
+
+/// The README's Rust examples, compiled as doctests so they stay true.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
