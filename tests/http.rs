@@ -118,6 +118,7 @@ fn every_protected_endpoint_wants_the_token() {
         ("GET", "/workspace/workspaces"),
         ("GET", "/workspace/workspaces/x_12345678"),
         ("DELETE", "/workspace/workspaces/x_12345678"),
+        ("DELETE", "/workspace/leases/7"),
     ];
     for (method, path) in endpoints {
         for auth in [
@@ -502,6 +503,7 @@ fn the_openapi_document_matches_the_routes() {
         ("GET", "/workspace/workspaces"),
         ("GET", "/workspace/workspaces/{name}"),
         ("DELETE", "/workspace/workspaces/{name}"),
+        ("DELETE", "/workspace/leases/{id}"),
         ("GET", "/metrics"),
         ("GET", "/openapi.json"),
     ]
@@ -512,7 +514,11 @@ fn the_openapi_document_matches_the_routes() {
     assert_eq!(documented, served);
     // Every documented operation is really routed (no "no_route"/405).
     for (method, path) in &documented {
-        let url = format!("{}{}", s.url, path.replace("{name}", "x_12345678"));
+        let url = format!(
+            "{}{}",
+            s.url,
+            path.replace("{name}", "x_12345678").replace("{id}", "7")
+        );
         let resp = s
             .client
             .request(method.parse().unwrap(), url)
@@ -601,4 +607,50 @@ fn startup_cleanup_runs_the_janitor() {
         std::thread::sleep(Duration::from_millis(20));
     }
     rt.block_on(server.shutdown(Duration::from_secs(5)));
+}
+
+#[test]
+fn a_prepare_lease_holds_off_cleanup_until_released() {
+    let up = Upstream::new();
+    let s = TestServer::start();
+    let (status, out) = send(s.post("/workspace/prepare").json(&json!({
+        "repo_full_name": "acme/demo", "clone_url": up.url(), "lease_seconds": 600
+    })));
+    assert_eq!(status, StatusCode::OK, "{out}");
+    let id = out["lease"]["id"].as_u64().unwrap();
+    assert!(out["lease"]["expires_at"].is_string());
+    let (_, ws) = send(s.get(&format!(
+        "/workspace/workspaces/{}",
+        out["name"].as_str().unwrap()
+    )));
+    assert_eq!(ws["in_use"], true);
+
+    let (_, report) = send(s.post("/workspace/cleanup?max_age_hours=0"));
+    assert_eq!(report["cleaned_workspaces"], 0);
+    assert!(
+        report["report"]["skipped"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("in use")
+    );
+
+    let (status, released) = send(s.delete(&format!("/workspace/leases/{id}")));
+    assert_eq!(status, StatusCode::OK, "{released}");
+    assert_eq!(released["name"], out["name"]);
+    let (status, again) = send(s.delete(&format!("/workspace/leases/{id}")));
+    assert_eq!(
+        (status, again["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+
+    let (_, report) = send(s.post("/workspace/cleanup?max_age_hours=0"));
+    assert_eq!(report["cleaned_workspaces"], 1);
+
+    let (status, body) = send(s.post("/workspace/prepare").json(&json!({
+        "repo_full_name": "acme/demo", "clone_url": up.url(), "lease_seconds": 0
+    })));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_input"))
+    );
 }

@@ -181,6 +181,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                 clone_url: url,
                 default_branch: branch,
                 depth,
+                lease_seconds: None,
             };
             let bar = (!json && std::io::stderr().is_terminal()).then(progress_bar);
             let progress = bar.clone().map(|bar| {

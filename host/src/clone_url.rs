@@ -52,6 +52,8 @@ pub struct CloneUrl {
     pub credentials: Option<Credentials>,
     /// The transport.
     pub transport: Transport,
+    /// The host it connects to (none for local paths).
+    pub host: Option<String>,
 }
 
 impl CloneUrl {
@@ -102,6 +104,7 @@ impl CloneUrl {
             public: abs.to_string_lossy().into_owned(),
             credentials: None,
             transport: Transport::Local,
+            host: None,
         })
     }
 
@@ -151,7 +154,31 @@ impl CloneUrl {
             public: url.to_string(),
             credentials,
             transport,
+            host: url
+                .host_str()
+                .map(|h| h.trim_matches(['[', ']']).to_ascii_lowercase()),
         })
+    }
+
+    /// Refuse a host outside `allowed` (an empty list allows every host).
+    /// Entries match the host exactly or, written `.example.com`, any
+    /// subdomain. Keeps a service from being used to reach internal hosts.
+    pub fn check_host(&self, allowed: &[String]) -> Result<()> {
+        let Some(host) = &self.host else {
+            return Ok(());
+        };
+        if allowed.is_empty()
+            || allowed.iter().any(|a| {
+                let a = a.trim().to_ascii_lowercase();
+                host == &a || (a.starts_with('.') && host.ends_with(&a))
+            })
+        {
+            return Ok(());
+        }
+        Err(Error::Refused(format!(
+            "clone host {host} is not in WORKSPACE_ALLOWED_HOSTS ({})",
+            allowed.join(", ")
+        )))
     }
 
     /// Whether credentials would travel unencrypted.
@@ -168,10 +195,12 @@ fn scp_like(raw: &str) -> Option<CloneUrl> {
     if colon > slash || colon < 2 || host_part.contains('\\') {
         return None; // a path, or a Windows drive letter (`C:`)
     }
+    let host = host_part.rsplit('@').next().unwrap_or(host_part);
     Some(CloneUrl {
         public: raw.to_string(),
         credentials: None,
         transport: Transport::Ssh,
+        host: Some(host.to_ascii_lowercase()),
     })
 }
 
@@ -258,6 +287,37 @@ mod tests {
             let err = CloneUrl::parse(bad, false).unwrap_err();
             assert_eq!(err.kind(), kind, "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn hosts_outside_the_allow_list_are_refused() {
+        let allowed = vec!["github.com".to_string(), ".corp.example".to_string()];
+        for ok in [
+            "https://github.com/o/r.git",
+            "git@github.com:o/r.git",
+            "https://git.corp.example/o/r",
+        ] {
+            CloneUrl::parse(ok, false)
+                .unwrap()
+                .check_host(&allowed)
+                .unwrap();
+        }
+        for bad in [
+            "https://evil.com/o/r",
+            "https://github.com.evil.com/o/r",
+            "ssh://git@10.0.0.1/r",
+            "git@internal:o/r.git",
+        ] {
+            let err = CloneUrl::parse(bad, false)
+                .unwrap()
+                .check_host(&allowed)
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Refused, "{bad}");
+        }
+        CloneUrl::parse("https://anything/r", false)
+            .unwrap()
+            .check_host(&[])
+            .unwrap();
     }
 
     #[test]

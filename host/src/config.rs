@@ -9,6 +9,7 @@
 //! | `WORKSPACE_MAX_WORKSPACES` | `100` |
 //! | `WORKSPACE_POLICY` | the embedded default policy |
 //! | `WORKSPACE_ALLOW_LOCAL_URLS` | `0` |
+//! | `WORKSPACE_ALLOWED_HOSTS` | any host |
 //! | `WORKSPACE_REMOVE_RETRIES` | `5` |
 
 use crate::adapter::removal::RemovalConfig;
@@ -60,6 +61,9 @@ pub struct Config {
     pub policy: PolicySource,
     /// Accept local paths and `file://` clone URLs.
     pub allow_local_urls: bool,
+    /// Hosts clone URLs may name (`WORKSPACE_ALLOWED_HOSTS`, comma-separated;
+    /// `.example.com` allows subdomains); empty allows every host.
+    pub allowed_hosts: Vec<String>,
     /// Deletion retries.
     pub removal: RemovalConfig,
     /// Per-call policy limits.
@@ -78,6 +82,7 @@ impl Default for Config {
             max_workspaces: 100,
             policy: PolicySource::Embedded,
             allow_local_urls: false,
+            allowed_hosts: Vec::new(),
             removal: RemovalConfig::default(),
             policy_limits: PolicyLimits::default(),
             policy_settings: Vec::new(),
@@ -115,6 +120,13 @@ impl Config {
         }
         if let Some(v) = get("WORKSPACE_ALLOW_LOCAL_URLS") {
             c.allow_local_urls = parse_bool("WORKSPACE_ALLOW_LOCAL_URLS", &v)?;
+        }
+        if let Some(v) = get("WORKSPACE_ALLOWED_HOSTS") {
+            c.allowed_hosts = v
+                .split(',')
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .collect();
         }
         if let Some(v) = get("WORKSPACE_REMOVE_RETRIES") {
             let n: u32 = parse("WORKSPACE_REMOVE_RETRIES", &v)?;

@@ -14,13 +14,29 @@ use parking_lot::{Mutex, RawMutex, lock_api::ArcMutexGuard};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 /// The lock registry of one base directory.
 #[derive(Debug)]
 pub struct WorkspaceLocks {
     layout: Layout,
     mutexes: Mutex<HashMap<WorkspaceName, Arc<Mutex<()>>>>,
-    leases: Mutex<HashMap<WorkspaceName, usize>>,
+    leases: Mutex<HashMap<u64, LeaseEntry>>,
+    next_lease: AtomicU64,
+}
+
+/// One lease: on which workspace, and until when (none: until released).
+#[derive(Debug, Clone)]
+struct LeaseEntry {
+    name: WorkspaceName,
+    expires: Option<Instant>,
+}
+
+impl LeaseEntry {
+    fn live(&self) -> bool {
+        self.expires.is_none_or(|t| t > Instant::now())
+    }
 }
 
 /// Proof that this process holds a workspace's lock; released on drop.
@@ -52,6 +68,7 @@ impl WorkspaceLocks {
             layout,
             mutexes: Mutex::new(HashMap::new()),
             leases: Mutex::new(HashMap::new()),
+            next_lease: AtomicU64::new(1),
         }
     }
 
@@ -115,23 +132,33 @@ impl WorkspaceLocks {
         }
     }
 
-    /// Whether a lease is held on the workspace in this process.
+    /// Whether a live lease is held on the workspace in this process.
     pub fn is_leased(&self, name: &WorkspaceName) -> bool {
-        self.leases.lock().get(name).copied().unwrap_or(0) > 0
-    }
-
-    pub(crate) fn add_lease(&self, name: &WorkspaceName) {
-        *self.leases.lock().entry(name.clone()).or_default() += 1;
-    }
-
-    pub(crate) fn drop_lease(&self, name: &WorkspaceName) {
         let mut leases = self.leases.lock();
-        if let Some(n) = leases.get_mut(name) {
-            *n -= 1;
-            if *n == 0 {
-                leases.remove(name);
-            }
-        }
+        leases.retain(|_, l| l.live());
+        leases.values().any(|l| &l.name == name)
+    }
+
+    /// Add a lease, until `expires` (none: until released). Returns its id.
+    pub(crate) fn add_lease(&self, name: &WorkspaceName, expires: Option<Instant>) -> u64 {
+        let id = self.next_lease.fetch_add(1, Ordering::Relaxed);
+        self.leases.lock().insert(
+            id,
+            LeaseEntry {
+                name: name.clone(),
+                expires,
+            },
+        );
+        id
+    }
+
+    /// Release a lease by id. Returns the workspace it held, if it was live.
+    pub(crate) fn release_lease(&self, id: u64) -> Option<WorkspaceName> {
+        self.leases
+            .lock()
+            .remove(&id)
+            .filter(LeaseEntry::live)
+            .map(|l| l.name)
     }
 }
 
@@ -152,9 +179,18 @@ mod tests {
         assert!(locks.try_lock_idle(&name).unwrap().is_none());
         drop(guard);
         assert!(!locks.is_busy(&name));
-        locks.add_lease(&name);
+        let id = locks.add_lease(&name, None);
         assert!(locks.is_busy(&name));
-        locks.drop_lease(&name);
+        assert_eq!(locks.release_lease(id), Some(name.clone()));
+        assert!(!locks.is_busy(&name));
+        assert_eq!(locks.release_lease(id), None);
+        // A timed lease lapses by itself.
+        locks.add_lease(
+            &name,
+            Some(Instant::now() + std::time::Duration::from_millis(30)),
+        );
+        assert!(locks.is_busy(&name));
+        std::thread::sleep(std::time::Duration::from_millis(50));
         assert!(!locks.is_busy(&name));
     }
 }

@@ -21,6 +21,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+/// The longest lease a prepare may take (a week).
+pub const MAX_LEASE_SECONDS: u64 = 7 * 24 * 3600;
+
 /// An operation running longer than this is reported by health (the guide's alert).
 pub const LONG_OPERATION: std::time::Duration = std::time::Duration::from_secs(5 * 60);
 
@@ -145,10 +148,30 @@ impl Services {
         report
     }
 
-    /// Finish deletions left in `.trash/` by earlier removals.
+    /// Finish deletions left in `.trash/` by earlier removals, and delete
+    /// staging folders left by crashed prepares (of workspaces not being
+    /// prepared now).
     pub fn purge_trash(&self) -> (usize, u64) {
         let mut finished = 0;
         let mut freed = 0;
+        let stale_staging: Vec<PathBuf> = std::fs::read_dir(self.layout.staging_dir())
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                // `<name>.<pid>.<nanos>`: stale when nobody holds <name>'s lock.
+                let name = p
+                    .file_name()
+                    .and_then(|f| f.to_str())
+                    .and_then(|f| f.rsplitn(3, '.').nth(2))
+                    .and_then(|n| WorkspaceName::parse(n).ok());
+                name.is_some_and(|n| matches!(self.locks.try_lock_idle(&n), Ok(Some(_))))
+            })
+            .collect();
+        for path in stale_staging {
+            tracing::info!(path = %path.display(), "removing a crashed prepare's staging folder");
+            freed += self.remover.remove_tree(&path).bytes_freed;
+        }
         for path in self.pending_deletions() {
             let outcome = self.remover.remove_tree(&path);
             freed += outcome.bytes_freed;
@@ -378,6 +401,7 @@ impl WorkspaceManagerBuilder {
 pub struct Lease {
     services: Arc<Services>,
     name: WorkspaceName,
+    id: u64,
 }
 
 impl Lease {
@@ -390,7 +414,7 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         touch_last_used(&self.services, &self.name);
-        self.services.locks.drop_lease(&self.name);
+        self.services.locks.release_lease(self.id);
     }
 }
 
@@ -495,12 +519,21 @@ impl WorkspaceManager {
                 "{b:?} is not a valid branch name"
             )));
         }
+        if request
+            .lease_seconds
+            .is_some_and(|s| s == 0 || s > MAX_LEASE_SECONDS)
+        {
+            return Err(Error::InvalidInput(format!(
+                "lease_seconds must be between 1 and {MAX_LEASE_SECONDS}"
+            )));
+        }
         if request.depth == Some(0) {
             return Err(Error::InvalidInput(
                 "depth must be at least 1 (omit it for full history)".into(),
             ));
         }
         let url = CloneUrl::parse(&request.clone_url, self.services.config.allow_local_urls)?;
+        url.check_host(&self.services.config.allowed_hosts)?;
         if url.credentials_in_clear() {
             tracing::warn!(url = %url.public, "credentials are sent unencrypted over this transport; use https");
         }
@@ -576,6 +609,17 @@ impl WorkspaceManager {
             size_bytes: dir_size(&services.layout.workspace_dir(&name)),
         };
         meta.write(&meta_path)?;
+        // Taken before the lock is released: no cleanup can slip in between.
+        let lease = request.lease_seconds.map(|secs| {
+            let ttl = std::time::Duration::from_secs(secs);
+            let id = services
+                .locks
+                .add_lease(&name, Some(std::time::Instant::now() + ttl));
+            LeaseInfo {
+                id,
+                expires_at: now + chrono::Duration::seconds(secs.min(i64::MAX as u64) as i64),
+            }
+        });
         let duration_ms = started.elapsed().as_millis() as u64;
         tracing::info!(workspace = %name, reused, head = %head, duration_ms, "workspace prepared");
         Ok(PrepareOutcome {
@@ -585,6 +629,7 @@ impl WorkspaceManager {
             head,
             duration_ms,
             notes: outcome.notes,
+            lease,
         })
     }
 
@@ -792,12 +837,25 @@ impl WorkspaceManager {
         if self.services.summary(&name).is_none() {
             return Err(Error::NotFound(format!("no workspace named {name}")));
         }
-        self.services.locks.add_lease(&name);
+        let id = self.services.locks.add_lease(&name, None);
         drop(guard);
         touch_last_used(&self.services, &name);
         Ok(Lease {
             services: self.services.clone(),
             name,
+            id,
         })
+    }
+
+    /// Release a timed lease taken by a prepare with `lease_seconds`.
+    /// `NotFound` when the id is unknown or the lease has lapsed.
+    pub fn release_lease(&self, id: u64) -> Result<String> {
+        let name = self
+            .services
+            .locks
+            .release_lease(id)
+            .ok_or_else(|| Error::NotFound(format!("no live lease with id {id}")))?;
+        touch_last_used(&self.services, &name);
+        Ok(name.to_string())
     }
 }

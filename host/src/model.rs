@@ -30,6 +30,11 @@ pub struct PrepareRequest {
     /// Shallow clone of this many commits.
     #[serde(default)]
     pub depth: Option<u32>,
+    /// Hold the workspace for this many seconds after the prepare, so no
+    /// cleanup removes it while the caller works in it (release early with
+    /// its lease id).
+    #[serde(default)]
+    pub lease_seconds: Option<u64>,
 }
 
 impl PrepareRequest {
@@ -40,6 +45,7 @@ impl PrepareRequest {
             clone_url: clone_url.into(),
             default_branch: None,
             depth: None,
+            lease_seconds: None,
         }
     }
 
@@ -71,6 +77,18 @@ pub struct PrepareOutcome {
     pub duration_ms: u64,
     /// What the policy healed or why it re-cloned.
     pub notes: Vec<String>,
+    /// The lease taken with `lease_seconds`, if any.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub lease: Option<LeaseInfo>,
+}
+
+/// A timed lease on a workspace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseInfo {
+    /// Pass it to release the lease early.
+    pub id: u64,
+    /// When the lease lapses by itself.
+    pub expires_at: DateTime<Utc>,
 }
 
 /// One workspace as listed.

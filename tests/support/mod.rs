@@ -221,3 +221,57 @@ pub fn age_workspace(base: &Path, name: &str, hours: i64) {
     meta["last_prepared"] = serde_json::Value::String(when);
     std::fs::write(&path, serde_json::to_vec(&meta).unwrap()).unwrap();
 }
+
+/// Build the hostile test policy with `feature` as a component (once per
+/// process and feature) and return its path.
+pub fn hostile_policy(feature: &str) -> PathBuf {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static BUILT: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    let built = built.get_or_insert_with(HashMap::new);
+    if let Some(p) = built.get(feature) {
+        return p.clone();
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("hostile-build");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(&root)
+        .args([
+            "rustc",
+            "--package",
+            "fixsec-hostile-policy",
+            "--lib",
+            "--release",
+            "--locked",
+            "--target",
+            "wasm32-wasip2",
+            "--crate-type",
+            "cdylib",
+            "--features",
+            feature,
+        ])
+        .env("CARGO_TARGET_DIR", &target)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .status()
+        .expect("running cargo to build a hostile policy");
+    assert!(
+        status.success(),
+        "building the hostile policy with feature {feature}"
+    );
+    let out = target.join(format!("{feature}.wasm"));
+    std::fs::copy(
+        target.join("wasm32-wasip2/release/fixsec_hostile_policy.wasm"),
+        &out,
+    )
+    .unwrap();
+    built.insert(feature.to_string(), out.clone());
+    out
+}

@@ -167,6 +167,8 @@ impl Remover {
     /// the rest of the tree on disk).
     fn attempt(&self, path: &Path, freed: &mut u64) -> Result<(), String> {
         let mut first_error: Option<String> = None;
+        // A path beyond the OS limit (PATH_MAX) was met.
+        let mut too_long = false;
         let mut note = |e: String| {
             if first_error.is_none() {
                 first_error = Some(e);
@@ -179,8 +181,10 @@ impl Remover {
             let entry = match entry {
                 Ok(entry) => entry,
                 Err(e) => {
-                    if e.io_error().map(io::Error::kind) == Some(io::ErrorKind::NotFound) {
-                        continue;
+                    match e.io_error().map(io::Error::kind) {
+                        Some(io::ErrorKind::NotFound) => continue,
+                        Some(io::ErrorKind::InvalidFilename) => too_long = true,
+                        _ => {}
                     }
                     // Most often an unreadable folder: make it ours and retry next pass.
                     if let Some(p) = e.path() {
@@ -216,10 +220,19 @@ impl Remover {
             match result {
                 Ok(()) => *freed += len,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => note(format!("{}: {e}", p.display())),
+                Err(e) => {
+                    too_long |= e.kind() == io::ErrorKind::InvalidFilename;
+                    note(format!("{}: {e}", p.display()));
+                }
             }
         }
         match first_error {
+            // Paths beyond PATH_MAX: std's remove_dir_all works relative to
+            // open directory handles (and never follows links), so it can.
+            // What it frees there is not counted in bytes_freed.
+            Some(e) if too_long => {
+                std::fs::remove_dir_all(path).map_err(|e2| format!("{e}; then {e2}"))
+            }
             Some(e) => Err(e),
             None => Ok(()),
         }

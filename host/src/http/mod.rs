@@ -336,6 +336,18 @@ pub fn routes(
             ))
         });
 
+    let release = warp::path!("workspace" / "leases" / u64)
+        .and(warp::delete())
+        .and(authorized(state.clone()))
+        .and_then(|id: u64, state: Arc<AppState>| async move {
+            let m = state.manager.clone();
+            let name = blocking(move || m.release_lease(id)).await?;
+            Ok::<_, Rejection>(json(
+                &serde_json::json!({"released": true, "id": id, "name": name}),
+                StatusCode::OK,
+            ))
+        });
+
     let metrics = warp::path!("metrics")
         .and(warp::get())
         .and(with_state(state.clone()))
@@ -368,6 +380,8 @@ pub fn routes(
         .or(get_one)
         .unify()
         .or(delete)
+        .unify()
+        .or(release)
         .unify()
         .or(metrics)
         .unify()

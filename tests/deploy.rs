@@ -1,0 +1,165 @@
+//! The deployment files: Kubernetes manifests parse and wire storage,
+//! probes and the token; alert rules only name metrics the server exports;
+//! the Dockerfile is multi-stage with the guide's volume.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use yaml_rust2::{Yaml, YamlLoader};
+
+fn deploy_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+}
+
+fn load(path: &Path) -> Vec<Yaml> {
+    let text = std::fs::read_to_string(path).unwrap();
+    YamlLoader::load_from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn all_manifests() -> Vec<Yaml> {
+    let mut docs = Vec::new();
+    for entry in std::fs::read_dir(deploy_dir().join("k8s")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            for doc in load(&path) {
+                assert!(doc["apiVersion"].as_str().is_some(), "{}", path.display());
+                assert!(doc["kind"].as_str().is_some(), "{}", path.display());
+                docs.push(doc);
+            }
+        }
+    }
+    docs
+}
+
+fn of_kind<'a>(docs: &'a [Yaml], kind: &str) -> &'a Yaml {
+    docs.iter()
+        .find(|d| d["kind"].as_str() == Some(kind))
+        .unwrap_or_else(|| panic!("no {kind}"))
+}
+
+#[test]
+fn manifests_wire_storage_probes_and_the_secret() {
+    let docs = all_manifests();
+    let pvc = of_kind(&docs, "PersistentVolumeClaim");
+    assert_eq!(
+        pvc["spec"]["resources"]["requests"]["storage"].as_str(),
+        Some("10Gi")
+    );
+    assert_eq!(
+        pvc["spec"]["accessModes"][0].as_str(),
+        Some("ReadWriteOnce")
+    );
+    let pvc_name = pvc["metadata"]["name"].as_str().unwrap();
+
+    let deployment = of_kind(&docs, "Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let volume = &pod["volumes"][0];
+    assert_eq!(
+        volume["persistentVolumeClaim"]["claimName"].as_str(),
+        Some(pvc_name)
+    );
+    let container = &pod["containers"][0];
+    let mount = &container["volumeMounts"][0];
+    assert_eq!(mount["name"], volume["name"]);
+    assert_eq!(mount["mountPath"].as_str(), Some("/app/backend/workspace"));
+    for probe in ["readinessProbe", "livenessProbe"] {
+        assert_eq!(
+            container[probe]["httpGet"]["path"].as_str(),
+            Some("/workspace/health"),
+            "{probe}"
+        );
+    }
+    let env = container["env"].as_vec().unwrap();
+    let token = env
+        .iter()
+        .find(|e| e["name"].as_str() == Some("WORKSPACE_API_TOKEN"))
+        .expect("the token comes from the environment");
+    let secret_ref = &token["valueFrom"]["secretKeyRef"];
+    let secret = of_kind(&docs, "Secret");
+    assert_eq!(secret_ref["name"], secret["metadata"]["name"]);
+    assert!(
+        secret["stringData"][secret_ref["key"].as_str().unwrap()]
+            .as_str()
+            .is_some()
+    );
+    // Bound to all interfaces inside the pod, and the base path is the mount.
+    let value = |name: &str| {
+        env.iter()
+            .find(|e| e["name"].as_str() == Some(name))
+            .and_then(|e| e["value"].as_str())
+    };
+    assert_eq!(value("WORKSPACE_BIND"), Some("0.0.0.0:8080"));
+    assert_eq!(value("WORKSPACE_BASE_PATH"), Some("/app/backend/workspace"));
+    // Every environment variable set is one the server reads.
+    let readme = std::fs::read_to_string(deploy_dir().join("../README.md")).unwrap();
+    for e in env {
+        let name = e["name"].as_str().unwrap();
+        assert!(
+            readme.contains(&format!("`{name}`")),
+            "{name} is not documented in the README"
+        );
+    }
+}
+
+/// Metric names (`fixsec_workspace_*`) in a PromQL expression.
+fn metric_names(expr: &str) -> Vec<String> {
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|t| t.starts_with("fixsec_workspace_"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn alert_rules_name_only_metrics_the_server_exports() {
+    let base = tempfile::tempdir().unwrap();
+    let exposition = support::manager(base.path()).encode_metrics().unwrap();
+    let exported: Vec<&str> = exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split([' ', '{']).next())
+        .collect();
+    let rules = load(&deploy_dir().join("prometheus/alerts.yaml"));
+    let mut alerts = Vec::new();
+    for group in rules[0]["groups"].as_vec().unwrap() {
+        for rule in group["rules"].as_vec().unwrap() {
+            let name = rule["alert"].as_str().unwrap();
+            let expr = rule["expr"].as_str().unwrap();
+            let names = metric_names(expr);
+            assert!(!names.is_empty(), "{name}: {expr}");
+            for metric in names {
+                assert!(
+                    exported.contains(&metric.as_str()),
+                    "{name} uses {metric}, which is not exported:\n{exposition}"
+                );
+            }
+            alerts.push(name.to_string());
+        }
+    }
+    for wanted in [
+        "HighDiskUsage",
+        "TooManyWorkspaces",
+        "CleanupFailures",
+        "LongRunningOperation",
+    ] {
+        assert!(
+            alerts.iter().any(|a| a.contains(wanted)),
+            "{wanted} in {alerts:?}"
+        );
+    }
+}
+
+#[test]
+fn the_dockerfile_is_multi_stage_with_the_guides_volume() {
+    let text = std::fs::read_to_string(deploy_dir().join("Dockerfile")).unwrap();
+    let stages = text.lines().filter(|l| l.starts_with("FROM ")).count();
+    assert!(stages >= 2, "multi-stage");
+    assert!(text.contains(r#"VOLUME ["/app/backend/workspace"]"#));
+    assert!(
+        text.contains("rustup target add wasm32-wasip2"),
+        "the policy's target is installed"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("USER ")),
+        "runs as a non-root user"
+    );
+}

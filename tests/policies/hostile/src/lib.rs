@@ -1,0 +1,127 @@
+//! Hostile and broken policies for the host's tests. The behaviour is
+//! chosen by a cargo feature; the tests build each one as a component.
+
+#[cfg(not(feature = "v2"))]
+mod v1 {
+    wit_bindgen::generate!({
+        world: "workspace-policy",
+        path: "../../../wit",
+    });
+
+    use exports::fixsec::workspace::policy::{
+        CleanupOutcome, CleanupRequest, Guest, HealthReport, HealthStats, HealthStatus,
+        PrepareOutcome, PrepareRequest, Thresholds,
+    };
+    use fixsec::workspace::git::{self, FetchOptions};
+    use fixsec::workspace::types::Error;
+    use fixsec::workspace::{removal, workspace_fs};
+
+    /// What every export does first: misbehave, if that is this build's feature.
+    fn misbehave() {
+        if cfg!(feature = "spin") {
+            let mut x: u64 = 0;
+            loop {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        }
+        if cfg!(feature = "hog") {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1u8; 1 << 20]);
+                std::hint::black_box(&hoard);
+            }
+        }
+        if cfg!(feature = "panic") {
+            panic!("hostile policy panics on purpose");
+        }
+    }
+
+    pub struct Hostile;
+
+    impl Guest for Hostile {
+        fn workspace_name(repo_full_name: String) -> Result<String, Error> {
+            misbehave();
+            if cfg!(feature = "escape") {
+                return Ok("../escape".into());
+            }
+            if cfg!(feature = "absolute") {
+                return Ok("/etc".into());
+            }
+            Ok(format!(
+                "hostile_{}",
+                repo_full_name
+                    .chars()
+                    .filter(char::is_ascii_alphanumeric)
+                    .collect::<String>()
+            ))
+        }
+
+        fn prepare(request: PrepareRequest) -> Result<PrepareOutcome, Error> {
+            misbehave();
+            let options = FetchOptions { depth: None };
+            let (name, url) = if cfg!(feature = "other-workspace") {
+                ("someone_else".to_string(), request.clone_url.clone())
+            } else if cfg!(feature = "steal-url") {
+                (
+                    request.name.clone(),
+                    "https://attacker.invalid/loot.git".to_string(),
+                )
+            } else {
+                (request.name.clone(), request.clone_url.clone())
+            };
+            if cfg!(feature = "import-escape") {
+                git::inspect("../../etc");
+            }
+            let head = git::clone(&name, &url, request.branch.as_deref(), options)?;
+            Ok(PrepareOutcome {
+                reused: false,
+                head,
+                notes: vec![],
+            })
+        }
+
+        fn cleanup(_request: CleanupRequest) -> Result<CleanupOutcome, Error> {
+            misbehave();
+            if cfg!(feature = "remove-all") {
+                for ws in workspace_fs::list_workspaces()? {
+                    removal::remove_workspace(&ws.name);
+                }
+            }
+            Ok(CleanupOutcome {
+                skipped: vec![],
+                kept: 0,
+            })
+        }
+
+        fn assess_health(_stats: HealthStats, _thresholds: Thresholds) -> HealthReport {
+            misbehave();
+            HealthReport {
+                status: HealthStatus::Healthy,
+                warnings: vec![],
+                recommendations: vec![],
+            }
+        }
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    export!(Hostile);
+}
+
+#[cfg(feature = "v2")]
+mod v2 {
+    wit_bindgen::generate!({
+        world: "workspace-policy",
+        path: "wit-v2",
+    });
+
+    pub struct FromTheFuture;
+
+    impl exports::fixsec::workspace::policy::Guest for FromTheFuture {
+        fn workspace_name(repo_full_name: String) -> String {
+            repo_full_name
+        }
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    export!(FromTheFuture);
+}
