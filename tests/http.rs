@@ -119,6 +119,7 @@ fn every_protected_endpoint_wants_the_token() {
         ("GET", "/workspace/workspaces/x_12345678"),
         ("DELETE", "/workspace/workspaces/x_12345678"),
         ("DELETE", "/workspace/leases/7"),
+        ("POST", "/workspace/policy/reload"),
     ];
     for (method, path) in endpoints {
         for auth in [
@@ -504,6 +505,7 @@ fn the_openapi_document_matches_the_routes() {
         ("GET", "/workspace/workspaces/{name}"),
         ("DELETE", "/workspace/workspaces/{name}"),
         ("DELETE", "/workspace/leases/{id}"),
+        ("POST", "/workspace/policy/reload"),
         ("GET", "/metrics"),
         ("GET", "/openapi.json"),
     ]

@@ -23,6 +23,10 @@ pub mod bindings {
     wit_bindgen::generate!({
         world: "workspace-policy",
         path: "../wit",
+        // Other policies (policies/quota-lru) reuse these bindings and this
+        // crate's decisions, and export their own implementation with it.
+        export_macro_name: "export_policy",
+        pub_export_macro: true,
     });
 }
 
@@ -137,6 +141,8 @@ impl Guest for DefaultPolicy {
     }
 }
 
-// Exported only in the component: natively the WIT export names are not valid symbols.
-#[cfg(target_arch = "wasm32")]
-bindings::export!(DefaultPolicy with_types_in bindings);
+// Exported only in the component (natively the WIT export names are not
+// valid symbols), and only when this crate is the policy rather than a
+// library of another one (feature `export`, on by default).
+#[cfg(all(target_arch = "wasm32", feature = "export"))]
+bindings::export_policy!(DefaultPolicy with_types_in bindings);

@@ -74,11 +74,26 @@ enum Command {
         /// Workspace folder name, as `list` shows it
         name: String,
     },
+    /// Policy components: check one against the contract
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Run the HTTP service
     Serve {
         /// Listen address [env: WORKSPACE_BIND, default: 127.0.0.1:8080]
         #[arg(long)]
         bind: Option<std::net::SocketAddr>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Load a policy component, tell whether it speaks this host's contract,
+    /// and run the conformance suite against it
+    Check {
+        /// The component (.wasm)
+        file: PathBuf,
     },
 }
 
@@ -159,8 +174,15 @@ fn print_json<T: Serialize>(value: &T) {
 
 fn run(cli: Cli) -> Result<ExitCode, Error> {
     let json = cli.global.json;
+    if let Command::Policy {
+        command: PolicyCommand::Check { file },
+    } = &cli.command
+    {
+        return Ok(policy_check(file, json));
+    }
     let m = manager(&cli.global)?;
     match cli.command {
+        Command::Policy { .. } => unreachable!("handled above"),
         Command::Serve { bind } => serve(m, bind)?,
         Command::Name { repo } => {
             let name = m.workspace_name(&repo)?;
@@ -367,11 +389,36 @@ fn serve(manager: WorkspaceManager, bind: Option<std::net::SocketAddr>) -> Resul
             policy = manager.policy_label(),
             "fixsec-workspace listening"
         );
+        #[cfg(unix)]
+        let reloader = tokio::spawn(reload_on_sighup(manager.clone()));
         shutdown_signal().await;
+        #[cfg(unix)]
+        reloader.abort();
         tracing::info!(grace = ?config.shutdown_grace, "shutting down");
         server.shutdown(config.shutdown_grace).await;
         Ok::<(), Error>(())
     })
+}
+
+/// SIGHUP reloads the policy file; a broken one is refused and logged.
+#[cfg(unix)]
+async fn reload_on_sighup(manager: WorkspaceManager) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let m = manager.clone();
+        match tokio::task::spawn_blocking(move || m.reload_policy()).await {
+            Ok(Ok(info)) => {
+                tracing::info!(source = %info.source, digest = %info.digest, "policy reloaded on SIGHUP")
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "policy reload refused; the old policy stays")
+            }
+            Err(e) => tracing::error!(error = %e, "policy reload did not finish"),
+        }
+    }
 }
 
 async fn shutdown_signal() {
@@ -392,5 +439,36 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+    }
+}
+
+/// `policy check`: exit 0 when every check passes, 1 otherwise.
+fn policy_check(file: &std::path::Path, json: bool) -> ExitCode {
+    let report = crate::policy::conformance::run(file);
+    if json {
+        print_json(&report);
+    } else {
+        println!("{} against {}", report.policy, report.contract);
+        for c in &report.checks {
+            println!(
+                "  {} {}: {}",
+                if c.passed { "ok  " } else { "FAIL" },
+                c.name,
+                c.detail
+            );
+        }
+        println!(
+            "{}",
+            if report.passed {
+                "all checks passed"
+            } else {
+                "some checks failed"
+            }
+        );
+    }
+    if report.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }

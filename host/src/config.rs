@@ -11,6 +11,8 @@
 //! | `WORKSPACE_ALLOW_LOCAL_URLS` | `0` |
 //! | `WORKSPACE_ALLOWED_HOSTS` | any host |
 //! | `WORKSPACE_REMOVE_RETRIES` | `5` |
+//! | `WORKSPACE_POLICY_SETTINGS` | none (`key=value,key=value`) |
+//! | `WORKSPACE_POLICY_SETTINGS_FILE` | none (`key=value` lines) |
 
 use crate::adapter::removal::RemovalConfig;
 use crate::error::{Error, Result};
@@ -68,8 +70,8 @@ pub struct Config {
     pub removal: RemovalConfig,
     /// Per-call policy limits.
     pub policy_limits: PolicyLimits,
-    /// Extra `key=value` settings handed to the policy's cleanup.
-    pub policy_settings: Vec<(String, String)>,
+    /// `key=value` settings the policy reads through the `settings` import.
+    pub policy_settings: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for Config {
@@ -85,7 +87,7 @@ impl Default for Config {
             allowed_hosts: Vec::new(),
             removal: RemovalConfig::default(),
             policy_limits: PolicyLimits::default(),
-            policy_settings: Vec::new(),
+            policy_settings: Default::default(),
         }
     }
 }
@@ -128,6 +130,19 @@ impl Config {
                 .filter(|h| !h.is_empty())
                 .collect();
         }
+        if let Some(path) = get("WORKSPACE_POLICY_SETTINGS_FILE") {
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                Error::Config(format!(
+                    "cannot read WORKSPACE_POLICY_SETTINGS_FILE={path}: {e}"
+                ))
+            })?;
+            c.policy_settings
+                .extend(parse_settings(&text, '\n', &path)?);
+        }
+        if let Some(v) = get("WORKSPACE_POLICY_SETTINGS") {
+            c.policy_settings
+                .extend(parse_settings(&v, ',', "WORKSPACE_POLICY_SETTINGS")?);
+        }
         if let Some(v) = get("WORKSPACE_REMOVE_RETRIES") {
             let n: u32 = parse("WORKSPACE_REMOVE_RETRIES", &v)?;
             if n == 0 {
@@ -143,6 +158,22 @@ impl Config {
         }
         Ok(c)
     }
+}
+
+/// `key=value` pairs separated by `sep`; blank entries and `#` comments skipped.
+pub fn parse_settings(text: &str, sep: char, origin: &str) -> Result<Vec<(String, String)>> {
+    text.split(sep)
+        .map(str::trim)
+        .filter(|e| !e.is_empty() && !e.starts_with('#'))
+        .map(|entry| {
+            let (k, v) = entry.split_once('=').ok_or_else(|| {
+                Error::Config(format!(
+                    "{origin}: {entry:?} is not key=value (e.g. quota_mb=500)"
+                ))
+            })?;
+            Ok((k.trim().to_string(), v.trim().to_string()))
+        })
+        .collect()
 }
 
 fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T> {
@@ -209,6 +240,29 @@ mod tests {
         assert_eq!(c.size_warning_mb, 10);
         assert_eq!(c.policy, PolicySource::File("/p.wasm".into()));
         assert!(c.allow_local_urls);
+    }
+
+    #[test]
+    fn policy_settings_from_a_file_and_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("policy.env");
+        std::fs::write(&file, "# quota\nquota_mb = 500\nkeep_recent=2\n").unwrap();
+        let c = from(&[
+            ("WORKSPACE_POLICY_SETTINGS_FILE", file.to_str().unwrap()),
+            ("WORKSPACE_POLICY_SETTINGS", "keep_recent=3, extra=x"),
+        ])
+        .unwrap();
+        let pairs: Vec<_> = c
+            .policy_settings
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [("extra", "x"), ("keep_recent", "3"), ("quota_mb", "500")]
+        );
+        let err = from(&[("WORKSPACE_POLICY_SETTINGS", "novalue")]).unwrap_err();
+        assert!(err.to_string().contains("key=value"), "{err}");
     }
 
     #[test]

@@ -313,7 +313,9 @@ impl Services {
 #[derive(Clone, Debug)]
 pub struct WorkspaceManager {
     services: Arc<Services>,
-    policy: Arc<PolicyEngine>,
+    /// Swapped whole by a reload; each call takes its own `Arc`, so calls in
+    /// flight finish on the policy they started with.
+    policy: Arc<parking_lot::RwLock<Arc<PolicyEngine>>>,
 }
 
 /// Builds a [`WorkspaceManager`]; starts from [`Config::default`] (or a
@@ -390,7 +392,7 @@ impl WorkspaceManagerBuilder {
         };
         Ok(WorkspaceManager {
             services: Arc::new(services),
-            policy: Arc::new(policy),
+            policy: Arc::new(parking_lot::RwLock::new(Arc::new(policy))),
         })
     }
 }
@@ -453,9 +455,45 @@ impl WorkspaceManager {
         self.services.layout.base()
     }
 
-    /// What policy is loaded.
-    pub fn policy_label(&self) -> &str {
-        self.policy.label()
+    /// The policy in force now.
+    fn policy(&self) -> Arc<PolicyEngine> {
+        self.policy.read().clone()
+    }
+
+    /// What policy is loaded ("default policy" or its file).
+    pub fn policy_label(&self) -> String {
+        self.policy().label().to_string()
+    }
+
+    /// Which policy is loaded, with the digest of its bytes.
+    pub fn policy_info(&self) -> PolicyInfo {
+        self.policy().info()
+    }
+
+    /// Load the configured policy again (after its file changed) and swap
+    /// it in. Calls in flight finish on the old one. A file that does not
+    /// load or does not speak the contract is refused and the old policy
+    /// stays.
+    pub fn reload_policy(&self) -> Result<PolicyInfo> {
+        let config = &self.services.config;
+        let fresh = PolicyEngine::load(&config.policy, config.policy_limits)?;
+        Ok(self.swap_policy(fresh))
+    }
+
+    /// Swap in a policy loaded from `path` (as the configured one would be).
+    pub fn load_policy_file(&self, path: &Path) -> Result<PolicyInfo> {
+        let fresh = PolicyEngine::load(
+            &PolicySource::File(path.to_path_buf()),
+            self.services.config.policy_limits,
+        )?;
+        Ok(self.swap_policy(fresh))
+    }
+
+    fn swap_policy(&self, fresh: PolicyEngine) -> PolicyInfo {
+        let info = fresh.info();
+        let old = std::mem::replace(&mut *self.policy.write(), Arc::new(fresh));
+        tracing::info!(from = %old.info().digest, to = %info.digest, source = %info.source, "policy swapped");
+        info
     }
 
     /// The workspace name the policy gives `repo_full_name`, validated.
@@ -464,7 +502,7 @@ impl WorkspaceManager {
     }
 
     fn checked_name(&self, repo_full_name: &str) -> Result<WorkspaceName> {
-        let (name, _) = self.policy.call(
+        let (name, _) = self.policy().call(
             self.services.clone(),
             CallContext::default(),
             "workspace-name",
@@ -474,7 +512,7 @@ impl WorkspaceManager {
         WorkspaceName::parse(&name).map_err(|e| {
             Error::Policy(format!(
                 "{} returned an unsafe workspace name for {repo_full_name:?}: {e}",
-                self.policy.label()
+                self.policy().label()
             ))
         })
     }
@@ -557,7 +595,7 @@ impl WorkspaceManager {
             depth: request.depth,
         };
         let (outcome, ctx) = self
-            .policy
+            .policy()
             .call(services.clone(), call, "prepare", |p, s| {
                 p.call_prepare(s, &wit_request)
             })?;
@@ -571,7 +609,7 @@ impl WorkspaceManager {
             _ => {
                 return Err(Error::Policy(format!(
                     "{} reported a prepared workspace, but {} is not a healthy repository: {}",
-                    self.policy.label(),
+                    self.policy().label(),
                     repo_dir.display(),
                     state.problem.unwrap_or_else(|| "it is missing".into())
                 )));
@@ -580,7 +618,7 @@ impl WorkspaceManager {
         if state.remote_url.as_deref() != Some(url.public.as_str()) {
             return Err(Error::Policy(format!(
                 "{} left a clone of {:?} where {} was asked for",
-                self.policy.label(),
+                self.policy().label(),
                 state.remote_url,
                 url.public
             )));
@@ -668,15 +706,12 @@ impl WorkspaceManager {
             )));
         }
         let (pending_finished, pending_freed) = self.services.purge_trash();
-        let request = wit::CleanupRequest {
-            max_age_hours,
-            settings: self.services.config.policy_settings.clone(),
-        };
-        let (outcome, ctx) = self.policy.call(
+        let request = wit::CleanupRequest { max_age_hours };
+        let (outcome, ctx) = self.policy().call(
             self.services.clone(),
             CallContext::default(),
             "cleanup",
-            |p, s| p.call_cleanup(s, &request),
+            |p, s| p.call_cleanup(s, request),
         )?;
         let outcome = outcome.map_err(from_wit_error)?;
         let mut report = CleanupReport {
@@ -751,17 +786,9 @@ impl WorkspaceManager {
             max_workspaces: config.max_workspaces,
             max_age_hours: config.max_age_hours,
         };
-        let (verdict, _) = self.policy.call(
-            self.services.clone(),
-            CallContext::default(),
-            "assess-health",
-            |p, s| p.call_assess_health(s, &wit_stats, thresholds),
-        )?;
-        let mut status = match verdict.status {
-            wit::HealthStatus::Healthy => HealthStatus::Healthy,
-            wit::HealthStatus::Warning => HealthStatus::Warning,
-            wit::HealthStatus::Critical => HealthStatus::Critical,
-        };
+        let verdict = self.assess(&wit_stats, thresholds)?;
+        let mut status = verdict.0;
+        let verdict = verdict.1;
         let mut warnings = verdict.warnings;
         let mut recommendations = verdict.recommendations;
         // The guide's operational alerts, from what this process observed.
@@ -791,10 +818,31 @@ impl WorkspaceManager {
         }
         Ok(HealthReport {
             status,
+            policy: self.policy_info(),
             workspace_stats: stats,
             warnings,
             recommendations,
         })
+    }
+
+    /// The policy's verdict on given figures (health, and the conformance checks).
+    pub(crate) fn assess(
+        &self,
+        stats: &wit::HealthStats,
+        thresholds: wit::Thresholds,
+    ) -> Result<(HealthStatus, wit::HealthReport)> {
+        let (verdict, _) = self.policy().call(
+            self.services.clone(),
+            CallContext::default(),
+            "assess-health",
+            |p, s| p.call_assess_health(s, stats, thresholds),
+        )?;
+        let status = match verdict.status {
+            wit::HealthStatus::Healthy => HealthStatus::Healthy,
+            wit::HealthStatus::Warning => HealthStatus::Warning,
+            wit::HealthStatus::Critical => HealthStatus::Critical,
+        };
+        Ok((status, verdict))
     }
 
     /// The manager's metrics (for `GET /metrics` or an embedder's registry).

@@ -224,11 +224,22 @@ impl HealthStatus {
     }
 }
 
+/// Which policy is loaded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyInfo {
+    /// "default policy" or the file it was loaded from.
+    pub source: String,
+    /// MD5 of the component's bytes: changes when a reload swaps it.
+    pub digest: String,
+}
+
 /// Health with the figures it was judged on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HealthReport {
     /// The verdict.
     pub status: HealthStatus,
+    /// The policy that judged it.
+    pub policy: PolicyInfo,
     /// The figures.
     pub workspace_stats: Stats,
     /// What is wrong.

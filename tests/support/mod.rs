@@ -225,12 +225,19 @@ pub fn age_workspace(base: &Path, name: &str, hours: i64) {
 /// Build the hostile test policy with `feature` as a component (once per
 /// process and feature) and return its path.
 pub fn hostile_policy(feature: &str) -> PathBuf {
+    component("fixsec-hostile-policy", Some(feature))
+}
+
+/// Build a policy crate of the workspace as a wasm32-wasip2 component (once
+/// per process, package and feature) and return its path.
+pub fn component(package: &str, feature: Option<&str>) -> PathBuf {
     use std::collections::HashMap;
     use std::sync::Mutex;
     static BUILT: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
+    let key = format!("{package}-{}", feature.unwrap_or("default"));
     let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
     let built = built.get_or_insert_with(HashMap::new);
-    if let Some(p) = built.get(feature) {
+    if let Some(p) = built.get(&key) {
         return p.clone();
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -240,38 +247,39 @@ pub fn hostile_policy(feature: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"))
-        .join("hostile-build");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(&root)
+        .join("test-policies");
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(&root)
         .args([
             "rustc",
             "--package",
-            "fixsec-hostile-policy",
+            package,
             "--lib",
             "--release",
             "--locked",
-            "--target",
-            "wasm32-wasip2",
-            "--crate-type",
-            "cdylib",
-            "--features",
-            feature,
         ])
+        .args(["--target", "wasm32-wasip2", "--crate-type", "cdylib"])
         .env("CARGO_TARGET_DIR", &target)
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "true")
         .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    if let Some(f) = feature {
+        cmd.args(["--features", f]);
+    }
+    let status = cmd
         .status()
-        .expect("running cargo to build a hostile policy");
-    assert!(
-        status.success(),
-        "building the hostile policy with feature {feature}"
-    );
-    let out = target.join(format!("{feature}.wasm"));
+        .expect("running cargo to build a policy component");
+    assert!(status.success(), "building {key} as a component");
+    let out = target.join(format!("{key}.wasm"));
     std::fs::copy(
-        target.join("wasm32-wasip2/release/fixsec_hostile_policy.wasm"),
+        target.join(format!(
+            "wasm32-wasip2/release/{}.wasm",
+            package.replace('-', "_")
+        )),
         &out,
     )
     .unwrap();
-    built.insert(feature.to_string(), out.clone());
+    built.insert(key, out.clone());
     out
 }

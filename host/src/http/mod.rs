@@ -348,6 +348,26 @@ pub fn routes(
             ))
         });
 
+    let reload = warp::path!("workspace" / "policy" / "reload")
+        .and(warp::post())
+        .and(authorized(state.clone()))
+        .and_then(|state: Arc<AppState>| async move {
+            let m = state.manager.clone();
+            // A policy file that does not load is the caller's to fix: 422,
+            // and the old policy stays.
+            let info = blocking(move || {
+                m.reload_policy().map_err(|e| match e {
+                    Error::Config(msg) => Error::Refused(msg),
+                    other => other,
+                })
+            })
+            .await?;
+            Ok::<_, Rejection>(json(
+                &serde_json::json!({"status": "Policy reloaded", "policy": info}),
+                StatusCode::OK,
+            ))
+        });
+
     let metrics = warp::path!("metrics")
         .and(warp::get())
         .and(with_state(state.clone()))
@@ -382,6 +402,8 @@ pub fn routes(
         .or(delete)
         .unify()
         .or(release)
+        .unify()
+        .or(reload)
         .unify()
         .or(metrics)
         .unify()

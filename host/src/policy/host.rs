@@ -6,7 +6,7 @@
 //! ever be sent where the caller meant them to go).
 
 use super::HostState;
-use super::bindings::fixsec::workspace::{git, log, removal, types, workspace_fs};
+use super::bindings::fixsec::workspace::{git, log, removal, settings, types, workspace_fs};
 use crate::adapter::git::Remote;
 use crate::error::Error;
 use crate::model::{RemovalReport, WorkspaceSummary};
@@ -240,6 +240,22 @@ impl removal::Host for HostState {
         let wit = to_wit_removal(&report);
         self.call.removals.push(report);
         Ok(wit)
+    }
+}
+
+impl settings::Host for HostState {
+    fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.services.config.policy_settings.get(&key).cloned())
+    }
+
+    fn all(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
+        Ok(self
+            .services
+            .config
+            .policy_settings
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
     }
 }
 

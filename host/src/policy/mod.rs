@@ -9,6 +9,7 @@
 //! memory limits. A trap, a limit or a broken contract is an error for that
 //! call only.
 
+pub mod conformance;
 mod host;
 
 use crate::config::{PolicyLimits, PolicySource};
@@ -68,6 +69,7 @@ pub struct PolicyEngine {
     pre: bindings::WorkspacePolicyPre<HostState>,
     limits: PolicyLimits,
     label: String,
+    digest: String,
 }
 
 impl std::fmt::Debug for PolicyEngine {
@@ -120,17 +122,31 @@ impl PolicyEngine {
         };
         let pre = linker.instantiate_pre(&component).map_err(incompatible)?;
         let pre = bindings::WorkspacePolicyPre::new(pre).map_err(incompatible)?;
+        use md5::Digest;
+        let digest = md5::Md5::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         Ok(PolicyEngine {
             engine,
             pre,
             limits,
             label: label.to_string(),
+            digest,
         })
     }
 
     /// What was loaded ("default policy" or the file path).
     pub fn label(&self) -> &str {
         &self.label
+    }
+
+    /// Which policy this is: its source and the MD5 of its bytes.
+    pub fn info(&self) -> crate::model::PolicyInfo {
+        crate::model::PolicyInfo {
+            source: self.label.clone(),
+            digest: self.digest.clone(),
+        }
     }
 
     /// Run `f` against a fresh instance with `call` as its context. Returns
