@@ -132,7 +132,7 @@ pub fn assess(stats: &HealthStats, quota: Quota) -> HealthReport {
 }
 
 fn quota() -> Result<Quota, Error> {
-    Quota::from_settings(|k| settings::get(k))
+    Quota::from_settings(settings::get)
 }
 
 /// The quota-lru policy.
