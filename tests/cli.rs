@@ -229,3 +229,35 @@ fn serve_prints_a_token_once_logs_json_and_stops_on_sigterm() {
     );
     assert!(seen.contains("shutting down"));
 }
+
+/// The compiled policy is cached under the base; a damaged cache file is
+/// recompiled and replaced, never trusted.
+#[test]
+fn compiled_policy_cache_is_written_and_survives_damage() {
+    let base = tempfile::tempdir().unwrap();
+    let cache = base.path().join(".cache/policies");
+    assert!(run(base.path(), &["name", "a/b"]).status.success());
+    let files: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0].extension().is_some_and(|e| e == "cwasm"));
+    let good_len = std::fs::metadata(&files[0]).unwrap().len();
+    std::fs::write(&files[0], b"damaged").unwrap();
+    let out = run(base.path(), &["name", "facebook/react"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "facebook_react_4f32b4cf"
+    );
+    assert_eq!(
+        std::fs::metadata(&files[0]).unwrap().len(),
+        good_len,
+        "rewritten"
+    );
+}

@@ -25,7 +25,8 @@ fn with_policy(feature: &str, base: &Path) -> fixsec_workspace::Result<Workspace
         .build()
 }
 
-/// Everything under `outer` except the base's own (empty) bookkeeping folders.
+/// Everything under `outer` except the base's own bookkeeping folders (and
+/// the compiled-policy cache).
 fn stray_files(outer: &Path) -> Vec<String> {
     walkdir::WalkDir::new(outer)
         .min_depth(1)
@@ -33,6 +34,7 @@ fn stray_files(outer: &Path) -> Vec<String> {
         .filter_map(Result::ok)
         .map(|e| e.path().strip_prefix(outer).unwrap().display().to_string())
         .filter(|p| !matches!(p.as_str(), "ws" | "ws/.locks" | "ws/.staging" | "ws/.trash"))
+        .filter(|p| !p.starts_with("ws/.cache"))
         .collect()
 }
 

@@ -92,7 +92,7 @@ enum PolicyCommand {
     /// Load a policy component, tell whether it speaks this host's contract,
     /// and run the conformance suite against it
     Check {
-        /// The component (.wasm)
+        /// The component (.wasm), or `default` for the embedded policy
         file: PathBuf,
     },
 }
@@ -444,7 +444,16 @@ async fn shutdown_signal() {
 
 /// `policy check`: exit 0 when every check passes, 1 otherwise.
 fn policy_check(file: &std::path::Path, json: bool) -> ExitCode {
-    let report = crate::policy::conformance::run(file);
+    // `default`: the embedded policy, written out for the suite to load.
+    let embedded = tempfile::tempdir().expect("a temporary directory");
+    let file = if file == std::path::Path::new("default") && !file.exists() {
+        let path = embedded.path().join("default-policy.wasm");
+        std::fs::write(&path, crate::policy::DEFAULT_POLICY).expect("writing the default policy");
+        path
+    } else {
+        file.to_path_buf()
+    };
+    let report = crate::policy::conformance::run(&file);
     if json {
         print_json(&report);
     } else {

@@ -76,6 +76,11 @@ impl Layout {
         self.base.join(".locks")
     }
 
+    /// `<base>/.cache/policies`: compiled policy components.
+    pub fn policy_cache_dir(&self) -> PathBuf {
+        self.base.join(".cache").join("policies")
+    }
+
     /// `<base>/.staging`.
     pub fn staging_dir(&self) -> PathBuf {
         self.base.join(".staging")

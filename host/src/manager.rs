@@ -375,14 +375,18 @@ impl WorkspaceManagerBuilder {
 
     /// Load and check the policy, create the base directory, and build.
     pub fn build(self) -> Result<WorkspaceManager> {
+        let layout = Layout::new(&self.config.base_path)?;
+        layout.ensure()?;
         let policy = match &self.policy_bytes {
             Some((bytes, label)) => {
                 PolicyEngine::from_bytes(bytes, label, self.config.policy_limits)?
             }
-            None => PolicyEngine::load(&self.config.policy, self.config.policy_limits)?,
+            None => PolicyEngine::load_cached(
+                &self.config.policy,
+                self.config.policy_limits,
+                Some(&layout.policy_cache_dir()),
+            )?,
         };
-        let layout = Layout::new(&self.config.base_path)?;
-        layout.ensure()?;
         let services = Services {
             locks: WorkspaceLocks::new(layout.clone()),
             remover: Remover::new(self.fs_ops, self.config.removal),
@@ -476,7 +480,11 @@ impl WorkspaceManager {
     /// stays.
     pub fn reload_policy(&self) -> Result<PolicyInfo> {
         let config = &self.services.config;
-        let fresh = PolicyEngine::load(&config.policy, config.policy_limits)?;
+        let fresh = PolicyEngine::load_cached(
+            &config.policy,
+            config.policy_limits,
+            Some(&self.services.layout.policy_cache_dir()),
+        )?;
         Ok(self.swap_policy(fresh))
     }
 

@@ -15,7 +15,10 @@ mod host;
 use crate::config::{PolicyLimits, PolicySource};
 use crate::error::{Error, Result};
 use crate::manager::Services;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -82,10 +85,22 @@ impl std::fmt::Debug for PolicyEngine {
 }
 
 impl PolicyEngine {
-    /// Load the policy named by `source`.
+    /// Load the policy named by `source`, without a disk cache.
     pub fn load(source: &PolicySource, limits: PolicyLimits) -> Result<Self> {
+        Self::load_cached(source, limits, None)
+    }
+
+    /// Load the policy named by `source`; compiled code is cached in
+    /// `cache_dir` (when given) and reused by later starts.
+    pub fn load_cached(
+        source: &PolicySource,
+        limits: PolicyLimits,
+        cache_dir: Option<&Path>,
+    ) -> Result<Self> {
         match source {
-            PolicySource::Embedded => Self::from_bytes(DEFAULT_POLICY, "default policy", limits),
+            PolicySource::Embedded => {
+                Self::compile(DEFAULT_POLICY, "default policy", limits, cache_dir)
+            }
             PolicySource::File(path) => {
                 let bytes = std::fs::read(path).map_err(|e| {
                     Error::Config(format!(
@@ -93,18 +108,25 @@ impl PolicyEngine {
                         path.display()
                     ))
                 })?;
-                Self::from_bytes(&bytes, &path.display().to_string(), limits)
+                Self::compile(&bytes, &path.display().to_string(), limits, cache_dir)
             }
         }
     }
 
     /// Compile `bytes` and check it implements [`CONTRACT`].
     pub fn from_bytes(bytes: &[u8], label: &str, limits: PolicyLimits) -> Result<Self> {
-        let mut config = wasmtime::Config::new();
-        config.consume_fuel(true);
-        let engine = Engine::new(&config)
-            .map_err(|e| Error::Config(format!("starting the wasm engine: {e:#}")))?;
-        let component = Component::new(&engine, bytes).map_err(|e| {
+        Self::compile(bytes, label, limits, None)
+    }
+
+    fn compile(
+        bytes: &[u8],
+        label: &str,
+        limits: PolicyLimits,
+        cache_dir: Option<&Path>,
+    ) -> Result<Self> {
+        let engine = shared_engine()?;
+        let digest = md5_hex(bytes);
+        let component = compiled(&engine, bytes, &digest, cache_dir).map_err(|e| {
             Error::Config(format!(
                 "policy {label} is not a WebAssembly component: {e:#}; build it for wasm32-wasip2 (see docs/POLICIES.md)"
             ))
@@ -122,11 +144,6 @@ impl PolicyEngine {
         };
         let pre = linker.instantiate_pre(&component).map_err(incompatible)?;
         let pre = bindings::WorkspacePolicyPre::new(pre).map_err(incompatible)?;
-        use md5::Digest;
-        let digest = md5::Md5::digest(bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
         Ok(PolicyEngine {
             engine,
             pre,
@@ -204,6 +221,96 @@ impl PolicyEngine {
         let instance = self.pre.instantiate(&mut store).map_err(fail)?;
         let result = f(instance.fixsec_workspace_policy(), &mut store).map_err(fail)?;
         Ok((result, store.into_data().call))
+    }
+}
+
+fn md5_hex(bytes: &[u8]) -> String {
+    use md5::Digest;
+    md5::Md5::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// One engine for the process: compiled components can be shared between
+/// managers and reloads only within one engine.
+fn shared_engine() -> Result<Engine> {
+    static ENGINE: OnceLock<std::result::Result<Engine, String>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let mut config = wasmtime::Config::new();
+            config.consume_fuel(true);
+            Engine::new(&config).map_err(|e| format!("{e:#}"))
+        })
+        .clone()
+        .map_err(|e| Error::Config(format!("starting the wasm engine: {e}")))
+}
+
+/// The compiled component for `bytes`: from this process's memory, else
+/// from the disk cache, else compiled now (and written to the cache).
+///
+/// Deserializing compiled code is `unsafe` in wasmtime because a tampered
+/// file could run arbitrary native code. The cache lives in the host's own
+/// base directory (`<base>/.cache/policies`), written only by this host,
+/// and the file name binds the component digest and the engine's
+/// compatibility hash, so a stale or foreign artefact is never picked up.
+fn compiled(
+    engine: &Engine,
+    bytes: &[u8],
+    digest: &str,
+    cache_dir: Option<&Path>,
+) -> wasmtime::Result<Component> {
+    static MEMORY: OnceLock<parking_lot::Mutex<HashMap<String, Component>>> = OnceLock::new();
+    let memory = MEMORY.get_or_init(Default::default);
+    let cached_file = cache_dir.map(|dir| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut h);
+        dir.join(format!("{digest}-{:016x}.cwasm", h.finish()))
+    });
+    let in_memory = memory.lock().get(digest).cloned();
+    let component = match in_memory {
+        Some(c) => c,
+        None => {
+            let from_disk = cached_file
+                .as_ref()
+                .filter(|f| f.is_file())
+                // SAFETY: see above: our own file, named by content and engine.
+                .and_then(|f| unsafe { Component::deserialize_file(engine, f) }.ok());
+            let c = match from_disk {
+                Some(c) => c,
+                None => {
+                    let c = Component::new(engine, bytes)?;
+                    if let Some(file) = &cached_file {
+                        write_cache(file, &c);
+                    }
+                    c
+                }
+            };
+            memory.lock().insert(digest.to_string(), c.clone());
+            c
+        }
+    };
+    // Compiled earlier in this process for another base: cache it here too.
+    if let Some(file) = cached_file.filter(|f| !f.is_file()) {
+        write_cache(&file, &component);
+    }
+    Ok(component)
+}
+
+/// Best effort: a cache that cannot be written only costs the next start.
+fn write_cache(file: &Path, component: &Component) {
+    let result = component
+        .serialize()
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| {
+            let dir = file.parent().expect("cache files live in a folder");
+            std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+            let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+            std::fs::write(&tmp, bytes).map_err(|e| e.to_string())?;
+            std::fs::rename(&tmp, file).map_err(|e| e.to_string())
+        });
+    if let Err(e) = result {
+        tracing::warn!(file = %file.display(), error = %e, "could not cache the compiled policy");
     }
 }
 
