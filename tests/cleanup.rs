@@ -314,3 +314,77 @@ fn cleanup_refuses_a_negative_age() {
         );
     }
 }
+
+#[test]
+fn background_removal_frees_the_name_at_once_and_finishes() {
+    let up = Upstream::new();
+    let base = tempfile::tempdir().unwrap();
+    let ops = Arc::new(LockedReadme::default());
+    let m = builder(base.path()).fs_ops(ops.clone()).build().unwrap();
+    let name = prepare(&m, &up, "acme/demo");
+    let report = m.remove_in_background(&name).unwrap();
+    assert!(report.pending_deletion && !report.removed);
+    assert!(
+        !base.path().join(&name).exists(),
+        "the name is free at once"
+    );
+    assert!(m.get(&name).unwrap().is_none());
+    m.wait_for_background_deletions();
+    assert_eq!(m.stats().unwrap().pending_deletions, 0);
+    assert_eq!(
+        std::fs::read_dir(base.path().join(".trash"))
+            .unwrap()
+            .count(),
+        0
+    );
+
+    // A deletion that keeps failing stays pending until a cleanup finishes it.
+    let name = prepare(&m, &up, "acme/locked");
+    ops.forever.store(true, Ordering::SeqCst);
+    m.remove_in_background(&name).unwrap();
+    m.wait_for_background_deletions();
+    assert_eq!(m.stats().unwrap().pending_deletions, 1);
+    ops.forever.store(false, Ordering::SeqCst);
+    assert_eq!(m.cleanup(Some(24.0)).unwrap().pending_deletions_finished, 1);
+
+    assert_eq!(
+        m.remove_in_background("nope_1").unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    let leased = prepare(&m, &up, "acme/leased");
+    let lease = m.lease(&leased).unwrap();
+    assert_eq!(
+        m.remove_in_background(&leased).unwrap_err().kind(),
+        ErrorKind::InUse
+    );
+    drop(lease);
+}
+
+#[test]
+fn rescan_picks_up_what_others_wrote_and_the_fast_path_reports_the_recorded_size() {
+    let up = Upstream::new();
+    let base = tempfile::tempdir().unwrap();
+    let m = manager(base.path());
+    let name = prepare(&m, &up, "acme/demo");
+    let recorded = m.get(&name).unwrap().unwrap().size_bytes;
+    std::fs::write(
+        base.path().join(&name).join("repo/big.bin"),
+        vec![7u8; 100_000],
+    )
+    .unwrap();
+    assert_eq!(
+        m.stats().unwrap().total_size_bytes,
+        recorded,
+        "stats use recorded sizes"
+    );
+    let stats = m.rescan_sizes().unwrap();
+    assert_eq!(stats.total_size_bytes, recorded + 100_000);
+    assert_eq!(
+        m.get(&name).unwrap().unwrap().size_bytes,
+        recorded + 100_000
+    );
+    let report = m.remove(&name).unwrap();
+    assert!(report.removed);
+    assert_eq!(report.attempts, 1);
+    assert_eq!(report.bytes_freed, recorded + 100_000);
+}

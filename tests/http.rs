@@ -335,6 +335,16 @@ fn prepare_twice_reuses_then_list_get_delete() {
     assert_eq!(body["report"]["removed"], true);
     let (status, _) = send(s.delete(&format!("/workspace/workspaces/{name}")));
     assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // In the background: 202 as soon as the name is free.
+    let (_, again) = s.prepare("acme/demo", &up.url());
+    assert_eq!(again["reused"], false);
+    let (status, body) = send(s.delete(&format!("/workspace/workspaces/{name}?background=true")));
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["report"]["pending_deletion"], true);
+    let (status, _) = send(s.get(&format!("/workspace/workspaces/{name}")));
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    s.manager.wait_for_background_deletions();
 }
 
 fn metric(text: &str, line_start: &str) -> f64 {

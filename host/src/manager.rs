@@ -35,6 +35,8 @@ pub(crate) struct Services {
     pub locks: WorkspaceLocks,
     pub remover: Remover,
     pub metrics: Metrics,
+    /// Background deletions still running (count, and a signal when one ends).
+    pub background: Arc<(parking_lot::Mutex<usize>, parking_lot::Condvar)>,
 }
 
 impl Services {
@@ -49,7 +51,7 @@ impl Services {
         // metadata (adopted from the original tool) is walked.
         let size_bytes = meta
             .as_ref()
-            .map_or_else(|| dir_size(&dir), |m| m.size_bytes);
+            .map_or_else(|| dir_size(&self.layout.repo_dir(name)), |m| m.size_bytes);
         Some(WorkspaceSummary {
             name: name.to_string(),
             repo_full_name: meta.as_ref().map(|m| m.repo_full_name.clone()),
@@ -99,6 +101,7 @@ impl Services {
             bytes_freed: 0,
             remaining: Vec::new(),
             error: None,
+            pending_deletion: false,
         };
         let _timer = self.metrics.start(Operation::Remove, Some(name.as_str()));
         let guard = match self.locks.try_lock_idle(name) {
@@ -118,16 +121,10 @@ impl Services {
             report.removed = true;
             return report;
         }
-        let trash = self.layout.unique_in(self.layout.trash_dir(), name);
-        let target = match self.remover.rename(&dir, &trash) {
-            Ok(_) => trash,
-            // Cannot rename (a handle on the folder itself): delete in place.
-            Err((_, e)) => {
-                tracing::warn!(workspace = %name, error = %e, "cannot move workspace to trash; deleting in place");
-                dir
-            }
-        };
-        let outcome = self.remover.remove_tree(&target);
+        let known_size =
+            WorkspaceMetadata::read(&self.layout.metadata_path(name)).map(|m| m.size_bytes);
+        let target = self.move_to_trash(name, &dir);
+        let outcome = self.remover.remove_tree_sized(&target, known_size);
         drop(guard);
         self.metrics.removal(outcome.removed);
         report.removed = outcome.removed;
@@ -146,6 +143,19 @@ impl Services {
             tracing::warn!(workspace = %name, attempts = report.attempts, error = report.error.as_deref().unwrap_or_default(), "workspace removal incomplete");
         }
         report
+    }
+
+    /// Rename a workspace into `.trash/` (its name is free at once); where
+    /// that is impossible (a handle on the folder itself), keep it in place.
+    fn move_to_trash(&self, name: &WorkspaceName, dir: &Path) -> PathBuf {
+        let trash = self.layout.unique_in(self.layout.trash_dir(), name);
+        match self.remover.rename(dir, &trash) {
+            Ok(_) => trash,
+            Err((_, e)) => {
+                tracing::warn!(workspace = %name, error = %e, "cannot move workspace to trash; deleting in place");
+                dir.to_path_buf()
+            }
+        }
     }
 
     /// Finish deletions left in `.trash/` by earlier removals, and delete
@@ -391,6 +401,7 @@ impl WorkspaceManagerBuilder {
             locks: WorkspaceLocks::new(layout.clone()),
             remover: Remover::new(self.fs_ops, self.config.removal),
             metrics: Metrics::default(),
+            background: Default::default(),
             layout,
             config: self.config,
         };
@@ -652,7 +663,7 @@ impl WorkspaceManager {
                 .map_or(now, |p| p.created),
             last_prepared: now,
             last_used: now,
-            size_bytes: dir_size(&services.layout.workspace_dir(&name)),
+            size_bytes: dir_size(&services.layout.repo_dir(&name)),
         };
         meta.write(&meta_path)?;
         // Taken before the lock is released: no cleanup can slip in between.
@@ -882,6 +893,86 @@ impl WorkspaceManager {
             return Err(Error::InUse(name.to_string()));
         }
         Ok(report)
+    }
+
+    /// Remove one workspace, answering as soon as its name is free: the
+    /// folder is renamed into `.trash/` and deleted by a background thread
+    /// (with the same retries). The report says `pending_deletion`; stats
+    /// count the deletion as pending until it is done, and a deletion that
+    /// fails stays in `.trash/` for the next cleanup. `NotFound` and `InUse`
+    /// as for [`remove`](Self::remove).
+    pub fn remove_in_background(&self, name: &str) -> Result<RemovalReport> {
+        let name = WorkspaceName::parse(name)?;
+        let services = &self.services;
+        let Some(guard) = services.locks.try_lock_idle(&name)? else {
+            return Err(Error::InUse(name.to_string()));
+        };
+        let dir = services.layout.workspace_dir(&name);
+        if std::fs::symlink_metadata(&dir).is_err() {
+            return Err(Error::NotFound(format!("no workspace named {name}")));
+        }
+        let known_size =
+            WorkspaceMetadata::read(&services.layout.metadata_path(&name)).map(|m| m.size_bytes);
+        let target = services.move_to_trash(&name, &dir);
+        drop(guard);
+        let _ = std::fs::remove_file(services.layout.lock_path(&name));
+        *services.background.0.lock() += 1;
+        let background = services.clone();
+        let thread_name = name.clone();
+        std::thread::spawn(move || {
+            let outcome = background.remover.remove_tree_sized(&target, known_size);
+            background.metrics.removal(outcome.removed);
+            if outcome.removed {
+                tracing::info!(workspace = %thread_name, bytes = outcome.bytes_freed, "background deletion finished");
+            } else {
+                tracing::warn!(workspace = %thread_name, error = outcome.error.as_deref().unwrap_or_default(), "background deletion incomplete; the next cleanup retries");
+            }
+            let (count, done) = &*background.background;
+            *count.lock() -= 1;
+            done.notify_all();
+        });
+        Ok(RemovalReport {
+            name: name.to_string(),
+            removed: false,
+            skipped_in_use: false,
+            attempts: 0,
+            bytes_freed: 0,
+            remaining: Vec::new(),
+            error: None,
+            pending_deletion: true,
+        })
+    }
+
+    /// Block until every background deletion of this manager has finished.
+    pub fn wait_for_background_deletions(&self) {
+        let (count, done) = &*self.services.background;
+        let mut n = count.lock();
+        while *n > 0 {
+            done.wait(&mut n);
+        }
+    }
+
+    /// Walk every workspace again (symbolic links not followed), record the
+    /// sizes found in `workspace.json`, and return the fresh stats. Stats
+    /// normally use the sizes recorded at prepare time; this is for when
+    /// something else wrote into the workspaces.
+    pub fn rescan_sizes(&self) -> Result<Stats> {
+        let services = &self.services;
+        for name in services
+            .list()?
+            .iter()
+            .filter_map(|w| WorkspaceName::parse(&w.name).ok())
+        {
+            let size = dir_size(&services.layout.repo_dir(&name));
+            let path = services.layout.metadata_path(&name);
+            if let Some(mut meta) = WorkspaceMetadata::read(&path).filter(|m| m.size_bytes != size)
+            {
+                meta.size_bytes = size;
+                meta.write(&path)?;
+            }
+        }
+        let list = services.list()?;
+        Ok(services.stats(&list))
     }
 
     /// Hold a workspace while working in it; cleanup and remove skip it

@@ -26,7 +26,7 @@ pub struct WorkspaceMetadata {
     pub last_prepared: DateTime<Utc>,
     /// When a caller last used the workspace (prepare or lease).
     pub last_used: DateTime<Utc>,
-    /// Bytes on disk after the last prepare, symbolic links not followed.
+    /// Bytes of `repo/` after the last prepare (or rescan), symbolic links not followed.
     pub size_bytes: u64,
 }
 

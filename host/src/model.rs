@@ -169,6 +169,9 @@ pub struct RemovalReport {
     pub remaining: Vec<String>,
     /// The last error when not removed.
     pub error: Option<String>,
+    /// Renamed away (the name is free) and being deleted in the background.
+    #[serde(default)]
+    pub pending_deletion: bool,
 }
 
 /// A workspace a cleanup left in place, and why.

@@ -20,6 +20,12 @@ pub trait FsOps: Send + Sync {
     fn remove_dir(&self, path: &Path) -> io::Result<()>;
     /// Rename `from` to `to`.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Delete a whole tree in one call, if the implementation has a fast
+    /// way to; the default says it has none and the careful walk runs.
+    fn remove_all(&self, path: &Path) -> io::Result<()> {
+        let _ = path;
+        Err(io::ErrorKind::Unsupported.into())
+    }
 }
 
 /// The real filesystem.
@@ -35,6 +41,16 @@ impl FsOps for RealFs {
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         std::fs::rename(from, to)
+    }
+    /// std's `remove_dir_all`: directory handles, `unlinkat`, no symlink
+    /// following; as fast as `rm -rf`. Any error sends the caller to the
+    /// careful walk (read-only bits, retries, an honest list of leftovers).
+    fn remove_all(&self, path: &Path) -> io::Result<()> {
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+            Ok(_) => std::fs::remove_file(path),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -132,7 +148,30 @@ impl Remover {
     /// Delete `path` (a file, a link or a tree) with retries. The outcome
     /// says `removed` only when `path` is really gone.
     pub fn remove_tree(&self, path: &Path) -> RemovalOutcome {
+        self.remove_tree_sized(path, None)
+    }
+
+    /// [`remove_tree`](Self::remove_tree), with the tree's size already
+    /// known (recorded at prepare time): then the fast path is tried first
+    /// and, when it deletes everything, `bytes_freed` is that size.
+    pub fn remove_tree_sized(&self, path: &Path, known_size: Option<u64>) -> RemovalOutcome {
         let mut outcome = RemovalOutcome::default();
+        if let Some(size) = known_size {
+            outcome.attempts = 1;
+            match self.ops.remove_all(path) {
+                Ok(()) if !exists_no_follow(path) => {
+                    outcome.removed = true;
+                    outcome.bytes_freed = size;
+                    return outcome;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    outcome.removed = true;
+                    return outcome;
+                }
+                // Unsupported, locked, read-only...: the careful walk below.
+                _ => outcome.attempts = 0,
+            }
+        }
         let mut delays = self.delays();
         loop {
             outcome.attempts += 1;

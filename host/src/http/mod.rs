@@ -317,24 +317,38 @@ pub fn routes(
     let delete = warp::path!("workspace" / "workspaces" / String)
         .and(warp::delete())
         .and(authorized(state.clone()))
-        .and_then(|name: String, state: Arc<AppState>| async move {
-            let name = crate::clone_url::percent_decode(&name);
-            let m = state.manager.clone();
-            let report = blocking(move || m.remove(&name)).await?;
-            let status = if report.removed {
-                StatusCode::OK
-            } else {
-                StatusCode::INTERNAL_SERVER_ERROR
-            };
-            Ok::<_, Rejection>(json(
-                &serde_json::json!({
-                    "error": (!report.removed).then_some("removal_incomplete"),
-                    "detail": report.error.clone(),
-                    "report": report,
-                }),
-                status,
-            ))
-        });
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and_then(
+            |name: String, state: Arc<AppState>, query: String| async move {
+                let name = crate::clone_url::percent_decode(&name);
+                let background = url::form_urlencoded::parse(query.as_bytes())
+                    .any(|(k, v)| k == "background" && matches!(v.as_ref(), "1" | "true"));
+                let m = state.manager.clone();
+                let report = blocking(move || {
+                    if background {
+                        m.remove_in_background(&name)
+                    } else {
+                        m.remove(&name)
+                    }
+                })
+                .await?;
+                let status = if report.removed {
+                    StatusCode::OK
+                } else if report.pending_deletion {
+                    StatusCode::ACCEPTED
+                } else {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                };
+                Ok::<_, Rejection>(json(
+                    &serde_json::json!({
+                        "error": (!report.removed).then_some("removal_incomplete"),
+                        "detail": report.error.clone(),
+                        "report": report,
+                    }),
+                    status,
+                ))
+            },
+        );
 
     let release = warp::path!("workspace" / "leases" / u64)
         .and(warp::delete())

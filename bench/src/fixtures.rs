@@ -1,0 +1,156 @@
+//! Deterministic fixture repositories, generated once and kept under
+//! `target/bench-fixtures/` (a `.complete` marker says a fixture is whole).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The shape of a fixture.
+#[derive(Debug, Clone, Copy)]
+pub struct Spec {
+    pub name: &'static str,
+    pub files: usize,
+    pub total_bytes: u64,
+    pub commits: usize,
+}
+
+/// About 16,000 files, 250 MB of working tree, 300 commits.
+pub const LARGE: Spec = Spec {
+    name: "large",
+    files: 16_000,
+    total_bytes: 250 * 1024 * 1024,
+    commits: 300,
+};
+
+/// A small one for quick runs.
+pub const SMALL: Spec = Spec {
+    name: "small",
+    files: 1_000,
+    total_bytes: 10 * 1024 * 1024,
+    commits: 50,
+};
+
+/// A small deterministic generator (xorshift64*).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.max(1))
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+const WORDS: &[&str] = &[
+    "fn",
+    "let",
+    "mut",
+    "return",
+    "match",
+    "struct",
+    "impl",
+    "pub",
+    "use",
+    "self",
+    "workspace",
+    "repository",
+    "clone",
+    "fetch",
+    "reset",
+    "clean",
+    "policy",
+    "error",
+    "result",
+    "string",
+    "vector",
+    "option",
+    "some",
+    "none",
+    "async",
+    "await",
+    "lock",
+    "guard",
+    "path",
+    "buffer",
+];
+
+/// Source-like text of about `len` bytes.
+pub fn text(rng: &mut Rng, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 16);
+    while out.len() < len {
+        let w = WORDS[(rng.next() % WORDS.len() as u64) as usize];
+        out.extend_from_slice(w.as_bytes());
+        // Some entropy so the pack is not trivially small.
+        out.extend_from_slice(format!("_{:x}", rng.next() % 4096).as_bytes());
+        out.push(if rng.next() % 8 == 0 { b'\n' } else { b' ' });
+    }
+    out.truncate(len);
+    out
+}
+
+pub fn git(dir: &Path, args: &[&str]) {
+    let status = Command::new("git")
+        .args([
+            "-c",
+            "user.name=bench",
+            "-c",
+            "user.email=bench@example.invalid",
+        ])
+        .args(["-c", "commit.gpgsign=false"])
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .expect("git must be installed");
+    assert!(status.success(), "git {args:?} in {}", dir.display());
+}
+
+/// The fixture's repository (non-bare, branch `main`), generating it if needed.
+pub fn ensure(root: &Path, spec: Spec) -> PathBuf {
+    let dir = root.join(spec.name).join("src");
+    let marker = root.join(spec.name).join(".complete");
+    if marker.exists() {
+        return dir;
+    }
+    let _ = std::fs::remove_dir_all(root.join(spec.name));
+    std::fs::create_dir_all(&dir).unwrap();
+    eprintln!(
+        "generating fixture {}: {} files, {} MB, {} commits",
+        spec.name,
+        spec.files,
+        spec.total_bytes / (1024 * 1024),
+        spec.commits
+    );
+    git(&dir, &["init", "-q", "-b", "main"]);
+    let mut rng = Rng::new(42);
+    let avg = (spec.total_bytes / spec.files as u64) as usize;
+    for i in 0..spec.files {
+        let path = dir.join(format!("src/m{:03}/f{:05}.rs", i / 100, i));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let len = avg / 2 + (rng.next() % avg as u64) as usize;
+        std::fs::write(path, text(&mut rng, len)).unwrap();
+    }
+    std::fs::write(dir.join(".gitignore"), "target/\n*.log\n").unwrap();
+    git(&dir, &["add", "-A"]);
+    git(&dir, &["commit", "-q", "-m", "initial"]);
+    for c in 1..spec.commits {
+        advance(&dir, &mut rng, spec.files, c);
+    }
+    git(&dir, &["repack", "-adq"]);
+    std::fs::write(marker, "").unwrap();
+    dir
+}
+
+/// One more commit changing three files.
+pub fn advance(dir: &Path, rng: &mut Rng, files: usize, n: usize) {
+    for _ in 0..3 {
+        let i = (rng.next() % files as u64) as usize;
+        let path = dir.join(format!("src/m{:03}/f{:05}.rs", i / 100, i));
+        let mut body = std::fs::read(&path).unwrap_or_default();
+        body.extend_from_slice(&text(rng, 200));
+        std::fs::write(path, body).unwrap();
+    }
+    git(dir, &["commit", "-q", "-a", "-m", &format!("change {n}")]);
+}
