@@ -85,7 +85,7 @@ pub fn text(rng: &mut Rng, len: usize) -> Vec<u8> {
         out.extend_from_slice(w.as_bytes());
         // Some entropy so the pack is not trivially small.
         out.extend_from_slice(format!("_{:x}", rng.next() % 4096).as_bytes());
-        out.push(if rng.next() % 8 == 0 { b'\n' } else { b' ' });
+        X
     }
     out.truncate(len);
     out
