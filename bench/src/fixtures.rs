@@ -85,7 +85,11 @@ pub fn text(rng: &mut Rng, len: usize) -> Vec<u8> {
         out.extend_from_slice(w.as_bytes());
         // Some entropy so the pack is not trivially small.
         out.extend_from_slice(format!("_{:x}", rng.next() % 4096).as_bytes());
-        out.push(if rng.next().is_multiple_of(8) { b'\n' } else { b' ' });
+        out.push(if rng.next().is_multiple_of(8) {
+            b'\n'
+        } else {
+            b' '
+        });
     }
     out.truncate(len);
     out

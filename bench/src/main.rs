@@ -116,12 +116,31 @@ fn main() {
         b.runs,
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
     );
-    clone_and_reuse(&mut b, &src, spec);
-    shallow(&mut b, &src);
-    removal(&mut b, &src);
-    stats(&mut b);
-    policy_calls(&mut b);
-    server(&mut b, &src);
+    // `--only clone,daemon,removal,stats,policy,server` runs a subset.
+    let only: Option<Vec<String>> = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.split(',').map(str::to_string).collect());
+    let wanted = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|x| x == name));
+    if wanted("clone") {
+        clone_and_reuse(&mut b, &src, spec);
+    }
+    if wanted("daemon") {
+        shallow(&mut b, &src);
+    }
+    if wanted("removal") {
+        removal(&mut b, &src);
+    }
+    if wanted("stats") {
+        stats(&mut b);
+    }
+    if wanted("policy") {
+        policy_calls(&mut b);
+    }
+    if wanted("server") {
+        server(&mut b, &src);
+    }
     println!("\n{} figures", b.results.len());
 }
 
@@ -241,7 +260,12 @@ fn shallow(b: &mut Bench, src: &Path) {
     let url = format!("git://127.0.0.1:{port}/src");
     let mut full = Vec::new();
     let mut shallow = Vec::new();
+    let mut git_full = Vec::new();
     for i in 0..b.runs {
+        let dst = b.fresh(&format!("daemon-git-{i}"));
+        git_full.push(timed(|| {
+            sh(&b.scratch, &format!("git clone -q {url} {}", dst.display()))
+        }));
         let m = b.manager(&b.fresh(&format!("daemon-full-{i}")));
         full.push(timed(|| {
             m.prepare(&PrepareRequest::new("bench/full", url.as_str()).branch("main"))
@@ -258,6 +282,13 @@ fn shallow(b: &mut Bench, src: &Path) {
         }));
     }
     let (full, shallow) = (median(full), median(shallow));
+    b.compare(
+        "fresh clone over loopback git daemon",
+        full,
+        "git clone git://",
+        median(git_full),
+        1.3,
+    );
     b.report(format!(
         "{:<46} depth 1 {:>10}  full {:>10}  ratio {:>6.2}",
         "clone over loopback git daemon",

@@ -37,6 +37,51 @@ pub(crate) struct Services {
     pub metrics: Metrics,
     /// Background deletions still running (count, and a signal when one ends).
     pub background: Arc<(parking_lot::Mutex<usize>, parking_lot::Condvar)>,
+    /// Recent stats and health answers.
+    pub snapshots: Snapshots,
+}
+
+/// How long a stats or health answer is reused. Probes and dashboards poll
+/// far more often than workspaces change; every change made through this
+/// manager refreshes the answers at once, changes by another process (a
+/// CLI beside the server) show within this time.
+pub const SNAPSHOT_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Stats and health answers with the change counter they were computed at.
+#[derive(Debug, Default)]
+pub(crate) struct Snapshots {
+    generation: std::sync::atomic::AtomicU64,
+    stats: parking_lot::Mutex<Option<(Instant, u64, Stats)>>,
+    health: parking_lot::Mutex<Option<(Instant, u64, HealthReport)>>,
+}
+
+impl Snapshots {
+    /// Something changed: answers computed before are stale.
+    pub fn invalidate(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn get<T: Clone>(&self, slot: &parking_lot::Mutex<Option<(Instant, u64, T)>>) -> Option<T> {
+        let now_gen = self.generation.load(std::sync::atomic::Ordering::SeqCst);
+        slot.lock()
+            .as_ref()
+            .filter(|(at, generation, _)| *generation == now_gen && at.elapsed() < SNAPSHOT_TTL)
+            .map(|(_, _, v)| v.clone())
+    }
+
+    fn put<T>(
+        &self,
+        slot: &parking_lot::Mutex<Option<(Instant, u64, T)>>,
+        generation: u64,
+        value: T,
+    ) {
+        *slot.lock() = Some((Instant::now(), generation, value));
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 impl Services {
@@ -104,6 +149,7 @@ impl Services {
             pending_deletion: false,
         };
         let _timer = self.metrics.start(Operation::Remove, Some(name.as_str()));
+        self.snapshots.invalidate();
         let guard = match self.locks.try_lock_idle(name) {
             Ok(Some(g)) => g,
             Ok(None) => {
@@ -125,6 +171,7 @@ impl Services {
             WorkspaceMetadata::read(&self.layout.metadata_path(name)).map(|m| m.size_bytes);
         let target = self.move_to_trash(name, &dir);
         let outcome = self.remover.remove_tree_sized(&target, known_size);
+        self.snapshots.invalidate();
         drop(guard);
         self.metrics.removal(outcome.removed);
         report.removed = outcome.removed;
@@ -162,6 +209,7 @@ impl Services {
     /// staging folders left by crashed prepares (of workspaces not being
     /// prepared now).
     pub fn purge_trash(&self) -> (usize, u64) {
+        self.snapshots.invalidate();
         let mut finished = 0;
         let mut freed = 0;
         let stale_staging: Vec<PathBuf> = std::fs::read_dir(self.layout.staging_dir())
@@ -402,6 +450,7 @@ impl WorkspaceManagerBuilder {
             remover: Remover::new(self.fs_ops, self.config.removal),
             metrics: Metrics::default(),
             background: Default::default(),
+            snapshots: Snapshots::default(),
             layout,
             config: self.config,
         };
@@ -432,6 +481,7 @@ impl Drop for Lease {
     fn drop(&mut self) {
         touch_last_used(&self.services, &self.name);
         self.services.locks.release_lease(self.id);
+        self.services.snapshots.invalidate();
     }
 }
 
@@ -509,6 +559,7 @@ impl WorkspaceManager {
     }
 
     fn swap_policy(&self, fresh: PolicyEngine) -> PolicyInfo {
+        self.services.snapshots.invalidate();
         let info = fresh.info();
         let old = std::mem::replace(&mut *self.policy.write(), Arc::new(fresh));
         tracing::info!(from = %old.info().digest, to = %info.digest, source = %info.source, "policy swapped");
@@ -557,6 +608,8 @@ impl WorkspaceManager {
 
     /// Count an error by kind in the metrics, and pass the result on.
     fn counted<T>(&self, result: Result<T>) -> Result<T> {
+        // Every counted operation may have changed the disk or what is in use.
+        self.services.snapshots.invalidate();
         if let Err(e) = &result {
             self.services.metrics.error(e.kind());
         }
@@ -598,6 +651,7 @@ impl WorkspaceManager {
         let services = &self.services;
         services.layout.ensure()?;
         let _guard = services.locks.lock(&name)?;
+        services.snapshots.invalidate(); // now in use
         services.clear_staging(&name);
 
         let remote = Remote {
@@ -663,7 +717,7 @@ impl WorkspaceManager {
                 .map_or(now, |p| p.created),
             last_prepared: now,
             last_used: now,
-            size_bytes: dir_size(&services.layout.repo_dir(&name)),
+            size_bytes: git::checkout_size(&repo_dir).unwrap_or_else(|| dir_size(&repo_dir)),
         };
         meta.write(&meta_path)?;
         // Taken before the lock is released: no cleanup can slip in between.
@@ -701,10 +755,19 @@ impl WorkspaceManager {
         Ok(self.services.summary(&name))
     }
 
-    /// Totals and per-workspace sizes, from sizes recorded at prepare time.
+    /// Totals and per-workspace sizes, from sizes recorded at prepare time
+    /// (an answer at most [`SNAPSHOT_TTL`] old, fresh after any change made
+    /// through this manager).
     pub fn stats(&self) -> Result<Stats> {
+        let snapshots = &self.services.snapshots;
+        if let Some(stats) = snapshots.get(&snapshots.stats) {
+            return Ok(stats);
+        }
+        let generation = snapshots.generation();
         let list = self.services.list()?;
-        Ok(self.services.stats(&list))
+        let stats = self.services.stats(&list);
+        snapshots.put(&snapshots.stats, generation, stats.clone());
+        Ok(stats)
     }
 
     /// Remove workspaces unused for longer than `max_age_hours` (default from
@@ -774,8 +837,20 @@ impl WorkspaceManager {
         Ok(report)
     }
 
-    /// The policy's verdict on the current figures.
+    /// The policy's verdict on the current figures (a snapshot like
+    /// [`stats`](Self::stats)).
     pub fn health(&self) -> Result<HealthReport> {
+        let snapshots = &self.services.snapshots;
+        if let Some(h) = snapshots.get(&snapshots.health) {
+            return Ok(h);
+        }
+        let generation = snapshots.generation();
+        let report = self.health_now()?;
+        snapshots.put(&snapshots.health, generation, report.clone());
+        Ok(report)
+    }
+
+    fn health_now(&self) -> Result<HealthReport> {
         let config = &self.services.config;
         let list = self.services.list()?;
         let stats = self.services.stats(&list);
@@ -927,6 +1002,7 @@ impl WorkspaceManager {
             } else {
                 tracing::warn!(workspace = %thread_name, error = outcome.error.as_deref().unwrap_or_default(), "background deletion incomplete; the next cleanup retries");
             }
+            background.snapshots.invalidate();
             let (count, done) = &*background.background;
             *count.lock() -= 1;
             done.notify_all();
@@ -958,6 +1034,7 @@ impl WorkspaceManager {
     /// something else wrote into the workspaces.
     pub fn rescan_sizes(&self) -> Result<Stats> {
         let services = &self.services;
+        services.snapshots.invalidate();
         for name in services
             .list()?
             .iter()
@@ -985,6 +1062,7 @@ impl WorkspaceManager {
             return Err(Error::NotFound(format!("no workspace named {name}")));
         }
         let id = self.services.locks.add_lease(&name, None);
+        self.services.snapshots.invalidate();
         drop(guard);
         touch_last_used(&self.services, &name);
         Ok(Lease {
@@ -1002,6 +1080,7 @@ impl WorkspaceManager {
             .locks
             .release_lease(id)
             .ok_or_else(|| Error::NotFound(format!("no live lease with id {id}")))?;
+        self.services.snapshots.invalidate();
         touch_last_used(&self.services, &name);
         Ok(name.to_string())
     }

@@ -9,10 +9,11 @@ use crate::clone_url::Credentials;
 use git2::build::{CheckoutBuilder, RepoBuilder};
 use git2::{
     AutotagOption, Cred, CredentialType, ErrorClass, ErrorCode, FetchOptions, RemoteCallbacks,
-    Repository, ResetType, Status, StatusOptions,
+    Repository, ResetType,
 };
 use std::cell::Cell;
-use std::path::{Path, PathBuf};
+use std::collections::HashSet;
+use std::path::Path;
 use std::sync::Arc;
 
 /// Transfer progress of a clone or fetch, as libgit2 reports it.
@@ -251,7 +252,9 @@ pub fn clone(
     }
     let mut builder = RepoBuilder::new();
     builder.fetch_options(fetch_options(remote, depth));
-    builder.clone_local(git2::build::CloneLocal::None);
+    // Local paths: copy (or hard-link) the object store as `git clone` does
+    // for them, rather than packing every object through the transport.
+    builder.clone_local(git2::build::CloneLocal::Auto);
     if let Some(b) = branch {
         builder.branch(b);
     }
@@ -325,38 +328,84 @@ pub fn update(
 }
 
 /// Remove untracked and ignored files and folders (`git clean -ffdx`).
+///
+/// One walk of the working tree against the index: a tracked path is kept,
+/// a folder holding tracked paths is entered, anything else is deleted
+/// whole (links as links). No file is stat'ed or hashed, which a status
+/// scan would do for all of them a second time right after the reset.
 fn clean(repo: &Repository, repo_dir: &Path) -> Result<(), GitError> {
-    let mut opts = StatusOptions::new();
-    opts.include_untracked(true)
-        .include_ignored(true)
-        .recurse_untracked_dirs(false)
-        .recurse_ignored_dirs(false)
-        .exclude_submodules(true);
-    let statuses = repo
-        .statuses(Some(&mut opts))
-        .map_err(|e| GitError::new("listing untracked files", e))?;
-    let doomed: Vec<PathBuf> = statuses
-        .iter()
-        .filter(|s| s.status().intersects(Status::WT_NEW | Status::IGNORED))
-        .filter_map(|s| {
-            s.path()
-                .ok()
-                .map(|p| repo_dir.join(p.trim_end_matches('/')))
-        })
-        .collect();
-    for path in doomed {
-        let meta = match std::fs::symlink_metadata(&path) {
-            Ok(m) => m,
-            Err(_) => continue,
-        };
-        let result = if meta.is_dir() {
-            std::fs::remove_dir_all(&path)
+    let index = repo
+        .index()
+        .map_err(|e| GitError::new("reading the index", e))?;
+    let mut tracked: HashSet<Vec<u8>> = HashSet::with_capacity(index.len());
+    let mut tracked_dirs: HashSet<Vec<u8>> = HashSet::new();
+    for entry in index.iter() {
+        let path = entry.path;
+        for (i, b) in path.iter().enumerate() {
+            if *b == b'/' {
+                tracked_dirs.insert(path[..i].to_vec());
+            }
+        }
+        tracked.insert(path);
+    }
+    let mut walk = walkdir::WalkDir::new(repo_dir)
+        .min_depth(1)
+        .follow_links(false)
+        .into_iter();
+    while let Some(entry) = walk.next() {
+        let entry = entry.map_err(|e| GitError {
+            message: format!("walking the working tree: {e}"),
+            not_found: false,
+        })?;
+        let rel = relative_bytes(entry.path(), repo_dir);
+        let is_dir = entry.file_type().is_dir();
+        if rel == b".git" || tracked.contains(&rel) {
+            // The git directory, a tracked file, or a submodule: keep, do not enter.
+            if is_dir {
+                walk.skip_current_dir();
+            }
+            continue;
+        }
+        if is_dir && tracked_dirs.contains(&rel) {
+            continue;
+        }
+        let result = if is_dir {
+            walk.skip_current_dir();
+            std::fs::remove_dir_all(entry.path())
         } else {
-            std::fs::remove_file(&path)
+            std::fs::remove_file(entry.path())
         };
-        result.map_err(|e| GitError::io("removing untracked", &path, e))?;
+        result.map_err(|e| GitError::io("removing untracked", entry.path(), e))?;
     }
     Ok(())
+}
+
+/// `path` relative to `root`, with `/` separators, as index paths are.
+fn relative_bytes(path: &Path, root: &Path) -> Vec<u8> {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        rel.as_os_str().as_bytes().to_vec()
+    }
+    #[cfg(not(unix))]
+    {
+        rel.to_string_lossy().replace('\\', "/").into_bytes()
+    }
+}
+
+/// Bytes of a clean checkout: the regular files the index records (after a
+/// reset and clean the working tree is exactly those) plus the git
+/// directory. Equal to walking the tree, without stat'ing every file.
+pub fn checkout_size(repo_dir: &Path) -> Option<u64> {
+    let repo = Repository::open(repo_dir).ok()?;
+    let index = repo.index().ok()?;
+    let files: u64 = index
+        .iter()
+        .filter(|e| e.mode & 0o170000 == 0o100000)
+        .map(|e| u64::from(e.file_size))
+        .sum();
+    Some(files + crate::adapter::fs::dir_size(repo.path()))
 }
 
 fn head_commit(repo: &Repository) -> Result<String, GitError> {
