@@ -240,7 +240,8 @@ impl Services {
         (finished, freed)
     }
 
-    /// Clone into a staging folder, then swap it in as `repo/`.
+    /// Clone into a staging folder, then swap it in as `repo/`. Returns the
+    /// head commit and the checkout's size.
     pub fn clone_workspace(
         &self,
         name: &WorkspaceName,
@@ -248,7 +249,7 @@ impl Services {
         branch: Option<&str>,
         depth: Option<u32>,
         remote: &Remote,
-    ) -> Result<String> {
+    ) -> Result<(String, u64)> {
         let _timer = self.metrics.start(Operation::Clone, Some(name.as_str()));
         let staging = self.layout.unique_in(self.layout.staging_dir(), name);
         let head = match git::clone(url, branch, depth, remote, &staging) {
@@ -281,7 +282,8 @@ impl Services {
         self.remover
             .rename(&staging, &repo)
             .map_err(|(_, e)| Error::io("moving the new clone into place at", &repo, e))?;
-        Ok(head)
+        let size = git::checkout_size(&repo).unwrap_or_else(|| dir_size(&repo));
+        Ok((head, size))
     }
 
     /// Fetch, hard-reset and clean `repo/` in place.
@@ -292,7 +294,7 @@ impl Services {
         branch: Option<&str>,
         depth: Option<u32>,
         remote: &Remote,
-    ) -> Result<String> {
+    ) -> Result<(String, u64)> {
         let _timer = self.metrics.start(Operation::Update, Some(name.as_str()));
         git::update(&self.layout.repo_dir(name), url, branch, depth, remote).map_err(|e| {
             if e.not_found {
@@ -717,7 +719,9 @@ impl WorkspaceManager {
                 .map_or(now, |p| p.created),
             last_prepared: now,
             last_used: now,
-            size_bytes: git::checkout_size(&repo_dir).unwrap_or_else(|| dir_size(&repo_dir)),
+            // Measured by the clone or update that just ran; a policy that
+            // did neither (a reuse without update) gets a walk.
+            size_bytes: ctx.measured_size.unwrap_or_else(|| dir_size(&repo_dir)),
         };
         meta.write(&meta_path)?;
         // Taken before the lock is released: no cleanup can slip in between.
@@ -763,6 +767,13 @@ impl WorkspaceManager {
         if let Some(stats) = snapshots.get(&snapshots.stats) {
             return Ok(stats);
         }
+        self.refresh_stats()
+    }
+
+    /// Stats computed now (reading every workspace's recorded size), kept as
+    /// the snapshot later [`stats`](Self::stats) calls reuse.
+    pub fn refresh_stats(&self) -> Result<Stats> {
+        let snapshots = &self.services.snapshots;
         let generation = snapshots.generation();
         let list = self.services.list()?;
         let stats = self.services.stats(&list);
@@ -1035,21 +1046,41 @@ impl WorkspaceManager {
     pub fn rescan_sizes(&self) -> Result<Stats> {
         let services = &self.services;
         services.snapshots.invalidate();
-        for name in services
-            .list()?
+        let names: Vec<WorkspaceName> = child_dirs(services.layout.base())
+            .map_err(|e| Error::io("listing workspaces in", services.layout.base(), e))?
             .iter()
-            .filter_map(|w| WorkspaceName::parse(&w.name).ok())
-        {
-            let size = dir_size(&services.layout.repo_dir(&name));
-            let path = services.layout.metadata_path(&name);
-            if let Some(mut meta) = WorkspaceMetadata::read(&path).filter(|m| m.size_bytes != size)
-            {
-                meta.size_bytes = size;
-                meta.write(&path)?;
+            .filter_map(|n| WorkspaceName::parse(n).ok())
+            .collect();
+        // One walk per workspace, spread over the cores.
+        let workers = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .min(8);
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let first_error = parking_lot::Mutex::new(None);
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(name) = names.get(i) else { break };
+                        let size = dir_size(&services.layout.repo_dir(name));
+                        let path = services.layout.metadata_path(name);
+                        if let Some(mut meta) =
+                            WorkspaceMetadata::read(&path).filter(|m| m.size_bytes != size)
+                        {
+                            meta.size_bytes = size;
+                            if let Err(e) = meta.write(&path) {
+                                first_error.lock().get_or_insert(e);
+                            }
+                        }
+                    }
+                });
             }
+        });
+        if let Some(e) = first_error.into_inner() {
+            return Err(e);
         }
-        let list = services.list()?;
-        Ok(services.stats(&list))
+        self.refresh_stats()
     }
 
     /// Hold a workspace while working in it; cleanup and remove skip it

@@ -4,15 +4,31 @@ use std::path::Path;
 
 /// Bytes of all regular files under `path`, without following symbolic links.
 /// Unreadable entries are skipped (sizing is advisory, never fatal).
+///
+/// `std::fs::read_dir` entries are stat'ed relative to their open directory
+/// (`fstatat`), as `du` does, rather than by full path; types come from the
+/// directory listing, so only regular files are stat'ed at all.
 pub fn dir_size(path: &Path) -> u64 {
-    walkdir::WalkDir::new(path)
-        .follow_links(false)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file())
-        .filter_map(|e| e.metadata().ok())
-        .map(|m| m.len())
-        .sum()
+    let root = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => path.to_path_buf(),
+        Ok(m) if m.is_file() => return m.len(),
+        _ => return 0,
+    };
+    let mut total = 0;
+    let mut stack = vec![root];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => stack.push(entry.path()),
+                Ok(t) if t.is_file() => total += entry.metadata().map(|m| m.len()).unwrap_or(0),
+                _ => {}
+            }
+        }
+    }
+    total
 }
 
 /// Free bytes on the filesystem holding `path`.

@@ -143,7 +143,8 @@ pub fn inspect(repo_dir: &Path) -> RepoState {
         let branch = head.shorthand().ok().map(str::to_string);
         let commit = head.peel_to_commit()?;
         commit.tree()?;
-        repo.index()?;
+        // The index is not loaded here (it is large and checksummed on every
+        // load); a broken one makes the update fail, and the policy re-clones.
         Ok((commit.id().to_string(), branch))
     };
     match check() {
@@ -266,14 +267,14 @@ pub fn clone(
 
 /// Fetch `branch` (or HEAD's branch) from `url`, point the local branch and
 /// HEAD at it, hard-reset the working tree and remove untracked and ignored
-/// files. Returns HEAD's commit.
+/// files. Returns HEAD's commit and the checkout's size in bytes.
 pub fn update(
     repo_dir: &Path,
     url: &str,
     branch: Option<&str>,
     depth: Option<u32>,
     remote: &Remote,
-) -> Result<String, GitError> {
+) -> Result<(String, u64), GitError> {
     let repo = Repository::open(repo_dir).map_err(|e| GitError::new("opening repository", e))?;
     let branch = match branch {
         Some(b) => b.to_string(),
@@ -286,8 +287,14 @@ pub fn update(
                 not_found: true,
             })?,
     };
-    repo.remote_set_url("origin", url)
-        .map_err(|e| GitError::new("setting origin URL", e))?;
+    let current = repo
+        .find_remote("origin")
+        .ok()
+        .and_then(|r| r.url().ok().map(str::to_string));
+    if current.as_deref() != Some(url) {
+        repo.remote_set_url("origin", url)
+            .map_err(|e| GitError::new("setting origin URL", e))?;
+    }
     let mut origin = repo
         .find_remote("origin")
         .map_err(|e| GitError::new("finding origin", e))?;
@@ -323,8 +330,9 @@ pub fn update(
     checkout.force();
     repo.reset(target.as_object(), ResetType::Hard, Some(&mut checkout))
         .map_err(|e| GitError::new("resetting the working tree", e))?;
-    clean(&repo, repo_dir)?;
-    Ok(target.id().to_string())
+    let tracked_bytes = clean(&repo, repo_dir)?;
+    let size = tracked_bytes + crate::adapter::fs::dir_size(repo.path());
+    Ok((target.id().to_string(), size))
 }
 
 /// Remove untracked and ignored files and folders (`git clean -ffdx`).
@@ -333,13 +341,20 @@ pub fn update(
 /// a folder holding tracked paths is entered, anything else is deleted
 /// whole (links as links). No file is stat'ed or hashed, which a status
 /// scan would do for all of them a second time right after the reset.
-fn clean(repo: &Repository, repo_dir: &Path) -> Result<(), GitError> {
+///
+/// Returns the bytes of the tracked regular files (the working tree's size
+/// once it is clean), from the same index read.
+fn clean(repo: &Repository, repo_dir: &Path) -> Result<u64, GitError> {
     let index = repo
         .index()
         .map_err(|e| GitError::new("reading the index", e))?;
     let mut tracked: HashSet<Vec<u8>> = HashSet::with_capacity(index.len());
     let mut tracked_dirs: HashSet<Vec<u8>> = HashSet::new();
+    let mut tracked_bytes = 0u64;
     for entry in index.iter() {
+        if entry.mode & 0o170000 == 0o100000 {
+            tracked_bytes += u64::from(entry.file_size);
+        }
         let path = entry.path;
         for (i, b) in path.iter().enumerate() {
             if *b == b'/' {
@@ -377,7 +392,7 @@ fn clean(repo: &Repository, repo_dir: &Path) -> Result<(), GitError> {
         };
         result.map_err(|e| GitError::io("removing untracked", entry.path(), e))?;
     }
-    Ok(())
+    Ok(tracked_bytes)
 }
 
 /// `path` relative to `root`, with `/` separators, as index paths are.

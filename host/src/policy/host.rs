@@ -29,6 +29,8 @@ pub(crate) struct CallContext {
     pub updated: bool,
     /// Every removal performed during the call, as the host saw it.
     pub removals: Vec<RemovalReport>,
+    /// The checkout's size, measured by the last clone or update.
+    pub measured_size: Option<u64>,
 }
 
 impl CallContext {
@@ -187,15 +189,18 @@ impl git::Host for HostState {
     ) -> wasmtime::Result<Result<String, WitError>> {
         let name = self.mutable_target(&name, Some(&url))?;
         self.call.cloned = true;
-        Ok(self
-            .services
-            .clone_workspace(
-                &name,
-                &url,
-                branch.as_deref(),
-                options.depth,
-                &self.call.remote,
-            )
+        let result = self.services.clone_workspace(
+            &name,
+            &url,
+            branch.as_deref(),
+            options.depth,
+            &self.call.remote,
+        );
+        Ok(result
+            .map(|(head, size)| {
+                self.call.measured_size = Some(size);
+                head
+            })
             .map_err(to_wit_error))
     }
 
@@ -216,6 +221,10 @@ impl git::Host for HostState {
                 options.depth,
                 &self.call.remote,
             )
+            .map(|(head, size)| {
+                self.call.measured_size = Some(size);
+                head
+            })
             .map_err(to_wit_error);
         self.call.updated |= result.is_ok();
         Ok(result)
