@@ -22,33 +22,8 @@ fn shared() -> &'static WorkspaceManager {
     .1
 }
 
-const TRICKY: &[&str] = &[
-    "facebook/react",
-    "microsoft/vscode",
-    "user/project",
-    "a/b",
-    "..",
-    "../../etc/passwd",
-    "/",
-    "\\",
-    "a\\b",
-    "nul\0byte",
-    "tab\tand\nnewline",
-    "CON",
-    "con.txt",
-    "NUL",
-    "COM1",
-    "LPT1.log",
-    "trailing.",
-    "trailing ",
-    "ünïcödé/репо",
-    "日本語/レポ",
-    "emoji/🦀",
-    "-leading-dash/-repo",
-    "owner/repo.git",
-    "Owner/Repo",
-    "owner/repo",
-];
+/// The conformance suite's corpus of tricky inputs, shared with `policy check`.
+use fixsec_workspace::policy::conformance::NAME_CORPUS as TRICKY;
 
 #[test]
 fn the_component_names_like_the_original() {
