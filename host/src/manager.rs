@@ -138,16 +138,7 @@ impl Services {
     /// Remove a workspace unless it is in use: rename it into `.trash/`
     /// (its name is free at once), then delete it with retries.
     pub fn remove_workspace(&self, name: &WorkspaceName) -> RemovalReport {
-        let mut report = RemovalReport {
-            name: name.to_string(),
-            removed: false,
-            skipped_in_use: false,
-            attempts: 0,
-            bytes_freed: 0,
-            remaining: Vec::new(),
-            error: None,
-            pending_deletion: false,
-        };
+        let mut report = RemovalReport::new(name.as_str());
         let _timer = self.metrics.start(Operation::Remove, Some(name.as_str()));
         self.snapshots.invalidate();
         let guard = match self.locks.try_lock_idle(name) {
@@ -1019,14 +1010,8 @@ impl WorkspaceManager {
             done.notify_all();
         });
         Ok(RemovalReport {
-            name: name.to_string(),
-            removed: false,
-            skipped_in_use: false,
-            attempts: 0,
-            bytes_freed: 0,
-            remaining: Vec::new(),
-            error: None,
             pending_deletion: true,
+            ..RemovalReport::new(name.as_str())
         })
     }
 

@@ -174,6 +174,22 @@ pub struct RemovalReport {
     pub pending_deletion: bool,
 }
 
+impl RemovalReport {
+    /// A report for `name` with nothing done yet.
+    pub fn new(name: impl Into<String>) -> Self {
+        RemovalReport {
+            name: name.into(),
+            removed: false,
+            skipped_in_use: false,
+            attempts: 0,
+            bytes_freed: 0,
+            remaining: Vec::new(),
+            error: None,
+            pending_deletion: false,
+        }
+    }
+}
+
 /// A workspace a cleanup left in place, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SkippedWorkspace {
