@@ -73,6 +73,14 @@ impl Bench {
         ));
     }
 
+    /// A figure against an absolute target.
+    fn threshold(&mut self, what: &str, figure: String, target: &str, met: bool) {
+        let verdict = if met { "met" } else { "MISSED" };
+        self.report(format!(
+            "{what:<46} {figure:>10}  (target {target}: {verdict})"
+        ));
+    }
+
     fn fresh(&self, name: &str) -> PathBuf {
         let p = self.scratch.join(name);
         let _ = std::fs::remove_dir_all(&p);
@@ -343,16 +351,12 @@ fn removal(b: &mut Bench, src: &Path) {
         sync.push(timed(|| assert!(m.remove(&name).unwrap().removed)));
     }
     let free = median(free);
-    b.report(format!(
-        "{:<46} {:>10}  (target < 50 ms: {})",
+    b.threshold(
         "removal: name free (rename away)",
         ms(free),
-        if free < Duration::from_millis(50) {
-            "met"
-        } else {
-            "MISSED"
-        }
-    ));
+        "< 50 ms",
+        free < Duration::from_millis(50),
+    );
     let rm = median(rm);
     b.compare(
         "removal: background deletion finished",
@@ -419,19 +423,15 @@ fn stats(b: &mut Bench) {
             })
             .collect(),
     );
-    b.report(format!(
-        "{:<46} {:>10}  (target < 20 ms: {})",
-        format!(
+    b.threshold(
+        &format!(
             "stats over {workspaces} workspaces, {} files",
             workspaces * files
         ),
         ms(stats),
-        if stats < Duration::from_millis(20) {
-            "met"
-        } else {
-            "MISSED"
-        }
-    ));
+        "< 20 ms",
+        stats < Duration::from_millis(20),
+    );
     let cached = median(
         (0..20)
             .map(|_| timed(|| drop(m.stats().unwrap())))
@@ -473,16 +473,12 @@ fn policy_calls(b: &mut Bench) {
         })
         .collect();
     let med = median(calls);
-    b.report(format!(
-        "{:<46} {:>10}  (target < 50 µs: {})",
+    b.threshold(
         "policy call (fresh instance + workspace-name)",
         ms(med),
-        if med < Duration::from_micros(50) {
-            "met"
-        } else {
-            "MISSED"
-        }
-    ));
+        "< 50 µs",
+        med < Duration::from_micros(50),
+    );
 }
 
 fn rss_kb(pid: u32, field: &str) -> u64 {
@@ -531,25 +527,20 @@ fn server(b: &mut Bench, src: &Path) {
     let _ = first.kill();
     let _ = first.wait();
     let (mut child, addr, warm) = start(&base);
-    b.report(format!(
-        "{:<46} first {:>10}  later {:>10}  (target < 300 ms: {})",
+    b.threshold(
         "server start-up (compile, then cached)",
-        ms(cold),
-        ms(warm),
-        if warm < Duration::from_millis(300) {
-            "met"
-        } else {
-            "MISSED"
-        }
-    ));
+        format!("first {}, later {}", ms(cold), ms(warm)),
+        "< 300 ms",
+        warm < Duration::from_millis(300),
+    );
     std::thread::sleep(Duration::from_millis(300));
     let idle = rss_kb(child.id(), "VmRSS:");
-    b.report(format!(
-        "{:<46} {:>7} MB  (target < 60 MB: {})",
+    b.threshold(
         "idle server resident set",
-        idle / 1024,
-        if idle < 60 * 1024 { "met" } else { "MISSED" }
-    ));
+        format!("{} MB", idle / 1024),
+        "< 60 MB",
+        idle < 60 * 1024,
+    );
 
     // Load while a clone runs in the server.
     let url = src.display().to_string();
@@ -617,11 +608,12 @@ fn server(b: &mut Bench, src: &Path) {
                     .and_then(|l| l.split_whitespace().nth(1))
                     .unwrap_or("?")
                     .to_string();
-                b.report(format!(
-                    "{:<46} {rps:>10.0} req/s  p99 {p99}  (target >= 10000: {})",
-                    format!("GET {path} under wrk, clone running"),
-                    if rps >= 10_000.0 { "met" } else { "MISSED" }
-                ));
+                b.threshold(
+                    &format!("GET {path} under wrk, clone running"),
+                    format!("{rps:.0} req/s, p99 {p99}"),
+                    ">= 10000 req/s",
+                    rps >= 10_000.0,
+                );
             }
             _ => b.report(format!(
                 "GET {path}: wrk not available (apt-get install wrk)"

@@ -123,11 +123,20 @@ impl WorkspaceLocks {
 
     /// Whether the workspace is being prepared or removed (here or in another
     /// process) or is leased.
+    ///
+    /// A read: it never creates a lock file (every holder creates one first,
+    /// so a missing file means no other process holds the lock).
     pub fn is_busy(&self, name: &WorkspaceName) -> bool {
-        match self.try_lock_idle(name) {
-            Ok(Some(_guard)) => false,
-            Ok(None) => true,
-            // Cannot even open the lock file: report busy, the safe answer.
+        if self.is_leased(name) || self.mutex(name).is_locked() {
+            return true;
+        }
+        match OpenOptions::new()
+            .write(true)
+            .open(self.layout.lock_path(name))
+        {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Ok(file) => !matches!(file.try_lock(), Ok(())),
+            // Cannot open the lock file: report busy, the safe answer.
             Err(_) => true,
         }
     }
