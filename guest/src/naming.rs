@@ -1,14 +1,23 @@
 //! Repository name -> workspace folder name.
 //!
 //! For every name GitHub allows (`owner/repo` of ASCII letters, digits, `.`,
-//! `-`, `_`) the result equals the original FixSec tool's byte for byte, so
-//! folders it made are adopted as they are. Anything else gets a name that is
-//! still valid on Windows and Linux, bounded in length and unique per input.
+//! `-`, `_`) whose folder name fits in [`MAX_NAME_LEN`], the result equals the
+//! original FixSec tool's byte for byte, so folders it made are adopted as
+//! they are. Anything else (other alphabets, or names the original would have
+//! made up to 210 characters long) gets a name that is still valid on Windows
+//! and Linux, at most [`MAX_NAME_LEN`] characters, and unique per input.
+//!
+//! The bound is for Windows: tools that are not long-path aware stop at 259
+//! characters for a whole path, and a folder name of at most 64 leaves a deep
+//! repository most of that budget (see the README's "Windows" section).
 
 use md5::{Digest, Md5};
 
-/// Longest stem kept for names outside GitHub's alphabet.
-pub const MAX_EXTENDED_STEM: usize = 64;
+/// Longest workspace folder name this policy makes.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Longest stem kept when the name is shortened: `stem_` + 16 hex digits.
+pub const MAX_EXTENDED_STEM: usize = MAX_NAME_LEN - 17;
 
 /// Longest input taken in the compatible scheme (owner 100 + `/` + repo 100).
 const MAX_COMPAT_INPUT: usize = 201;
@@ -43,14 +52,16 @@ pub fn workspace_name(repo_full_name: &str) -> Result<String, NameError> {
     }
     let digest = hex(&Md5::digest(repo_full_name.as_bytes()));
     if is_compatible_alphabet(repo_full_name) {
-        let stem = sanitize(repo_full_name, usize::MAX);
-        Ok(join(&stem, &digest[..8]))
-    } else {
-        // Outside the original's domain: a longer hash keeps names unique, and
-        // the 16-hex suffix can never equal a compatible name's `_` + 8 hex tail.
-        let stem = sanitize(repo_full_name, MAX_EXTENDED_STEM);
-        Ok(join(&stem, &digest[..16]))
+        let name = join(&sanitize(repo_full_name, usize::MAX), &digest[..8]);
+        if name.len() <= MAX_NAME_LEN {
+            return Ok(name);
+        }
     }
+    // Outside the original's domain, or too long for it: a shorter stem and a
+    // longer hash keep names unique, and the 16-hex suffix can never equal a
+    // compatible name's `_` + 8 hex tail.
+    let stem = sanitize(repo_full_name, MAX_EXTENDED_STEM);
+    Ok(join(&stem, &digest[..16]))
 }
 
 /// Whether the original tool's scheme applies to this input unchanged.
@@ -132,9 +143,25 @@ mod tests {
         assert!(a.is_ascii());
         let long = "a".repeat(10_000);
         let n = workspace_name(&long).unwrap();
-        assert_eq!(n.len(), MAX_EXTENDED_STEM + 1 + 16);
+        assert_eq!(n.len(), MAX_NAME_LEN);
         let long2 = format!("{long}b");
         assert_ne!(workspace_name(&long2).unwrap(), n);
+    }
+
+    #[test]
+    fn github_names_too_long_for_windows_are_shortened_not_truncated_alike() {
+        // GitHub allows 39-character owners and 100-character repositories;
+        // the original made a 149-character folder name of this.
+        let owner = "o".repeat(39);
+        let a = workspace_name(&format!("{owner}/{}", "r".repeat(100))).unwrap();
+        let b = workspace_name(&format!("{owner}/{}x", "r".repeat(99))).unwrap();
+        assert_eq!(a.len(), MAX_NAME_LEN);
+        assert_ne!(a, b, "same stem, different inputs");
+        // The longest name that still fits keeps the original scheme.
+        let fits = format!("{}/{}", "o".repeat(27), "r".repeat(27));
+        let n = workspace_name(&fits).unwrap();
+        assert_eq!(n.len(), MAX_NAME_LEN);
+        assert_eq!(n.len() - n.rfind('_').unwrap(), 9, "_ + 8 hex: {n}");
     }
 
     #[test]
