@@ -18,12 +18,15 @@ fn prepare(m: &WorkspaceManager, up: &Upstream, repo: &str) -> String {
 }
 
 /// "File in use" for paths ending in `README.md`: `remaining` times, or
-/// while `forever` is set.
+/// while `forever` is set. With `windows_rename`, a folder holding a
+/// README.md that is in use cannot be renamed either, as on NTFS (Wine lets
+/// such a rename through: docs/RELIABILITY.md).
 #[derive(Default)]
 struct LockedReadme {
     remaining: AtomicU32,
     forever: AtomicBool,
     calls: AtomicU32,
+    windows_rename: AtomicBool,
 }
 
 impl FsOps for LockedReadme {
@@ -46,6 +49,13 @@ impl FsOps for LockedReadme {
         RealFs.remove_dir(path)
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let held = self.forever.load(Ordering::SeqCst) || self.remaining.load(Ordering::SeqCst) > 0;
+        if held
+            && self.windows_rename.load(Ordering::SeqCst)
+            && from.join("repo/README.md").exists()
+        {
+            return Err(io::Error::from(io::ErrorKind::PermissionDenied));
+        }
         RealFs.rename(from, to)
     }
 }
@@ -230,6 +240,7 @@ fn stats_report_the_guides_keys_and_ignore_links_out() {
     let up = Upstream::new();
     let base = tempfile::tempdir().unwrap();
     let m = manager(base.path());
+    #[cfg_attr(not(unix), allow(unused_variables))]
     let a = prepare(&m, &up, "acme/a");
     prepare(&m, &up, "acme/b");
     let stats = m.stats().unwrap();
@@ -386,5 +397,87 @@ fn rescan_picks_up_what_others_wrote_and_the_fast_path_reports_the_recorded_size
     let report = m.remove(&name).unwrap();
     assert!(report.removed);
     assert_eq!(report.attempts, 1);
-    assert_eq!(report.bytes_freed, recorded + 100_000);
+    if cfg!(windows) {
+        // Wine's std::fs::remove_dir_all refuses git's read-only files, so the
+        // careful walk ran and counted what it deleted, workspace.json too
+        // (docs/RELIABILITY.md, "Windows under Wine").
+        assert!(report.bytes_freed >= recorded + 100_000, "{report:?}");
+    } else {
+        assert_eq!(report.bytes_freed, recorded + 100_000);
+    }
+}
+
+#[test]
+fn a_folder_that_cannot_be_renamed_is_deleted_in_place_and_finished_by_cleanup() {
+    let up = Upstream::new();
+    let base = tempfile::tempdir().unwrap();
+    let ops = Arc::new(LockedReadme::default());
+    let m = builder(base.path()).fs_ops(ops.clone()).build().unwrap();
+    let name = prepare(&m, &up, "acme/held");
+    ops.windows_rename.store(true, Ordering::SeqCst);
+    ops.forever.store(true, Ordering::SeqCst);
+
+    // Background removal cannot free the name at once: it deletes in place
+    // while holding the lock, and answers with what happened.
+    let report = m.remove_in_background(&name).unwrap();
+    assert!(!report.pending_deletion && !report.removed, "{report:?}");
+    assert_eq!(report.attempts, 3);
+    assert!(
+        report.error.as_deref().unwrap().contains("README.md"),
+        "{report:?}"
+    );
+    let remaining: Vec<std::path::PathBuf> = report.remaining.iter().map(Into::into).collect();
+    let ws = Path::new(&name);
+    assert_eq!(
+        remaining,
+        [
+            ws.join("repo").join("README.md"),
+            ws.join("repo"),
+            ws.to_path_buf()
+        ]
+    );
+    // Everything else is gone; a note in .trash/ remembers the rest.
+    assert!(!base.path().join(&name).join("workspace.json").exists());
+    assert!(!base.path().join(&name).join("repo/src").exists());
+    assert_eq!(m.stats().unwrap().pending_deletions, 1);
+    assert_eq!(m.health().unwrap().status, HealthStatus::Warning);
+
+    // Still held: cleanup tries again, keeps the note, removes nothing else.
+    let report = m.cleanup(Some(1000.0)).unwrap();
+    assert_eq!(report.pending_deletions_finished, 0);
+    assert!(base.path().join(&name).join("repo/README.md").exists());
+
+    // Released: the next cleanup finishes the job and drops the note.
+    ops.forever.store(false, Ordering::SeqCst);
+    let report = m.cleanup(Some(1000.0)).unwrap();
+    assert_eq!(report.pending_deletions_finished, 1, "{report:?}");
+    assert!(report.bytes_freed > 0);
+    assert!(!base.path().join(&name).exists());
+    assert_eq!(m.stats().unwrap().pending_deletions, 0);
+    assert_eq!(m.health().unwrap().status, HealthStatus::Healthy);
+}
+
+#[test]
+fn an_in_place_leftover_prepared_again_is_healed_not_deleted() {
+    let up = Upstream::new();
+    let base = tempfile::tempdir().unwrap();
+    let ops = Arc::new(LockedReadme::default());
+    let m = builder(base.path()).fs_ops(ops.clone()).build().unwrap();
+    let name = prepare(&m, &up, "acme/held");
+    ops.windows_rename.store(true, Ordering::SeqCst);
+    ops.forever.store(true, Ordering::SeqCst);
+    assert!(!m.remove(&name).unwrap().removed);
+    ops.forever.store(false, Ordering::SeqCst);
+
+    // A prepare replaces the leftovers with a fresh clone...
+    let again = m
+        .prepare(&PrepareRequest::new("acme/held", up.url()).branch("main"))
+        .unwrap();
+    assert!(!again.reused);
+    assert!(again.path.join("src/lib.rs").is_file());
+    // ...and the cleanup that follows forgets the note, not the workspace.
+    let report = m.cleanup(Some(1000.0)).unwrap();
+    assert_eq!(report.pending_deletions_finished, 1);
+    assert!(again.path.join("src/lib.rs").is_file());
+    assert_eq!(m.stats().unwrap().pending_deletions, 0);
 }

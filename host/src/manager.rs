@@ -21,6 +21,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+/// Suffix of a note in `.trash/` naming a workspace whose in-place deletion
+/// did not finish (its folder could not be renamed into `.trash/`).
+const IN_PLACE_NOTE_SUFFIX: &str = ".in-place";
+
 /// The longest lease a prepare may take (a week).
 pub const MAX_LEASE_SECONDS: u64 = 7 * 24 * 3600;
 
@@ -128,7 +132,8 @@ impl Services {
             .collect())
     }
 
-    /// Folders in `.trash/` still waiting for deletion.
+    /// Entries in `.trash/` still waiting for deletion: folders renamed
+    /// there, and notes naming workspaces deleted in place but not finished.
     pub fn pending_deletions(&self) -> Vec<PathBuf> {
         std::fs::read_dir(self.layout.trash_dir())
             .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
@@ -139,8 +144,6 @@ impl Services {
     /// (its name is free at once), then delete it with retries.
     pub fn remove_workspace(&self, name: &WorkspaceName) -> RemovalReport {
         let mut report = RemovalReport::new(name.as_str());
-        let _timer = self.metrics.start(Operation::Remove, Some(name.as_str()));
-        self.snapshots.invalidate();
         let guard = match self.locks.try_lock_idle(name) {
             Ok(Some(g)) => g,
             Ok(None) => {
@@ -160,10 +163,31 @@ impl Services {
         }
         let known_size =
             WorkspaceMetadata::read(&self.layout.metadata_path(name)).map(|m| m.size_bytes);
-        let target = self.move_to_trash(name, &dir);
-        let outcome = self.remover.remove_tree_sized(&target, known_size);
+        let trashed = self.move_to_trash(name, &dir);
+        self.remove_locked(name, guard, trashed, known_size)
+    }
+
+    /// Delete a workspace whose lock `_guard` holds: from `.trash/` when
+    /// `trashed` says it was moved there, else in place. An in-place
+    /// deletion that cannot finish leaves a note in `.trash/`, so the next
+    /// cleanup finishes it.
+    fn remove_locked(
+        &self,
+        name: &WorkspaceName,
+        _guard: crate::locks::WorkspaceGuard,
+        trashed: Option<PathBuf>,
+        known_size: Option<u64>,
+    ) -> RemovalReport {
+        let mut report = RemovalReport::new(name.as_str());
+        let _timer = self.metrics.start(Operation::Remove, Some(name.as_str()));
         self.snapshots.invalidate();
-        drop(guard);
+        let in_place = trashed.is_none();
+        let target = trashed.unwrap_or_else(|| self.layout.workspace_dir(name));
+        let outcome = self.remover.remove_tree_sized(&target, known_size);
+        if in_place && !outcome.removed {
+            self.note_in_place_deletion(name);
+        }
+        self.snapshots.invalidate();
         self.metrics.removal(outcome.removed);
         report.removed = outcome.removed;
         report.attempts = outcome.attempts;
@@ -183,17 +207,61 @@ impl Services {
         report
     }
 
-    /// Rename a workspace into `.trash/` (its name is free at once); where
-    /// that is impossible (a handle on the folder itself), keep it in place.
-    fn move_to_trash(&self, name: &WorkspaceName, dir: &Path) -> PathBuf {
+    /// Rename a workspace into `.trash/` (its name is free at once). `None`
+    /// when that is impossible: on Windows, a handle open on anything inside
+    /// the folder blocks renaming it. One try only: the deletion that
+    /// follows is what waits for handles to close.
+    fn move_to_trash(&self, name: &WorkspaceName, dir: &Path) -> Option<PathBuf> {
         let trash = self.layout.unique_in(self.layout.trash_dir(), name);
-        match self.remover.rename(dir, &trash) {
-            Ok(_) => trash,
-            Err((_, e)) => {
+        match self.remover.rename_once(dir, &trash) {
+            Ok(()) => Some(trash),
+            Err(e) => {
                 tracing::warn!(workspace = %name, error = %e, "cannot move workspace to trash; deleting in place");
-                dir.to_path_buf()
+                None
             }
         }
+    }
+
+    /// Leave `.trash/<name>.<pid>.<nanos>.in-place` for a workspace whose
+    /// in-place deletion did not finish.
+    fn note_in_place_deletion(&self, name: &WorkspaceName) {
+        let mut note = self
+            .layout
+            .unique_in(self.layout.trash_dir(), name)
+            .into_os_string();
+        note.push(IN_PLACE_NOTE_SUFFIX);
+        if let Err(e) = std::fs::write(&note, name.as_str()) {
+            tracing::warn!(workspace = %name, error = %e, "cannot record the unfinished deletion; remove the workspace again");
+        }
+    }
+
+    /// Finish (or forget) an unfinished in-place deletion noted in `note`.
+    /// Returns the bytes freed, or `None` while the workspace is still there.
+    fn finish_in_place_deletion(&self, note: &Path) -> Option<u64> {
+        let name = std::fs::read_to_string(note)
+            .ok()
+            .and_then(|n| WorkspaceName::parse(n.trim()).ok());
+        let Some(name) = name else {
+            let _ = std::fs::remove_file(note);
+            return Some(0);
+        };
+        // Being prepared or leased: someone is using the name again.
+        let Ok(Some(_guard)) = self.locks.try_lock_idle(&name) else {
+            return None;
+        };
+        let dir = self.layout.workspace_dir(&name);
+        let freed = if WorkspaceMetadata::read(&self.layout.metadata_path(&name)).is_some() {
+            // Prepared again since: that prepare replaced the leftovers.
+            0
+        } else {
+            let outcome = self.remover.remove_tree(&dir);
+            if !outcome.removed {
+                return None;
+            }
+            outcome.bytes_freed
+        };
+        let _ = std::fs::remove_file(note);
+        Some(freed)
     }
 
     /// Finish deletions left in `.trash/` by earlier removals, and delete
@@ -222,6 +290,13 @@ impl Services {
             freed += self.remover.remove_tree(&path).bytes_freed;
         }
         for path in self.pending_deletions() {
+            if path.to_string_lossy().ends_with(IN_PLACE_NOTE_SUFFIX) {
+                if let Some(bytes) = self.finish_in_place_deletion(&path) {
+                    finished += 1;
+                    freed += bytes;
+                }
+                continue;
+            }
             let outcome = self.remover.remove_tree(&path);
             freed += outcome.bytes_freed;
             if outcome.removed {
@@ -990,7 +1065,12 @@ impl WorkspaceManager {
         }
         let known_size =
             WorkspaceMetadata::read(&services.layout.metadata_path(&name)).map(|m| m.size_bytes);
-        let target = services.move_to_trash(&name, &dir);
+        let Some(target) = services.move_to_trash(&name, &dir) else {
+            // Cannot rename (Windows: a handle inside): delete in place now,
+            // holding the lock, so no prepare of the name races the deletion.
+            let report = services.remove_locked(&name, guard, None, known_size);
+            return Ok(report);
+        };
         drop(guard);
         let _ = std::fs::remove_file(services.layout.lock_path(&name));
         *services.background.0.lock() += 1;

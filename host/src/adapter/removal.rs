@@ -128,6 +128,11 @@ impl Remover {
             .build()
     }
 
+    /// Rename `from` to `to` once, through the [`FsOps`] seam.
+    pub fn rename_once(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.ops.rename(from, to)
+    }
+
     /// Rename `from` to `to`, retrying like a deletion. Returns attempts made
     /// and the last error when it never succeeded.
     pub fn rename(&self, from: &Path, to: &Path) -> Result<u32, (u32, io::Error)> {
