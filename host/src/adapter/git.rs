@@ -256,6 +256,11 @@ pub fn clone(
     // Local paths: copy (or hard-link) the object store as `git clone` does
     // for them, rather than packing every object through the transport.
     builder.clone_local(git2::build::CloneLocal::Auto);
+    // Set before the checkout, which happens inside the clone.
+    builder.remote_create(|repo, name, url| {
+        enable_long_paths(repo)?;
+        repo.remote(name, url)
+    });
     if let Some(b) = branch {
         builder.branch(b);
     }
@@ -263,6 +268,20 @@ pub fn clone(
         .clone(url, dest)
         .map_err(|e| GitError::new(&format!("cloning {url}"), e))?;
     head_commit(&repo)
+}
+
+/// Set `core.longpaths` in the repository's own config, unless set already.
+///
+/// On Windows, libgit2 (like Git for Windows) refuses work-tree paths over
+/// 260 characters without it; with it, they are written through `\\?\`
+/// paths. Anyone running Git for Windows in the workspace later inherits it.
+/// Other systems ignore the setting.
+fn enable_long_paths(repo: &Repository) -> Result<(), git2::Error> {
+    let mut config = repo.config()?;
+    if config.get_bool("core.longpaths").unwrap_or(false) {
+        return Ok(());
+    }
+    config.set_bool("core.longpaths", true)
 }
 
 /// Fetch `branch` (or HEAD's branch) from `url`, point the local branch and
@@ -276,6 +295,8 @@ pub fn update(
     remote: &Remote,
 ) -> Result<(String, u64), GitError> {
     let repo = Repository::open(repo_dir).map_err(|e| GitError::new("opening repository", e))?;
+    // Clones made before this setting existed (or by the original tool).
+    enable_long_paths(&repo).map_err(|e| GitError::new("setting core.longpaths", e))?;
     let branch = match branch {
         Some(b) => b.to_string(),
         None => repo
