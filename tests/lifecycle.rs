@@ -194,19 +194,19 @@ fn broken_clones_are_healed_by_a_fresh_clone() {
         ),
         (
             "not a repository",
-            Box::new(|r| std::fs::remove_dir_all(r.join(".git")).unwrap()),
+            Box::new(|r| support::remove_tree(&r.join(".git"))),
         ),
         (
             "objects gone",
             Box::new(|r| {
-                std::fs::remove_dir_all(r.join(".git/objects")).unwrap();
+                support::remove_tree(&r.join(".git/objects"));
                 std::fs::create_dir_all(r.join(".git/objects")).unwrap();
             }),
         ),
         (
             "repo/ is a file",
             Box::new(|r| {
-                std::fs::remove_dir_all(r).unwrap();
+                support::remove_tree(r);
                 std::fs::write(r, "not a folder").unwrap();
             }),
         ),
@@ -413,9 +413,10 @@ fn credentials_never_reach_disk_or_logs() {
     let secret = "s3cretTOKEN42";
     let logs = support_logs::capture(|| {
         // git:// ignores credentials, so this clone succeeds with the token stripped.
-        let url = format!(
-            "git://x-access-token:{secret}@127.0.0.1:{}/upstream",
-            daemon.port
+        let url = daemon.url("upstream").replacen(
+            "git://",
+            &format!("git://x-access-token:{secret}@"),
+            1,
         );
         let out = m
             .prepare(&PrepareRequest::new("acme/creds", &url).branch("main"))

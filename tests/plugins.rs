@@ -9,7 +9,7 @@ use fixsec_workspace::policy::DEFAULT_POLICY;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::{Upstream, age_workspace, component, hostile_policy};
 
 fn quota_lru() -> PathBuf {
@@ -289,10 +289,10 @@ fn sighup_reloads_the_policy_file() {
         .status()
         .unwrap();
     assert!(kill.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while health(&client, &url)["policy"]["digest"] == before {
         assert!(
-            Instant::now() < deadline,
+            std::time::Instant::now() < deadline,
             "SIGHUP did not reload the policy"
         );
         std::thread::sleep(Duration::from_millis(50));

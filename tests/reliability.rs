@@ -4,7 +4,6 @@
 mod support;
 
 use fixsec_workspace::PrepareRequest;
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -24,6 +23,7 @@ fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+#[cfg(unix)]
 fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !done() {
@@ -157,7 +157,7 @@ fn kill_9_mid_clone_leaves_nothing_half_made() {
 
     // Same repository, a remote that accepts and then never answers: the
     // policy re-clones (remote changed) and the clone hangs, lock held.
-    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let hanging_url = format!("git://127.0.0.1:{}/r", silent.local_addr().unwrap().port());
     let mut child = cli(base.path(), &["prepare", "acme/demo", &hanging_url])
         .stdout(Stdio::null())

@@ -324,7 +324,9 @@ mod tests {
     fn local_only_when_allowed() {
         let u = CloneUrl::parse("/tmp/r", true).unwrap();
         assert_eq!(u.transport, Transport::Local);
-        assert_eq!(u.public, "/tmp/r");
+        // Made absolute: on Windows that adds the current drive (`C:\tmp\r`).
+        let expected = std::path::absolute("/tmp/r").unwrap();
+        assert_eq!(u.public, expected.to_string_lossy());
         let u = CloneUrl::parse("file:///tmp/r", true).unwrap();
         assert_eq!(u.transport, Transport::Local);
     }

@@ -163,14 +163,26 @@ pub fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
 }
 
 /// A `git daemon` serving `base_path` on a loopback port, killed on drop.
+///
+/// Under Wine (the Windows build of the tests) a Windows process cannot start
+/// Linux's `git`, so `scripts/test-windows` starts one daemon for the whole
+/// run, serving the Wine drive `FIXSEC_TEST_GIT_DAEMON_ROOT` (e.g. `C:\`) on
+/// port `FIXSEC_TEST_GIT_DAEMON_PORT`; repositories are then addressed by
+/// their path under that drive.
 pub struct GitDaemon {
-    child: Child,
+    child: Option<Child>,
     pub port: u16,
+    /// URL path of `base_path` on the daemon, ending in `/`.
+    prefix: String,
 }
 
 impl GitDaemon {
-    /// Start it and wait until it accepts connections.
+    /// Start it (or, under Wine, find the shared one) and wait until it
+    /// accepts connections.
     pub fn start(base_path: &Path) -> Self {
+        if cfg!(windows) {
+            return Self::shared(base_path);
+        }
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -190,25 +202,71 @@ impl GitDaemon {
             .stderr(Stdio::null())
             .spawn()
             .expect("git daemon must be installed (apt-get install git)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "git daemon did not start");
-            std::thread::sleep(Duration::from_millis(20));
+        wait_for_port(port);
+        GitDaemon {
+            child: Some(child),
+            port,
+            prefix: String::new(),
         }
-        GitDaemon { child, port }
+    }
+
+    /// The daemon `scripts/test-windows` started for a Wine run.
+    fn shared(base_path: &Path) -> Self {
+        let (Ok(port), Ok(root)) = (
+            std::env::var("FIXSEC_TEST_GIT_DAEMON_PORT"),
+            std::env::var("FIXSEC_TEST_GIT_DAEMON_ROOT"),
+        ) else {
+            panic!(
+                "the Windows tests need the git daemon scripts/test-windows starts: run them through it"
+            );
+        };
+        let port: u16 = port.parse().expect("FIXSEC_TEST_GIT_DAEMON_PORT is a port");
+        let under = base_path
+            .strip_prefix(&root)
+            .unwrap_or_else(|_| panic!("{} is not under {root}", base_path.display()));
+        let mut prefix: String = under
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join("/");
+        prefix.push('/');
+        wait_for_port(port);
+        GitDaemon {
+            child: None,
+            port,
+            prefix,
+        }
     }
 
     /// `git://127.0.0.1:<port>/<name>`.
     pub fn url(&self, name: &str) -> String {
-        format!("git://127.0.0.1:{}/{name}", self.port)
+        format!("git://127.0.0.1:{}/{}{name}", self.port, self.prefix)
+    }
+}
+
+fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "git daemon did not start");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 impl Drop for GitDaemon {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
+}
+
+/// Delete a tree the way a test's own clean-up must on Windows too: read-only
+/// files (git's objects and packs) included, which `std::fs::remove_dir_all`
+/// refuses there.
+pub fn remove_tree(path: &Path) {
+    let outcome = fixsec_workspace::adapter::removal::Remover::default().remove_tree(path);
+    assert!(outcome.removed, "removing {}: {outcome:?}", path.display());
 }
 
 /// Set `last_used` (and `last_prepared`) of a workspace `hours` in the past.

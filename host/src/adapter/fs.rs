@@ -57,11 +57,10 @@ pub fn child_dirs(base: &Path) -> std::io::Result<Vec<String>> {
     Ok(names)
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 
-    #[cfg(unix)]
     #[test]
     fn size_does_not_follow_links() {
         let outside = tempfile::tempdir().unwrap();
