@@ -397,14 +397,7 @@ fn rescan_picks_up_what_others_wrote_and_the_fast_path_reports_the_recorded_size
     let report = m.remove(&name).unwrap();
     assert!(report.removed);
     assert_eq!(report.attempts, 1);
-    if cfg!(windows) {
-        // Wine's std::fs::remove_dir_all refuses git's read-only files, so the
-        // careful walk ran and counted what it deleted, workspace.json too
-        // (docs/RELIABILITY.md, "Windows under Wine").
-        assert!(report.bytes_freed >= recorded + 100_000, "{report:?}");
-    } else {
-        assert_eq!(report.bytes_freed, recorded + 100_000);
-    }
+    assert_eq!(report.bytes_freed, recorded + 100_000);
 }
 
 #[test]

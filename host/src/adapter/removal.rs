@@ -157,9 +157,23 @@ impl Remover {
     }
 
     /// [`remove_tree`](Self::remove_tree), with the tree's size already
-    /// known (recorded at prepare time): then the fast path is tried first
-    /// and, when it deletes everything, `bytes_freed` is that size.
+    /// known (recorded at prepare time): then the fast path is tried first,
+    /// and `bytes_freed` is that size less what is left (a fast path that
+    /// fails part-way, as on a read-only file under Wine, has already
+    /// deleted files the careful walk then cannot count).
     pub fn remove_tree_sized(&self, path: &Path, known_size: Option<u64>) -> RemovalOutcome {
+        let mut outcome = self.remove_tree_counted(path, known_size);
+        if let Some(size) = known_size {
+            outcome.bytes_freed = if outcome.removed {
+                size
+            } else {
+                size.saturating_sub(crate::adapter::fs::dir_size(path))
+            };
+        }
+        outcome
+    }
+
+    fn remove_tree_counted(&self, path: &Path, known_size: Option<u64>) -> RemovalOutcome {
         let mut outcome = RemovalOutcome::default();
         if let Some(size) = known_size {
             outcome.attempts = 1;
