@@ -6,6 +6,7 @@ mod support;
 use fixsec_workspace::PrepareRequest;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+#[cfg(unix)]
 use std::time::{Duration, Instant};
 use support::{Upstream, manager};
 
