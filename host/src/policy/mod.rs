@@ -307,7 +307,11 @@ fn write_cache(file: &Path, component: &Component) {
             std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
             let tmp = file.with_extension(format!("tmp{}", std::process::id()));
             std::fs::write(&tmp, bytes).map_err(|e| e.to_string())?;
-            std::fs::rename(&tmp, file).map_err(|e| e.to_string())
+            std::fs::rename(&tmp, file).map_err(|e| {
+                // Windows: another process may be reading the cache file.
+                let _ = std::fs::remove_file(&tmp);
+                e.to_string()
+            })
         });
     if let Err(e) = result {
         tracing::warn!(file = %file.display(), error = %e, "could not cache the compiled policy");
