@@ -87,11 +87,16 @@ fn cleanup_racing_prepares_never_breaks_a_prepare() {
                 })
             })
             .collect();
-        for w in workers {
-            w.join().unwrap();
-        }
+        // Stop the cleaner even when a worker failed, so the failure shows.
+        let results: Vec<_> = workers.into_iter().map(|w| w.join()).collect();
         done.store(true, std::sync::atomic::Ordering::SeqCst);
-        assert!(cleaner.join().unwrap() > 0);
+        let runs = cleaner.join().unwrap();
+        for r in results {
+            if let Err(panic) = r {
+                std::panic::resume_unwind(panic);
+            }
+        }
+        assert!(runs > 0);
     });
 }
 
