@@ -247,10 +247,10 @@ mod windows {
     fn removal_waits_out_a_handle_released_inside_the_retry_window() -> Result<(), Failed> {
         let up = Upstream::new();
         let base = tempfile::tempdir()?;
-        // Waits of 50, 100, 200, 400, 400... ms: about 2.3 s in all.
+        // Waits of 50, 100, 200, then 400 ms: about 2.75 s in all.
         let m = support::builder(base.path())
             .removal(RemovalConfig {
-                max_retries: 8,
+                max_retries: 10,
                 initial_delay: Duration::from_millis(50),
                 max_delay: Duration::from_millis(400),
             })
@@ -354,7 +354,7 @@ mod windows {
         let base = tempfile::tempdir()?;
         let m = support::builder(base.path())
             .removal(RemovalConfig {
-                max_retries: 8,
+                max_retries: 10,
                 initial_delay: Duration::from_millis(50),
                 max_delay: Duration::from_millis(400),
             })
@@ -384,7 +384,7 @@ mod windows {
         let base = tempfile::tempdir()?;
         let m = support::builder(base.path())
             .removal(RemovalConfig {
-                max_retries: 8,
+                max_retries: 10,
                 initial_delay: Duration::from_millis(50),
                 max_delay: Duration::from_millis(400),
             })
