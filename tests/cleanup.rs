@@ -400,8 +400,17 @@ fn rescan_picks_up_what_others_wrote_and_the_fast_path_reports_the_recorded_size
     assert_eq!(report.bytes_freed, recorded + 100_000);
 }
 
-#[test]
-fn a_folder_that_cannot_be_renamed_is_deleted_in_place_and_finished_by_cleanup() {
+/// A workspace whose README.md is in use for ever, in a folder that (as on
+/// NTFS) cannot be renamed while it is.
+struct Held {
+    up: Upstream,
+    base: tempfile::TempDir,
+    ops: Arc<LockedReadme>,
+    m: WorkspaceManager,
+    name: String,
+}
+
+fn held_in_a_folder_that_cannot_be_renamed() -> Held {
     let up = Upstream::new();
     let base = tempfile::tempdir().unwrap();
     let ops = Arc::new(LockedReadme::default());
@@ -409,6 +418,25 @@ fn a_folder_that_cannot_be_renamed_is_deleted_in_place_and_finished_by_cleanup()
     let name = prepare(&m, &up, "acme/held");
     ops.windows_rename.store(true, Ordering::SeqCst);
     ops.forever.store(true, Ordering::SeqCst);
+    Held {
+        up,
+        base,
+        ops,
+        m,
+        name,
+    }
+}
+
+#[test]
+fn a_folder_that_cannot_be_renamed_is_deleted_in_place_and_finished_by_cleanup() {
+    // Bound, not `_`: the fixtures' folders must live to the end.
+    let Held {
+        up: _up,
+        base,
+        ops,
+        m,
+        name,
+    } = held_in_a_folder_that_cannot_be_renamed();
 
     // Background removal cannot free the name at once: it deletes in place
     // while holding the lock, and answers with what happened.
@@ -452,13 +480,13 @@ fn a_folder_that_cannot_be_renamed_is_deleted_in_place_and_finished_by_cleanup()
 
 #[test]
 fn an_in_place_leftover_prepared_again_is_healed_not_deleted() {
-    let up = Upstream::new();
-    let base = tempfile::tempdir().unwrap();
-    let ops = Arc::new(LockedReadme::default());
-    let m = builder(base.path()).fs_ops(ops.clone()).build().unwrap();
-    let name = prepare(&m, &up, "acme/held");
-    ops.windows_rename.store(true, Ordering::SeqCst);
-    ops.forever.store(true, Ordering::SeqCst);
+    let Held {
+        up,
+        base: _base,
+        ops,
+        m,
+        name,
+    } = held_in_a_folder_that_cannot_be_renamed();
     assert!(!m.remove(&name).unwrap().removed);
     ops.forever.store(false, Ordering::SeqCst);
 

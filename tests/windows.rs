@@ -217,6 +217,18 @@ mod windows {
         }
     }
 
+    /// A manager whose removals wait about 2.75 s in all (waits of 50, 100,
+    /// 200, then 400 ms): room for a handle released after 600 ms.
+    fn patient_manager(base: &Path) -> Result<WorkspaceManager, fixsec_workspace::Error> {
+        support::builder(base)
+            .removal(RemovalConfig {
+                max_retries: 10,
+                initial_delay: Duration::from_millis(50),
+                max_delay: Duration::from_millis(400),
+            })
+            .build()
+    }
+
     fn prepare(m: &WorkspaceManager, up: &Upstream, repo: &str) -> (String, PathBuf) {
         let out = m
             .prepare(&PrepareRequest::new(repo, up.url()).branch("main"))
@@ -247,14 +259,7 @@ mod windows {
     fn removal_waits_out_a_handle_released_inside_the_retry_window() -> Result<(), Failed> {
         let up = Upstream::new();
         let base = tempfile::tempdir()?;
-        // Waits of 50, 100, 200, then 400 ms: about 2.75 s in all.
-        let m = support::builder(base.path())
-            .removal(RemovalConfig {
-                max_retries: 10,
-                initial_delay: Duration::from_millis(50),
-                max_delay: Duration::from_millis(400),
-            })
-            .build()?;
+        let m = patient_manager(base.path())?;
         let (name, repo) = prepare(&m, &up, "acme/held");
         let holder = Holder::hold(&repo.join("src").join("lib.rs"));
         let released = holder.release_after(Duration::from_millis(600));
@@ -352,13 +357,7 @@ mod windows {
     fn background_removal_frees_the_name_while_a_file_is_held() -> Result<(), Failed> {
         let up = Upstream::new();
         let base = tempfile::tempdir()?;
-        let m = support::builder(base.path())
-            .removal(RemovalConfig {
-                max_retries: 10,
-                initial_delay: Duration::from_millis(50),
-                max_delay: Duration::from_millis(400),
-            })
-            .build()?;
+        let m = patient_manager(base.path())?;
         let (name, repo) = prepare(&m, &up, "acme/background");
         let holder = Holder::hold(&repo.join(".git").join("HEAD"));
         let report = m.remove_in_background(&name)?;
@@ -382,13 +381,7 @@ mod windows {
     fn a_delete_pending_file_is_waited_out() -> Result<(), Failed> {
         let up = Upstream::new();
         let base = tempfile::tempdir()?;
-        let m = support::builder(base.path())
-            .removal(RemovalConfig {
-                max_retries: 10,
-                initial_delay: Duration::from_millis(50),
-                max_delay: Duration::from_millis(400),
-            })
-            .build()?;
+        let m = patient_manager(base.path())?;
         let (name, repo) = prepare(&m, &up, "acme/pending");
         let held = repo.join("src").join("lib.rs");
         let holder = Holder::hold_sharing_delete(&held);
