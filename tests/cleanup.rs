@@ -176,9 +176,11 @@ fn removal_that_never_succeeds_is_reported_and_finished_later() {
     assert_eq!(failed.name, doomed);
     assert!(!failed.removed);
     assert_eq!(failed.attempts, 3);
+    let error = failed.error.as_deref().unwrap();
+    assert!(error.contains("README.md"), "names the file: {error}");
     assert!(
-        failed.error.as_deref().unwrap().contains("README.md"),
-        "{failed:?}"
+        error.contains("every cleanup retries it"),
+        "says what next: {error}"
     );
     assert!(failed.remaining.iter().any(|p| p.ends_with("README.md")));
     // Its name is free (moved to .trash), the bystander is whole.

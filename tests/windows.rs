@@ -307,6 +307,10 @@ mod windows {
         assert!(error.contains("lib.rs"), "names the locked file: {error}");
         assert!(error.contains("os error 32"), "and why: {error}");
         assert!(
+            error.contains("every cleanup retries it"),
+            "and what next: {error}"
+        );
+        assert!(
             report
                 .remaining
                 .iter()

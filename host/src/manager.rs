@@ -192,7 +192,12 @@ impl Services {
         report.removed = outcome.removed;
         report.attempts = outcome.attempts;
         report.bytes_freed = outcome.bytes_freed;
-        report.error = outcome.error;
+        report.error = outcome.error.map(|e| {
+            format!(
+                "{e}; what is left stays pending and every cleanup retries it \
+                 (a file in use: close the program holding it)"
+            )
+        });
         report.remaining = outcome
             .remaining
             .iter()
