@@ -52,7 +52,7 @@ impl FsOps for LockedReadme {
         let held = self.forever.load(Ordering::SeqCst) || self.remaining.load(Ordering::SeqCst) > 0;
         if held
             && self.windows_rename.load(Ordering::SeqCst)
-            && from.join("repo/README.md").exists()
+            && (from.join("repo/README.md").exists() || from.join("README.md").exists())
         {
             return Err(io::Error::from(io::ErrorKind::PermissionDenied));
         }
@@ -503,4 +503,38 @@ fn an_in_place_leftover_prepared_again_is_healed_not_deleted() {
     assert_eq!(report.pending_deletions_finished, 1);
     assert!(again.path.join("src/lib.rs").is_file());
     assert_eq!(m.stats().unwrap().pending_deletions, 0);
+}
+
+#[test]
+fn a_clone_that_cannot_replace_a_held_tree_fails_clearly_and_the_next_prepare_heals() {
+    let Held {
+        up,
+        base,
+        ops,
+        m,
+        name,
+    } = held_in_a_folder_that_cannot_be_renamed();
+    // Break the clone so the policy must clone afresh and replace repo/.
+    let repo = base.path().join(&name).join("repo");
+    std::fs::remove_file(repo.join(".git/HEAD")).unwrap();
+    let request = PrepareRequest::new("acme/held", up.url()).branch("main");
+    let message = m.prepare(&request).unwrap_err().to_string();
+    assert!(
+        message.contains("cannot replace") && message.contains("README.md"),
+        "names what failed: {message}"
+    );
+    assert!(
+        message.contains("prepare again"),
+        "says what to do: {message}"
+    );
+
+    // (The injector holds every README.md, the new clone's too, so its
+    // staging folder could not go either; the next prepare clears it.)
+    ops.forever.store(false, Ordering::SeqCst);
+    let healed = m.prepare(&request).unwrap();
+    assert!(!healed.reused);
+    assert_eq!(healed.head, up.head_of("main"));
+    assert!(healed.path.join("src/lib.rs").is_file());
+    let staging = std::fs::read_dir(base.path().join(".staging")).unwrap();
+    assert_eq!(staging.count(), 0, "no staging leftovers");
 }

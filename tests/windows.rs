@@ -127,6 +127,10 @@ mod windows {
                 "a_delete_pending_file_is_waited_out",
                 a_delete_pending_file_is_waited_out,
             ),
+            Trial::test(
+                "a_prepare_while_a_checked_out_file_is_held_tells_the_truth",
+                a_prepare_while_a_checked_out_file_is_held_tells_the_truth,
+            ),
             Trial::test("read_only_files_are_removed", read_only_files_are_removed),
             Trial::test(
                 "paths_over_260_characters_are_prepared_reused_and_removed",
@@ -402,6 +406,40 @@ mod windows {
         assert!(report.attempts > 1, "{report:?}");
         assert!(!base.path().join(&name).exists());
         assert_eq!(m.stats()?.pending_deletions, 0);
+        Ok(())
+    }
+
+    /// An editor holds a file the next prepare must change: the reset fails
+    /// (error 32), the default policy clones afresh, and the old tree waits
+    /// in `.trash/` for the handle. (On NTFS the old tree cannot be renamed
+    /// away either; the prepare then fails naming the file, and the next
+    /// one heals the workspace.)
+    fn a_prepare_while_a_checked_out_file_is_held_tells_the_truth() -> Result<(), Failed> {
+        let up = Upstream::new();
+        let base = tempfile::tempdir()?;
+        let m = support::manager(base.path());
+        let (_, repo) = prepare(&m, &up, "acme/busy");
+        let new_head = up.commit("src/lib.rs", "pub fn g() {}\n", "change the held file");
+        let holder = Holder::hold(&repo.join("src").join("lib.rs"));
+        let request = PrepareRequest::new("acme/busy", up.url()).branch("main");
+        let out = m.prepare(&request)?;
+        assert!(!out.reused, "{out:?}");
+        assert_eq!(out.head, new_head);
+        assert_eq!(
+            std::fs::read_to_string(out.path.join("src").join("lib.rs"))?,
+            "pub fn g() {}\n"
+        );
+        let note = out.notes.join(" ");
+        assert!(
+            note.contains("lib.rs") && note.contains("cloned afresh") && !note.contains('\r'),
+            "says why: {note:?}"
+        );
+        assert_eq!(m.stats()?.pending_deletions, 1, "the old tree waits");
+
+        holder.release();
+        let report = m.cleanup(Some(1000.0))?;
+        assert_eq!(report.pending_deletions_finished, 1, "{report:?}");
+        assert!(m.prepare(&request)?.reused);
         Ok(())
     }
 

@@ -344,7 +344,7 @@ impl Services {
             if !moved && !outcome.removed {
                 self.remover.remove_tree(&staging);
                 return Err(Error::Filesystem(format!(
-                    "cannot replace {}: {}",
+                    "cannot replace {}: {}; close the program holding it and prepare again",
                     repo.display(),
                     outcome.error.unwrap_or_default()
                 )));

@@ -74,7 +74,8 @@ impl GitError {
             || e.message()
                 .contains("does not appear to be a git repository");
         GitError {
-            message: format!("{action}: {}{hint}", e.message()),
+            // libgit2 on Windows ends system messages with "\r\n".
+            message: format!("{action}: {}{hint}", e.message().trim_end()),
             not_found,
         }
     }
