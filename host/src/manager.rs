@@ -167,14 +167,14 @@ impl Services {
         self.remove_locked(name, guard, trashed, known_size)
     }
 
-    /// Delete a workspace whose lock `_guard` holds: from `.trash/` when
+    /// Delete a workspace whose lock `guard` holds: from `.trash/` when
     /// `trashed` says it was moved there, else in place. An in-place
     /// deletion that cannot finish leaves a note in `.trash/`, so the next
     /// cleanup finishes it.
     fn remove_locked(
         &self,
         name: &WorkspaceName,
-        _guard: crate::locks::WorkspaceGuard,
+        guard: crate::locks::WorkspaceGuard,
         trashed: Option<PathBuf>,
         known_size: Option<u64>,
     ) -> RemovalReport {
@@ -187,6 +187,9 @@ impl Services {
         if in_place && !outcome.removed {
             self.note_in_place_deletion(name);
         }
+        // Released before its lock file goes (Windows keeps the name of an
+        // open file until it is closed).
+        drop(guard);
         self.snapshots.invalidate();
         self.metrics.removal(outcome.removed);
         report.removed = outcome.removed;
