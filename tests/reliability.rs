@@ -78,11 +78,16 @@ fn cleanup_racing_prepares_never_breaks_a_prepare() {
                 s.spawn(move || {
                     for _ in 0..6 {
                         let repo = format!("acme/r{}", i % 2);
-                        let out = m
-                            .prepare(&PrepareRequest::new(repo, url.as_str()).branch("main"))
-                            .unwrap();
+                        // A caller works under a lease: without one, an age-0
+                        // cleanup may remove the workspace the moment the
+                        // prepare returns.
+                        let mut request = PrepareRequest::new(repo, url.as_str()).branch("main");
+                        request.lease_seconds = Some(60);
+                        let out = m.prepare(&request).unwrap();
                         // The checkout is whole when prepare returns, cleanup or not.
                         assert!(out.path.join("src/lib.rs").is_file());
+                        m.release_lease(out.lease.expect("a lease was asked for").id)
+                            .unwrap();
                     }
                 })
             })
