@@ -152,8 +152,9 @@ fn errors_have_exit_codes_and_json_bodies() {
     assert!(String::from_utf8_lossy(&bad_env.stderr).contains("WORKSPACE_MAX_AGE_HOURS"));
 }
 
-/// `serve` as a process: a generated token printed once (never logged),
-/// JSON request logs, a real request, and a clean exit on SIGTERM.
+/// `serve` as a process: a generated token never printed (stderr is the
+/// log) but written to a file only this user can read; JSON request logs,
+/// a real request, and a clean exit on SIGTERM.
 #[cfg(unix)]
 #[test]
 fn serve_prints_a_token_once_logs_json_and_stops_on_sigterm() {
@@ -183,9 +184,16 @@ fn serve_prints_a_token_once_logs_json_and_stops_on_sigterm() {
         );
         seen.push_str(&line);
         let trimmed = line.trim();
-        if token.is_none() && trimmed.len() == 64 && trimmed.chars().all(|c| c.is_ascii_hexdigit())
-        {
-            token = Some(trimmed.to_string());
+        if token.is_none() && trimmed.contains(".api-token") {
+            let file = base.path().join(".api-token");
+            assert!(trimmed.contains(&file.display().to_string()), "{trimmed}");
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+                assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+            }
+            token = Some(std::fs::read_to_string(&file).unwrap().trim().to_string());
         }
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(trimmed)
             && let Some(a) = v["fields"]["addr"].as_str()
@@ -193,7 +201,8 @@ fn serve_prints_a_token_once_logs_json_and_stops_on_sigterm() {
             addr = Some(a.to_string());
         }
     }
-    let token = token.expect("a generated token is printed");
+    let token = token.expect("where the generated token is, is printed");
+    assert_eq!(token.len(), 64);
     let client = reqwest::blocking::Client::new();
     let stats = client
         .get(format!("http://{}/workspace/stats", addr.as_ref().unwrap()))
@@ -217,8 +226,8 @@ fn serve_prints_a_token_once_logs_json_and_stops_on_sigterm() {
     stderr.read_to_string(&mut seen).unwrap();
     assert_eq!(
         seen.matches(&token).count(),
-        1,
-        "the token is printed exactly once"
+        0,
+        "the token never reaches stderr (the log)"
     );
     let request_logs: Vec<&str> = seen.lines().filter(|l| l.contains("\"request\"")).collect();
     assert_eq!(request_logs.len(), 2, "{seen}");
@@ -240,6 +249,7 @@ fn compiled_policy_cache_is_written_and_survives_damage() {
     let files: Vec<_> = std::fs::read_dir(&cache)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
         .collect();
     assert_eq!(files.len(), 1, "{files:?}");
     assert!(files[0].extension().is_some_and(|e| e == "cwasm"));
@@ -259,5 +269,170 @@ fn compiled_policy_cache_is_written_and_survives_damage() {
         std::fs::metadata(&files[0]).unwrap().len(),
         good_len,
         "rewritten"
+    );
+}
+
+/// Issue 11, item 10: the compiled-policy cache is sealed to its
+/// component and kept private. Another policy's compiled code copied over
+/// the default's cache file (with its seal) is recompiled, never run.
+#[test]
+fn a_swapped_policy_cache_is_never_run() {
+    let hostile = support::hostile_policy("remove-all");
+    let theirs = tempfile::tempdir().unwrap();
+    let out = run(
+        theirs.path(),
+        &[
+            "--policy",
+            hostile.to_str().unwrap(),
+            "name",
+            "facebook/react",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "hostile_facebookreact"
+    );
+    let ours = tempfile::tempdir().unwrap();
+    assert!(run(ours.path(), &["name", "a/b"]).status.success());
+    let cwasm = |dir: &Path| -> std::path::PathBuf {
+        std::fs::read_dir(dir.join(".cache/policies"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+            .unwrap()
+    };
+    let (victim, foreign) = (cwasm(ours.path()), cwasm(theirs.path()));
+    std::fs::copy(&foreign, &victim).unwrap();
+    std::fs::copy(
+        foreign.with_extension("cwasm.sha256"),
+        victim.with_extension("cwasm.sha256"),
+    )
+    .unwrap();
+    let out = run(ours.path(), &["name", "facebook/react"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "facebook_react_4f32b4cf",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = ours.path().join(".cache/policies");
+        assert_eq!(
+            std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        // A cache others could write is not trusted at all.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::fs::copy(&foreign, &victim).unwrap();
+        let out = run(ours.path(), &["name", "facebook/react"]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "facebook_react_4f32b4cf"
+        );
+    }
+}
+
+/// Issue 11, item 5: a remote that accepts and then says nothing fails
+/// the prepare after the git timeout, instead of holding it for ever.
+#[test]
+fn a_silent_remote_times_out() {
+    let tarpit = support::Tarpit::start();
+    let base = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fixsec-workspace"))
+        .args(["prepare", "acme/slow", &tarpit.url("r")])
+        .env("WORKSPACE_BASE_PATH", base.path())
+        .env("WORKSPACE_ALLOW_PRIVATE_NETWORKS", "1")
+        .env("WORKSPACE_GIT_IO_TIMEOUT_SECONDS", "1")
+        .env_remove("WORKSPACE_POLICY")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("the prepare still hangs on a silent remote after 20 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(1), "a git failure");
+    assert_eq!(tarpit.accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+/// Issue 11, item 5: SIGTERM ends `serve` after the grace period even
+/// while a clone hangs on a silent remote.
+#[cfg(unix)]
+#[test]
+fn sigterm_ends_serve_while_a_clone_hangs() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let tarpit = support::Tarpit::start();
+    let base = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fixsec-workspace"))
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .env("WORKSPACE_BASE_PATH", base.path())
+        .env("WORKSPACE_API_TOKEN", "t")
+        .env("WORKSPACE_ALLOW_PRIVATE_NETWORKS", "1")
+        .env("WORKSPACE_SHUTDOWN_GRACE_SECONDS", "1")
+        .env("WORKSPACE_LOG_FORMAT", "json")
+        .env_remove("WORKSPACE_POLICY")
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let addr = loop {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "server exited");
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line.trim())
+            && let Some(a) = v["fields"]["addr"].as_str()
+        {
+            break a.to_string();
+        }
+    };
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+    });
+    let url = tarpit.url("r");
+    std::thread::spawn(move || {
+        let _ = reqwest::blocking::Client::new()
+            .post(format!("http://{addr}/workspace/prepare"))
+            .bearer_auth("t")
+            .json(&serde_json::json!({"repo_full_name": "acme/slow", "clone_url": url}))
+            .send();
+    });
+    tarpit.wait_for(1);
+    let started = std::time::Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = started + std::time::Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("serve still running 15 s after SIGTERM with a hung clone");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
     );
 }

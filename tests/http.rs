@@ -35,6 +35,23 @@ impl TestServer {
     fn start_with(config: ServerConfig) -> Self {
         let base = tempfile::tempdir().unwrap();
         let manager = manager(base.path());
+        Self::start_full(manager, base, config)
+    }
+
+    fn start_manager(manager: WorkspaceManager, base: tempfile::TempDir) -> Self {
+        let config = ServerConfig {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            body_limit: 4096,
+            ..ServerConfig::default()
+        };
+        Self::start_full(manager, base, config)
+    }
+
+    fn start_full(
+        manager: WorkspaceManager,
+        base: tempfile::TempDir,
+        config: ServerConfig,
+    ) -> Self {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let server = rt
             .block_on(http::start(
@@ -97,15 +114,261 @@ fn send(req: RequestBuilder) -> (StatusCode, Value) {
     (status, body)
 }
 
+/// Issue 11, item 7: the open health answer (a liveness probe) has the
+/// status and counts only; names, sizes, paths and the policy need the token.
 #[test]
-fn health_is_open_and_has_the_guides_keys() {
+fn health_is_open_with_counts_only_and_whole_with_the_token() {
+    let up = Upstream::new();
     let s = TestServer::start();
-    let (status, body) = send(s.client.get(format!("{}/workspace/health", s.url)));
+    let (status, _) = s.prepare("acme/secret-project", &up.url());
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body["status"], "healthy");
-    assert_eq!(body["workspace_stats"]["total_workspaces"], 0);
-    assert!(body["workspace_stats"]["total_size_mb"].is_number());
-    assert!(body["warnings"].is_array() && body["recommendations"].is_array());
+    let (status, open) = send(s.client.get(format!("{}/workspace/health", s.url)));
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(open["status"], "healthy");
+    assert_eq!(open["workspace_stats"]["total_workspaces"], 1);
+    assert!(open["workspace_stats"]["total_size_mb"].is_number());
+    assert_eq!(open["warning_count"], 0);
+    let text = open.to_string();
+    let name = s.manager.workspace_name("acme/secret-project").unwrap();
+    let base = s.manager.base_path().display().to_string();
+    for secret in [
+        name.as_str(),
+        "secret-project",
+        base.as_str(),
+        "policy",
+        "digest",
+    ] {
+        assert!(
+            !text.contains(secret),
+            "{secret:?} in the open answer: {text}"
+        );
+    }
+
+    let (status, full) = send(s.get("/workspace/health"));
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(full["status"], "healthy");
+    assert!(full["warnings"].is_array() && full["recommendations"].is_array());
+    assert_eq!(
+        full["workspace_stats"]["workspaces"][0]["name"],
+        name.as_str()
+    );
+    assert!(full["policy"]["digest"].is_string());
+    // A wrong token is the open answer, not an error (probes send none).
+    let (status, wrong) = send(
+        s.client
+            .get(format!("{}/workspace/health", s.url))
+            .bearer_auth("wrong"),
+    );
+    assert_eq!(status, StatusCode::OK);
+    assert!(wrong.get("policy").is_none(), "{wrong}");
+}
+
+/// Issue 11, item 7: scrapes reuse recent figures instead of reading every
+/// `workspace.json` each time.
+#[test]
+fn metrics_scrapes_do_not_rescan_the_disk() {
+    let up = Upstream::new();
+    let s = TestServer::start();
+    s.prepare("acme/demo", &up.url());
+    let scrape = || {
+        s.client
+            .get(format!("{}/metrics", s.url))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    };
+    let first = scrape();
+    assert_eq!(metric(&first, "fixsec_workspace_workspaces "), 1.0);
+    let scans = metric(&first, "fixsec_workspace_listing_scans_total");
+    for _ in 0..5 {
+        scrape();
+    }
+    let last = scrape();
+    assert_eq!(metric(&last, "fixsec_workspace_listing_scans_total"), scans);
+    assert_eq!(metric(&last, "fixsec_workspace_workspaces "), 1.0);
+}
+
+/// Issue 11, item 10: a client that opens connections and sends nothing
+/// is cut off after the header timeout, and connections beyond the cap
+/// wait instead of exhausting the server.
+#[test]
+fn idle_connections_are_cut_off_and_capped() {
+    use std::io::Read;
+    let s = TestServer::start_with(ServerConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        max_connections: 2,
+        header_read_timeout: Duration::from_secs(1),
+        ..ServerConfig::default()
+    });
+    let addr = s.url.trim_start_matches("http://").to_string();
+    let idle: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    // Both slots are taken by silent clients: a real request waits for one...
+    let started = Instant::now();
+    let (status, _) = send(s.client.get(format!("{}/workspace/health", s.url)));
+    assert_eq!(status, StatusCode::OK);
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(700), "{waited:?}");
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+    // ...which the header timeout frees: the server hung up on them.
+    for mut conn in idle {
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 256];
+        let n = conn.read(&mut buf).expect("closed, not left hanging");
+        let reply = String::from_utf8_lossy(&buf[..n]);
+        assert!(n == 0 || reply.starts_with("HTTP/1.1 408"), "{reply}");
+    }
+}
+
+/// Issue 11, item 5: a flood of prepares against a tarpit fills the git
+/// queue, the excess is refused at once (503), and the probes still
+/// answer at once.
+#[test]
+fn a_tarpit_flood_is_bounded_and_probes_still_answer() {
+    let base = tempfile::tempdir().unwrap();
+    let manager = support::builder(base.path())
+        .configure(|c| {
+            c.git.max_running = 2;
+            c.git.max_per_host = 2;
+            c.git.max_queued = 2;
+            c.git.queue_wait = Duration::from_secs(60);
+        })
+        .build()
+        .unwrap();
+    let s = TestServer::start_manager(manager, base);
+    let tarpit = support::Tarpit::start();
+    std::thread::scope(|scope| {
+        let floods: Vec<_> = (0..12)
+            .map(|i| {
+                let url = tarpit.url(&format!("r{i}"));
+                let s = &s;
+                scope.spawn(move || s.prepare(&format!("flood/r{i}"), &url))
+            })
+            .collect();
+        tarpit.wait_for(2);
+        // Two hold slots, two wait, the other eight are refused at once.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let refused = loop {
+            let done: Vec<_> = floods.iter().filter(|h| h.is_finished()).collect();
+            if done.len() >= 8 || Instant::now() > deadline {
+                break done.len();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(refused, 8);
+        for _ in 0..3 {
+            let started = Instant::now();
+            let (status, _) = send(s.client.get(format!("{}/workspace/health", s.url)));
+            assert_eq!(status, StatusCode::OK);
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "{:?}",
+                started.elapsed()
+            );
+        }
+        let text = s
+            .client
+            .get(format!("{}/metrics", s.url))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        assert_eq!(
+            metric(&text, "fixsec_workspace_git_operations_running "),
+            2.0
+        );
+        assert_eq!(
+            metric(&text, "fixsec_workspace_git_operations_queued "),
+            2.0
+        );
+        assert_eq!(
+            metric(&text, "fixsec_workspace_git_operations_rejected_total"),
+            8.0
+        );
+        tarpit.release();
+        let results: Vec<(StatusCode, Value)> =
+            floods.into_iter().map(|h| h.join().unwrap()).collect();
+        let busy = results
+            .iter()
+            .filter(|(st, body)| *st == StatusCode::SERVICE_UNAVAILABLE && body["error"] == "busy")
+            .count();
+        assert_eq!(busy, 8, "{results:?}");
+    });
+}
+
+/// Issue 11, item 5: the probes run on threads of their own, so they
+/// answer even when git work holds every thread of the blocking pool (here
+/// a pool of 2, both stuck on a tarpit).
+#[test]
+fn probes_answer_when_git_work_fills_the_blocking_pool() {
+    let base = tempfile::tempdir().unwrap();
+    let manager = manager(base.path());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let config = ServerConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        ..ServerConfig::default()
+    };
+    let server = rt
+        .block_on(http::start(manager, &config, ApiToken::new(TOKEN).unwrap()))
+        .unwrap();
+    let url = format!("http://{}", server.addr());
+    let tarpit = support::Tarpit::start();
+    let client = Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    std::thread::scope(|scope| {
+        for i in 0..2 {
+            let (client, url, clone_url) = (&client, &url, tarpit.url(&format!("r{i}")));
+            scope.spawn(move || {
+                client
+                    .post(format!("{url}/workspace/prepare"))
+                    .bearer_auth(TOKEN)
+                    .json(&json!({"repo_full_name": format!("pool/r{i}"), "clone_url": clone_url}))
+                    .send()
+            });
+        }
+        tarpit.wait_for(2);
+        for path in ["/workspace/health", "/metrics"] {
+            let started = Instant::now();
+            let resp = client
+                .get(format!("{url}{path}"))
+                .timeout(Duration::from_secs(5))
+                .send();
+            assert!(
+                resp.as_ref().is_ok_and(|r| r.status() == StatusCode::OK),
+                "{path}: {resp:?}"
+            );
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "{path}: {:?}",
+                started.elapsed()
+            );
+        }
+        tarpit.release();
+    });
+    rt.block_on(server.shutdown(Duration::from_secs(5)));
+}
+
+/// Issue 11, item 5: a clone the disk cannot hold answers 507.
+#[test]
+fn no_room_for_a_clone_is_507() {
+    let up = Upstream::new();
+    let base = tempfile::tempdir().unwrap();
+    let manager = support::builder(base.path())
+        .configure(|c| c.min_free_bytes = u64::MAX)
+        .build()
+        .unwrap();
+    let s = TestServer::start_manager(manager, base);
+    let (status, body) = s.prepare("acme/demo", &up.url());
+    assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{body}");
+    assert_eq!(body["error"], "insufficient_storage");
 }
 
 #[test]

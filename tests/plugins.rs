@@ -27,6 +27,7 @@ fn cli(base: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
     cmd.args(args)
         .env("WORKSPACE_BASE_PATH", base)
         .env("WORKSPACE_ALLOW_LOCAL_URLS", "1")
+        .env("WORKSPACE_ALLOW_PRIVATE_NETWORKS", "1")
         .env_remove("WORKSPACE_POLICY")
         .env_remove("WORKSPACE_POLICY_SETTINGS")
         .env_remove("RUST_LOG");
@@ -177,9 +178,11 @@ fn policy_check_passes_good_policies_and_fails_bad_ones() {
     );
 }
 
+/// The whole health report (the policy's digest needs the token).
 fn health(client: &reqwest::blocking::Client, url: &str) -> Value {
     client
         .get(format!("{url}/workspace/health"))
+        .bearer_auth("t")
         .send()
         .unwrap()
         .json()

@@ -15,6 +15,7 @@ fn cli(base: &Path, args: &[&str]) -> Command {
     cmd.args(args)
         .env("WORKSPACE_BASE_PATH", base)
         .env("WORKSPACE_ALLOW_LOCAL_URLS", "1")
+        .env("WORKSPACE_ALLOW_PRIVATE_NETWORKS", "1")
         .env_remove("RUST_LOG")
         .env_remove("WORKSPACE_POLICY");
     cmd

@@ -91,6 +91,7 @@ impl Bench {
         WorkspaceManager::builder()
             .base_path(base)
             .allow_local_urls(true)
+            .allow_private_networks(true)
             .build()
             .unwrap()
     }
@@ -505,6 +506,7 @@ fn server(b: &mut Bench, src: &Path) {
             .env("WORKSPACE_BASE_PATH", base)
             .env("WORKSPACE_API_TOKEN", "bench")
             .env("WORKSPACE_ALLOW_LOCAL_URLS", "1")
+            .env("WORKSPACE_ALLOW_PRIVATE_NETWORKS", "1")
             .env("WORKSPACE_LOG_FORMAT", "json")
             .env("RUST_LOG", "warn,fixsec_workspace::cli=info")
             .stderr(Stdio::piped())

@@ -128,12 +128,15 @@ struct ErrorBody {
     detail: String,
 }
 
-/// Exit codes: 2 bad input or configuration, 3 not found, 4 in use, 1 other failures.
+/// Exit codes: 2 bad input or configuration, 3 not found, 4 in use, 5 busy
+/// (retry later), 6 insufficient storage, 1 other failures.
 fn exit_code(kind: ErrorKind) -> ExitCode {
     ExitCode::from(match kind {
         ErrorKind::InvalidInput | ErrorKind::Refused | ErrorKind::Config => 2,
         ErrorKind::NotFound => 3,
         ErrorKind::InUse => 4,
+        ErrorKind::Busy => 5,
+        ErrorKind::InsufficientStorage => 6,
         _ => 1,
     })
 }
@@ -204,6 +207,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                 default_branch: branch,
                 depth,
                 lease_seconds: None,
+                holder: None,
             };
             let bar = (!json && std::io::stderr().is_terminal()).then(progress_bar);
             let progress = bar.clone().map(|bar| {
@@ -367,11 +371,15 @@ fn serve(manager: WorkspaceManager, bind: Option<std::net::SocketAddr>) -> Resul
         Some(t) => t,
         None => {
             let t = crate::http::ApiToken::generate();
-            // Printed once, like Jupyter, rather than running open. Not logged.
+            // Never printed: stderr is the log. Written where only this
+            // user can read it, and the path printed instead.
+            let file = manager.base_path().join(GENERATED_TOKEN_FILE);
+            write_token_file(&file, t.expose())?;
             eprintln!(
-                "No WORKSPACE_API_TOKEN set; this run's token is:\n\n    {}\n\n\
-                 e.g. curl -H 'Authorization: Bearer <token>' http://{}/workspace/stats\n",
-                t.expose(),
+                "No WORKSPACE_API_TOKEN set; this run's token is in {} (readable by this user only).\n\
+                 e.g. curl -H \"Authorization: Bearer $(cat {})\" http://{}/workspace/stats\n",
+                file.display(),
+                file.display(),
                 config.bind
             );
             t
@@ -381,7 +389,7 @@ fn serve(manager: WorkspaceManager, bind: Option<std::net::SocketAddr>) -> Resul
         .enable_all()
         .build()
         .map_err(|e| Error::Config(format!("starting the async runtime: {e}")))?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let server = crate::http::start(manager.clone(), &config, token).await?;
         tracing::info!(
             addr = %server.addr(),
@@ -397,7 +405,39 @@ fn serve(manager: WorkspaceManager, bind: Option<std::net::SocketAddr>) -> Resul
         tracing::info!(grace = ?config.shutdown_grace, "shutting down");
         server.shutdown(config.shutdown_grace).await;
         Ok::<(), Error>(())
-    })
+    });
+    // A git call blocked in the network (a tarpit) would keep the default
+    // runtime drop waiting for ever: the grace period is over, leave it.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
+}
+
+/// Where `serve` writes the token it generates, under the base directory.
+pub const GENERATED_TOKEN_FILE: &str = ".api-token";
+
+/// Write `token` to `file`, readable and writable by this user only.
+fn write_token_file(file: &std::path::Path, token: &str) -> Result<(), Error> {
+    use std::io::Write;
+    let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(format!("{token}\n").as_bytes()))
+        .and_then(|()| std::fs::rename(&tmp, file))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            Error::Config(format!(
+                "cannot write the generated API token to {}: {e}; set WORKSPACE_API_TOKEN instead",
+                file.display()
+            ))
+        })
 }
 
 /// SIGHUP reloads the policy file; a broken one is refused and logged.

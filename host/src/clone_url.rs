@@ -66,8 +66,18 @@ impl CloneUrl {
         if let Some((scheme, _)) = raw.split_once("::")
             && !scheme.contains('/')
         {
+            // Name the transport only when it is a plain word: the text before
+            // `::` may hold a credential (`user:TOKEN@host::x`).
+            let named = if scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+            {
+                format!("`{scheme}::`")
+            } else {
+                "`<transport>::`".to_string()
+            };
             return Err(Error::Refused(format!(
-                "the `{scheme}::` transport runs commands or opens descriptors; use https, ssh or git"
+                "the {named} transport syntax runs commands or opens descriptors; use https, ssh or git"
             )));
         }
         if raw.chars().any(|c| c.is_control() || c == ' ') {
@@ -81,7 +91,10 @@ impl CloneUrl {
             ));
         }
         match url::Url::parse(raw) {
-            Ok(url) if url.scheme().len() > 1 => return Self::from_url(url, allow_local),
+            Ok(url) if url.scheme().len() > 1 => {
+                check_authority(raw, url.scheme())?;
+                return Self::from_url(url, allow_local);
+            }
             Err(e) if raw.contains("://") => {
                 return Err(Error::InvalidInput(format!(
                     "the clone URL is malformed ({e}); expected e.g. https://github.com/owner/repo.git"
@@ -181,6 +194,59 @@ impl CloneUrl {
         )))
     }
 
+    /// The port the URL connects to (its own, or the transport's default).
+    pub fn port(&self) -> Option<u16> {
+        let default = match self.transport {
+            Transport::Https => 443,
+            Transport::Http => 80,
+            Transport::Ssh => 22,
+            Transport::Git => 9418,
+            Transport::Local => return None,
+        };
+        Some(
+            url::Url::parse(&self.public)
+                .ok()
+                .and_then(|u| u.port())
+                .unwrap_or(default),
+        )
+    }
+
+    /// Resolve the host and refuse it when any address it resolves to is
+    /// loopback, private, link-local, or otherwise not a public unicast
+    /// address, unless `allow_private` (`WORKSPACE_ALLOW_PRIVATE_NETWORKS`).
+    /// Keeps callers from using the service to reach the cloud metadata
+    /// endpoint (169.254.169.254), the machine itself or the internal net.
+    ///
+    /// libgit2 resolves the name again when it connects; redirects are off,
+    /// so the only window left is a DNS answer that changes between the two
+    /// look-ups (see docs/RELIABILITY.md).
+    pub fn check_addresses(&self, allow_private: bool) -> Result<()> {
+        let (Some(host), Some(port)) = (&self.host, self.port()) else {
+            return Ok(());
+        };
+        if allow_private {
+            return Ok(());
+        }
+        use std::net::ToSocketAddrs;
+        let addrs: Vec<std::net::SocketAddr> = (host.as_str(), port)
+            .to_socket_addrs()
+            .map_err(|e| {
+                tracing::info!(host, error = %e, "clone host does not resolve");
+                Error::Git(format!(
+                    "cannot resolve the clone host {host}; check the URL"
+                ))
+            })?
+            .collect();
+        if let Some(bad) = addrs.iter().find(|a| !is_public(a.ip())) {
+            return Err(Error::Refused(format!(
+                "clone host {host} resolves to {}, a loopback, private or link-local address; \
+                 set WORKSPACE_ALLOW_PRIVATE_NETWORKS=1 to allow on-premises hosts",
+                bad.ip()
+            )));
+        }
+        Ok(())
+    }
+
     /// Whether credentials would travel unencrypted.
     pub fn credentials_in_clear(&self) -> bool {
         self.credentials.is_some() && matches!(self.transport, Transport::Http | Transport::Git)
@@ -196,12 +262,108 @@ fn scp_like(raw: &str) -> Option<CloneUrl> {
         return None; // a path, or a Windows drive letter (`C:`)
     }
     let host = host_part.rsplit('@').next().unwrap_or(host_part);
+    if host.is_empty() || host_part.matches('@').count() > 1 || !plain_host(host) {
+        // Not a host libgit2 and this check would read alike: treat as a
+        // path (refused unless local paths are allowed).
+        return None;
+    }
     Some(CloneUrl {
         public: raw.to_string(),
         credentials: None,
         transport: Transport::Ssh,
         host: Some(host.to_ascii_lowercase()),
     })
+}
+
+/// Refuse an authority that libgit2 and the `url` crate would read
+/// differently, so the host the allow-list checks is the host git connects to.
+///
+/// libgit2 ends the authority at the first `/` only (not at `?` or `#`),
+/// takes the host after the *last* `@`, and percent-decodes it: so
+/// `git://allowed.example?@127.0.0.1/r` is `allowed.example` to `url` and
+/// `127.0.0.1` to libgit2, and `%00` can cut a host short. An authority
+/// with `?`, `#`, `%`, `\`, or more than one `@`, is refused. What is
+/// left parses the same in both.
+fn check_authority(raw: &str, scheme: &str) -> Result<()> {
+    if scheme.eq_ignore_ascii_case("file") {
+        return Ok(());
+    }
+    let Some((_, rest)) = raw.split_once("://") else {
+        return Ok(());
+    };
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let refuse = |why: &str| {
+        Err(Error::Refused(format!(
+            "the clone URL's host part {why}; write it as scheme://[user@]host[:port]/path"
+        )))
+    };
+    if let Some(c) = authority.chars().find(|c| matches!(c, '?' | '#' | '\\')) {
+        return refuse(&format!(
+            "contains {c:?}, which git and this check would read differently"
+        ));
+    }
+    if authority.matches('@').count() > 1 {
+        return refuse("contains more than one '@'");
+    }
+    // Escapes stay allowed in the user and password (`p%40ss`), not the host.
+    let host_port = authority.rsplit('@').next().unwrap_or(authority);
+    if host_port.contains('%') {
+        return refuse("contains '%', which git would decode into another host");
+    }
+    let host = if let Some(inner) = host_port.strip_prefix('[') {
+        inner.split(']').next().unwrap_or(inner)
+    } else {
+        host_port.split(':').next().unwrap_or(host_port)
+    };
+    if !plain_host(host) {
+        return refuse(&format!("{host:?} is not a plain host name or address"));
+    }
+    Ok(())
+}
+
+/// A public unicast address: not loopback, private (RFC 1918, unique
+/// local), link-local, shared (CGNAT), unspecified, multicast, broadcast,
+/// documentation or benchmarking ranges; IPv4-mapped IPv6 judged as IPv4.
+pub fn is_public(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || o[0] == 0
+                || (o[0] == 100 && (o[1] & 0xc0) == 64) // 100.64.0.0/10
+                || (o[0] == 198 && (o[1] & 0xfe) == 18) // 198.18.0.0/15
+                || o[0] >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00 // unique local
+                || (s[0] & 0xffc0) == 0xfe80 // link-local
+                || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+                || (s[0] == 0 && s[1] == 0 && s[2] == 0 && s[3] == 0 && s[4] == 0 && s[5] == 0)) // IPv4-compatible
+        }
+    }
+}
+
+/// Letters, digits, `.`, `-`, `_` and (for IPv6) `:`: nothing that decodes
+/// or ends the host early.
+fn plain_host(host: &str) -> bool {
+    !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
 }
 
 /// Decode `%XX` escapes; invalid ones are kept as they are.
@@ -318,6 +480,73 @@ mod tests {
             .unwrap()
             .check_host(&[])
             .unwrap();
+    }
+
+    #[test]
+    fn authorities_git_reads_differently_are_refused() {
+        let allowed = vec![
+            "allowed.example".to_string(),
+            ".allowed.example".to_string(),
+        ];
+        for bad in [
+            "git://allowed.example?@127.0.0.1:9418/r.git",
+            "git://allowed.example#@127.0.0.1:9418/r.git",
+            "git://127.0.0.1%00.allowed.example/r.git",
+            "ssh://allowed.example?@127.0.0.1/r.git",
+            "ssh://git@allowed.example#@127.0.0.1/r.git",
+            "ssh://a@b@allowed.example/r.git",
+            "https://allowed.example%2f@127.0.0.1/r.git",
+            "http://allowed.example\\@127.0.0.1/r.git",
+        ] {
+            let verdict = CloneUrl::parse(bad, false).and_then(|u| u.check_host(&allowed));
+            let err = verdict.expect_err(bad);
+            assert_eq!(err.kind(), ErrorKind::Refused, "{bad}: {err}");
+        }
+        // The same hosts written plainly still pass, and queries after the
+        // path are no business of the host check.
+        for ok in [
+            "git://allowed.example/r.git",
+            "ssh://git@allowed.example:2222/r.git",
+            "https://x.allowed.example/r.git?ref=main",
+        ] {
+            let u = CloneUrl::parse(ok, false).unwrap();
+            u.check_host(&allowed).unwrap();
+        }
+        // scp-like with odd characters in the host is not taken as ssh.
+        assert!(CloneUrl::parse("git@127.0.0.1%00.allowed.example:r.git", false).is_err());
+    }
+
+    #[test]
+    fn private_addresses_are_refused_unless_allowed() {
+        for bad in [
+            "git://127.0.0.1:9/r.git",
+            "http://169.254.169.254/latest/meta-data",
+            "https://10.1.2.3/r.git",
+            "ssh://git@[::1]/r.git",
+            "https://[::ffff:192.168.0.1]/r.git",
+            "git://localhost/r.git",
+            "https://100.64.0.1/r.git",
+            "https://[fd00::1]/r.git",
+            "https://0.0.0.0/r.git",
+        ] {
+            let u = CloneUrl::parse(bad, false).unwrap();
+            let err = u.check_addresses(false).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Refused, "{bad}: {err}");
+            assert!(err.to_string().contains("WORKSPACE_ALLOW_PRIVATE_NETWORKS"));
+            u.check_addresses(true).unwrap();
+        }
+        for public in ["8.8.8.8", "2606:4700::1111", "140.82.112.3"] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+    }
+
+    #[test]
+    fn a_refused_transport_never_echoes_a_credential() {
+        let err = CloneUrl::parse("x-access-token:SECRET@host::r", false).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Refused);
+        assert!(!err.to_string().contains("SECRET"), "{err}");
+        let err = CloneUrl::parse("ext::sh -c x", false).unwrap_err();
+        assert!(err.to_string().contains("`ext::`"), "{err}");
     }
 
     #[test]

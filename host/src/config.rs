@@ -13,6 +13,18 @@
 //! | `WORKSPACE_REMOVE_RETRIES` | `5` |
 //! | `WORKSPACE_POLICY_SETTINGS` | none (`key=value,key=value`) |
 //! | `WORKSPACE_POLICY_SETTINGS_FILE` | none (`key=value` lines) |
+//! | `WORKSPACE_ALLOW_PRIVATE_NETWORKS` | `0` (loopback, private and link-local addresses refused) |
+//! | `WORKSPACE_SERVICE_CREDENTIAL_HOSTS` | none (the service's ssh-agent and Windows logon offered to no host) |
+//! | `WORKSPACE_GIT_CONNECT_TIMEOUT_SECONDS` | `15` |
+//! | `WORKSPACE_GIT_IO_TIMEOUT_SECONDS` | `120` (a remote silent this long fails the fetch) |
+//! | `WORKSPACE_GIT_MAX_RUNNING` | `8` git network operations at once |
+//! | `WORKSPACE_GIT_MAX_PER_HOST` | `4` at once per remote host |
+//! | `WORKSPACE_GIT_MAX_QUEUED` | `64` waiting; past that a prepare is refused as busy |
+//! | `WORKSPACE_GIT_QUEUE_WAIT_SECONDS` | `120` longest wait in the queue |
+//! | `WORKSPACE_LOCK_WAIT_SECONDS` | `300` longest wait for another prepare of the same workspace |
+//! | `WORKSPACE_LEASE_WAIT_SECONDS` | `10` longest wait for another caller's lease to end |
+//! | `WORKSPACE_MIN_FREE_MB` | `256` free space a clone must leave |
+//! | `WORKSPACE_MAX_WORKSPACE_MB` | none (no per-clone size limit) |
 
 use crate::adapter::removal::RemovalConfig;
 use crate::error::{Error, Result};
@@ -46,6 +58,37 @@ impl Default for PolicyLimits {
     }
 }
 
+/// Bounds on git network work (issue: a tarpit must not hold the service).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GitLimits {
+    /// Connecting to a remote (libgit2's server connect timeout).
+    pub connect_timeout: Duration,
+    /// A remote that sends nothing for this long fails the operation
+    /// (libgit2's server timeout, per read and write).
+    pub io_timeout: Duration,
+    /// git network operations (clone, fetch) running at once.
+    pub max_running: usize,
+    /// ... of which against one remote host.
+    pub max_per_host: usize,
+    /// Operations waiting for a slot; past that a prepare is refused (busy).
+    pub max_queued: usize,
+    /// Longest wait for a slot before a prepare is refused (busy).
+    pub queue_wait: Duration,
+}
+
+impl Default for GitLimits {
+    fn default() -> Self {
+        GitLimits {
+            connect_timeout: Duration::from_secs(15),
+            io_timeout: Duration::from_secs(120),
+            max_running: 8,
+            max_per_host: 4,
+            max_queued: 64,
+            queue_wait: Duration::from_secs(120),
+        }
+    }
+}
+
 /// Everything the manager is configured with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -66,6 +109,23 @@ pub struct Config {
     /// Hosts clone URLs may name (`WORKSPACE_ALLOWED_HOSTS`, comma-separated;
     /// `.example.com` allows subdomains); empty allows every host.
     pub allowed_hosts: Vec<String>,
+    /// Clone hosts may resolve to loopback, private and link-local addresses
+    /// (`WORKSPACE_ALLOW_PRIVATE_NETWORKS`; tests and on-premises hosts).
+    pub allow_private_networks: bool,
+    /// Hosts to which the service's own credentials (its ssh-agent keys,
+    /// the Windows logon) may be offered; callers' credentials go only to
+    /// the host of the URL they came in.
+    pub service_credential_hosts: Vec<String>,
+    /// Timeouts and the queue of git network operations.
+    pub git: GitLimits,
+    /// Longest wait for another prepare or removal of the same workspace.
+    pub lock_wait: Duration,
+    /// Longest wait for another caller's lease on the workspace to end.
+    pub lease_wait: Duration,
+    /// Free bytes a clone or fetch must leave on the base directory's disk.
+    pub min_free_bytes: u64,
+    /// Largest checkout a clone may make; none for no limit.
+    pub max_workspace_bytes: Option<u64>,
     /// Deletion retries.
     pub removal: RemovalConfig,
     /// Per-call policy limits.
@@ -85,6 +145,13 @@ impl Default for Config {
             policy: PolicySource::Embedded,
             allow_local_urls: false,
             allowed_hosts: Vec::new(),
+            allow_private_networks: false,
+            service_credential_hosts: Vec::new(),
+            git: GitLimits::default(),
+            lock_wait: Duration::from_secs(300),
+            lease_wait: Duration::from_secs(10),
+            min_free_bytes: 256 * 1024 * 1024,
+            max_workspace_bytes: None,
             removal: RemovalConfig::default(),
             policy_limits: PolicyLimits::default(),
             policy_settings: Default::default(),
@@ -124,11 +191,48 @@ impl Config {
             c.allow_local_urls = parse_bool("WORKSPACE_ALLOW_LOCAL_URLS", &v)?;
         }
         if let Some(v) = get("WORKSPACE_ALLOWED_HOSTS") {
-            c.allowed_hosts = v
-                .split(',')
-                .map(|h| h.trim().to_string())
-                .filter(|h| !h.is_empty())
-                .collect();
+            c.allowed_hosts = host_list(&v);
+        }
+        if let Some(v) = get("WORKSPACE_ALLOW_PRIVATE_NETWORKS") {
+            c.allow_private_networks = parse_bool("WORKSPACE_ALLOW_PRIVATE_NETWORKS", &v)?;
+        }
+        if let Some(v) = get("WORKSPACE_SERVICE_CREDENTIAL_HOSTS") {
+            c.service_credential_hosts = host_list(&v);
+        }
+        let seconds = |key: &str, slot: &mut Duration| -> Result<()> {
+            if let Some(v) = get(key) {
+                *slot = Duration::from_secs(parse(key, &v)?);
+            }
+            Ok(())
+        };
+        seconds(
+            "WORKSPACE_GIT_CONNECT_TIMEOUT_SECONDS",
+            &mut c.git.connect_timeout,
+        )?;
+        seconds("WORKSPACE_GIT_IO_TIMEOUT_SECONDS", &mut c.git.io_timeout)?;
+        seconds("WORKSPACE_GIT_QUEUE_WAIT_SECONDS", &mut c.git.queue_wait)?;
+        seconds("WORKSPACE_LOCK_WAIT_SECONDS", &mut c.lock_wait)?;
+        seconds("WORKSPACE_LEASE_WAIT_SECONDS", &mut c.lease_wait)?;
+        for (key, slot) in [
+            ("WORKSPACE_GIT_MAX_RUNNING", &mut c.git.max_running),
+            ("WORKSPACE_GIT_MAX_PER_HOST", &mut c.git.max_per_host),
+        ] {
+            if let Some(v) = get(key) {
+                *slot = parse(key, &v)?;
+                if *slot == 0 {
+                    return Err(Error::Config(format!("{key} must be at least 1")));
+                }
+            }
+        }
+        if let Some(v) = get("WORKSPACE_GIT_MAX_QUEUED") {
+            c.git.max_queued = parse("WORKSPACE_GIT_MAX_QUEUED", &v)?;
+        }
+        if let Some(v) = get("WORKSPACE_MIN_FREE_MB") {
+            c.min_free_bytes = parse::<u64>("WORKSPACE_MIN_FREE_MB", &v)?.saturating_mul(1 << 20);
+        }
+        if let Some(v) = get("WORKSPACE_MAX_WORKSPACE_MB") {
+            let mb: u64 = parse("WORKSPACE_MAX_WORKSPACE_MB", &v)?;
+            c.max_workspace_bytes = (mb > 0).then(|| mb.saturating_mul(1 << 20));
         }
         if let Some(path) = get("WORKSPACE_POLICY_SETTINGS_FILE") {
             let text = std::fs::read_to_string(&path).map_err(|e| {
@@ -158,6 +262,14 @@ impl Config {
         }
         Ok(c)
     }
+}
+
+/// A comma-separated list of host names, trimmed, blanks dropped.
+fn host_list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(|h| h.trim().to_ascii_lowercase())
+        .filter(|h| !h.is_empty())
+        .collect()
 }
 
 /// `key=value` pairs separated by `sep`; blank entries and `#` comments skipped.
@@ -194,7 +306,9 @@ pub fn parse_hours(key: &str, value: &str) -> Result<f64> {
     }
 }
 
-fn parse_bool(key: &str, value: &str) -> Result<bool> {
+/// `1/true/yes/on` or `0/false/no/off` (any case); anything else is an error
+/// naming `key`.
+pub fn parse_bool(key: &str, value: &str) -> Result<bool> {
     match value.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
         "0" | "false" | "no" | "off" => Ok(false),
@@ -223,6 +337,28 @@ mod tests {
         assert_eq!(c.size_warning_mb, 1000);
         assert_eq!(c.policy, PolicySource::Embedded);
         assert!(!c.allow_local_urls);
+        assert!(!c.allow_private_networks);
+        assert!(c.service_credential_hosts.is_empty());
+        assert_eq!(c.git, GitLimits::default());
+    }
+
+    #[test]
+    fn reads_the_limits() {
+        let c = from(&[
+            ("WORKSPACE_ALLOW_PRIVATE_NETWORKS", "TRUE"),
+            ("WORKSPACE_SERVICE_CREDENTIAL_HOSTS", "GitHub.com, git.corp"),
+            ("WORKSPACE_GIT_IO_TIMEOUT_SECONDS", "7"),
+            ("WORKSPACE_GIT_MAX_QUEUED", "0"),
+            ("WORKSPACE_LEASE_WAIT_SECONDS", "0"),
+            ("WORKSPACE_MAX_WORKSPACE_MB", "2"),
+        ])
+        .unwrap();
+        assert!(c.allow_private_networks);
+        assert_eq!(c.service_credential_hosts, ["github.com", "git.corp"]);
+        assert_eq!(c.git.io_timeout, Duration::from_secs(7));
+        assert_eq!(c.git.max_queued, 0);
+        assert_eq!(c.lease_wait, Duration::ZERO);
+        assert_eq!(c.max_workspace_bytes, Some(2 << 20));
     }
 
     #[test]
@@ -273,6 +409,10 @@ mod tests {
             ("WORKSPACE_SIZE_WARNING_MB", "1e3x"),
             ("WORKSPACE_ALLOW_LOCAL_URLS", "maybe"),
             ("WORKSPACE_REMOVE_RETRIES", "0"),
+            ("WORKSPACE_ALLOW_PRIVATE_NETWORKS", "sometimes"),
+            ("WORKSPACE_GIT_MAX_RUNNING", "0"),
+            ("WORKSPACE_GIT_IO_TIMEOUT_SECONDS", "1m"),
+            ("WORKSPACE_MIN_FREE_MB", "-5"),
         ] {
             let err = from(&[(k, v)]).unwrap_err().to_string();
             assert!(err.contains(k), "{err}");

@@ -15,6 +15,11 @@ pub enum ErrorKind {
     NotFound,
     /// The workspace is being prepared or is leased.
     InUse,
+    /// The service is at a limit it sets itself (queued git operations, a
+    /// lock held too long): retry later.
+    Busy,
+    /// The disk is too full, or the clone larger than allowed.
+    InsufficientStorage,
     /// git failed: network, authentication, missing branch, corruption.
     Git,
     /// The filesystem failed.
@@ -33,6 +38,8 @@ impl ErrorKind {
             ErrorKind::Refused => "refused",
             ErrorKind::NotFound => "not_found",
             ErrorKind::InUse => "in_use",
+            ErrorKind::Busy => "busy",
+            ErrorKind::InsufficientStorage => "insufficient_storage",
             ErrorKind::Git => "git",
             ErrorKind::Io => "io",
             ErrorKind::Policy => "policy",
@@ -56,6 +63,12 @@ pub enum Error {
     /// The workspace is busy.
     #[error("workspace {0} is in use (being prepared or leased): retry when it is released")]
     InUse(String),
+    /// The service is at one of its own limits.
+    #[error("busy: {0}")]
+    Busy(String),
+    /// Not enough disk, or a clone over the size limit; nothing was left behind.
+    #[error("insufficient storage: {0}")]
+    InsufficientStorage(String),
     /// git failed.
     #[error("git: {0}")]
     Git(String),
@@ -89,6 +102,8 @@ impl Error {
             Error::Refused(_) => ErrorKind::Refused,
             Error::NotFound(_) => ErrorKind::NotFound,
             Error::InUse(_) => ErrorKind::InUse,
+            Error::Busy(_) => ErrorKind::Busy,
+            Error::InsufficientStorage(_) => ErrorKind::InsufficientStorage,
             Error::Git(_) => ErrorKind::Git,
             Error::Io { .. } | Error::Filesystem(_) => ErrorKind::Io,
             Error::Policy(_) => ErrorKind::Policy,

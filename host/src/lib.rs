@@ -19,6 +19,7 @@ pub mod cli;
 pub mod clone_url;
 pub mod config;
 pub mod error;
+pub mod git_queue;
 pub mod http;
 pub mod layout;
 pub mod locks;

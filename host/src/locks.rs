@@ -6,6 +6,12 @@
 //! its process dies, so a crashed holder never blocks anyone for ever.
 //! Prepare holds the lock; removal only ever *tries* it and skips a busy
 //! workspace. A lease marks a workspace in use while a caller works in it.
+//!
+//! Lock files are never deleted: a process waiting on an open lock file
+//! whose name was unlinked would get a lock nobody else sees, while a
+//! third process locks a new file of the same name. As a second line of
+//! defence, a lock taken on a file that no longer is the one at its path
+//! (someone deleted or replaced it) is dropped and taken again.
 
 use crate::error::{Error, Result};
 use crate::layout::Layout;
@@ -14,8 +20,7 @@ use parking_lot::{Mutex, RawMutex, lock_api::ArcMutexGuard};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The lock registry of one base directory.
 #[derive(Debug)]
@@ -23,15 +28,38 @@ pub struct WorkspaceLocks {
     layout: Layout,
     mutexes: Mutex<HashMap<WorkspaceName, Arc<Mutex<()>>>>,
     leases: Mutex<HashMap<u64, LeaseEntry>>,
-    next_lease: AtomicU64,
 }
 
-/// One lease: on which workspace, and until when (none: until released).
+/// One lease: on which workspace, who holds it, and until when (none:
+/// until released).
 #[derive(Debug, Clone)]
 struct LeaseEntry {
     name: WorkspaceName,
+    holder: String,
     expires: Option<Instant>,
+    expires_at: Option<chrono::DateTime<chrono::Utc>>,
 }
+
+/// Who holds a lease on a workspace, for an "in use" answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseHolder {
+    /// The holder's label (the prepare's `holder`, or what took the lease).
+    pub holder: String,
+    /// When the lease lapses; none: when its holder releases it.
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl std::fmt::Display for LeaseHolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.until {
+            Some(t) => write!(f, "leased by {} until {}", self.holder, t.to_rfc3339()),
+            None => write!(f, "leased by {} until it is released", self.holder),
+        }
+    }
+}
+
+/// How often a wait for a lock held by another process polls.
+const POLL: Duration = Duration::from_millis(25);
 
 impl LeaseEntry {
     fn live(&self) -> bool {
@@ -68,7 +96,6 @@ impl WorkspaceLocks {
             layout,
             mutexes: Mutex::new(HashMap::new()),
             leases: Mutex::new(HashMap::new()),
-            next_lease: AtomicU64::new(1),
         }
     }
 
@@ -86,17 +113,33 @@ impl WorkspaceLocks {
             .map_err(|e| Error::io("opening lock file", &path, e))
     }
 
-    /// Wait for the workspace's lock (in this process, then across processes).
-    pub fn lock(&self, name: &WorkspaceName) -> Result<WorkspaceGuard> {
-        let local = self.mutex(name).lock_arc();
-        let file = self.open_lock_file(name)?;
-        file.lock()
-            .map_err(|e| Error::io("locking", self.layout.lock_path(name), e))?;
-        Ok(WorkspaceGuard {
-            name: name.clone(),
-            _file: file,
-            _local: local,
-        })
+    /// Wait up to `wait` for the workspace's lock (in this process, then
+    /// across processes); `Busy` when it is still held then.
+    pub fn lock(&self, name: &WorkspaceName, wait: Duration) -> Result<WorkspaceGuard> {
+        let deadline = Instant::now() + wait;
+        let busy = || {
+            Error::Busy(format!(
+                "workspace {name} has been busy (prepared or removed by another caller) for \
+                 {wait:?} (WORKSPACE_LOCK_WAIT_SECONDS); retry later"
+            ))
+        };
+        let local = self
+            .mutex(name)
+            .try_lock_arc_until(deadline)
+            .ok_or_else(busy)?;
+        loop {
+            if let Some(file) = self.try_lock_file(name)? {
+                return Ok(WorkspaceGuard {
+                    name: name.clone(),
+                    _file: file,
+                    _local: local,
+                });
+            }
+            if Instant::now() >= deadline {
+                return Err(busy());
+            }
+            std::thread::sleep(POLL);
+        }
     }
 
     /// Take the lock only if it is free and the workspace is not leased.
@@ -107,18 +150,26 @@ impl WorkspaceLocks {
         let Some(local) = self.mutex(name).try_lock_arc() else {
             return Ok(None);
         };
-        let file = self.open_lock_file(name)?;
-        match file.try_lock() {
-            Ok(()) => Ok(Some(WorkspaceGuard {
-                name: name.clone(),
-                _file: file,
-                _local: local,
-            })),
-            Err(TryLockError::WouldBlock) => Ok(None),
-            Err(TryLockError::Error(e)) => {
-                Err(Error::io("locking", self.layout.lock_path(name), e))
+        Ok(self.try_lock_file(name)?.map(|file| WorkspaceGuard {
+            name: name.clone(),
+            _file: file,
+            _local: local,
+        }))
+    }
+
+    /// Try the cross-process lock once: the file locked, and still the
+    /// file at its path once locked.
+    fn try_lock_file(&self, name: &WorkspaceName) -> Result<Option<File>> {
+        let path = self.layout.lock_path(name);
+        for _ in 0..3 {
+            match lock_if_current(self.open_lock_file(name)?, &path)? {
+                Attempt::Locked(file) => return Ok(Some(file)),
+                Attempt::Held => return Ok(None),
+                // Deleted or replaced while we opened it: lock the new one.
+                Attempt::Stale => continue,
             }
         }
+        Ok(None)
     }
 
     /// Whether the workspace is being prepared or removed (here or in another
@@ -148,17 +199,54 @@ impl WorkspaceLocks {
         leases.values().any(|l| &l.name == name)
     }
 
-    /// Add a lease, until `expires` (none: until released). Returns its id.
-    pub(crate) fn add_lease(&self, name: &WorkspaceName, expires: Option<Instant>) -> u64 {
-        let id = self.next_lease.fetch_add(1, Ordering::Relaxed);
-        self.leases.lock().insert(
+    /// Who holds a live lease on the workspace, if anyone (the lease that
+    /// lasts longest when there are several).
+    pub fn lease_holder(&self, name: &WorkspaceName) -> Option<LeaseHolder> {
+        let mut leases = self.leases.lock();
+        leases.retain(|_, l| l.live());
+        leases
+            .values()
+            .filter(|l| &l.name == name)
+            .max_by_key(|l| l.expires_at.map_or(i64::MAX, |t| t.timestamp()))
+            .map(|l| LeaseHolder {
+                holder: l.holder.clone(),
+                until: l.expires_at,
+            })
+    }
+
+    /// Add a lease held by `holder` for `ttl` (none: until released).
+    /// Returns its id (random, so one caller cannot release another's) and
+    /// when it lapses.
+    pub(crate) fn add_lease(
+        &self,
+        name: &WorkspaceName,
+        holder: &str,
+        ttl: Option<Duration>,
+    ) -> (u64, Option<chrono::DateTime<chrono::Utc>>) {
+        let mut leases = self.leases.lock();
+        let id = loop {
+            // Ids are shown to callers as JSON numbers: keep them exact in
+            // JavaScript's doubles (53 bits), and never 0.
+            let id = rand::random::<u64>() >> 11;
+            if id != 0 && !leases.contains_key(&id) {
+                break id;
+            }
+        };
+        let expires_at = ttl.and_then(|t| {
+            chrono::Duration::from_std(t)
+                .ok()
+                .and_then(|d| chrono::Utc::now().checked_add_signed(d))
+        });
+        leases.insert(
             id,
             LeaseEntry {
                 name: name.clone(),
-                expires,
+                holder: holder.to_string(),
+                expires: ttl.and_then(|t| Instant::now().checked_add(t)),
+                expires_at,
             },
         );
-        id
+        (id, expires_at)
     }
 
     /// Release a lease by id. Returns the workspace it held, if it was live.
@@ -171,35 +259,135 @@ impl WorkspaceLocks {
     }
 }
 
+/// What one try at an opened lock file gave.
+#[derive(Debug)]
+enum Attempt {
+    /// Locked, and it is the file at the path.
+    Locked(File),
+    /// Someone else holds it.
+    Held,
+    /// Locked, but the path names another file now (the lock was dropped).
+    Stale,
+}
+
+/// Lock `file` (opened from `path`) if free, and keep the lock only if the
+/// file is still the one at `path`.
+fn lock_if_current(file: File, path: &std::path::Path) -> Result<Attempt> {
+    match file.try_lock() {
+        Ok(()) if same_file(&file, path) => Ok(Attempt::Locked(file)),
+        Ok(()) => Ok(Attempt::Stale),
+        Err(TryLockError::WouldBlock) => Ok(Attempt::Held),
+        Err(TryLockError::Error(e)) => Err(Error::io("locking", path, e)),
+    }
+}
+
+/// Whether `file` (open) is the file now at `path`.
+#[cfg(unix)]
+fn same_file(file: &File, path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// Windows does not delete a file another process holds open.
+#[cfg(not(unix))]
+fn same_file(_file: &File, path: &std::path::Path) -> bool {
+    path.exists()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_held_or_leased_workspace_is_busy() {
+    const WAIT: Duration = Duration::from_secs(5);
+
+    fn registry() -> (tempfile::TempDir, Layout) {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path()).unwrap();
         layout.ensure().unwrap();
+        (dir, layout)
+    }
+
+    #[test]
+    fn a_held_or_leased_workspace_is_busy() {
+        let (_dir, layout) = registry();
         let locks = WorkspaceLocks::new(layout);
         let name = WorkspaceName::parse("a_1").unwrap();
         assert!(!locks.is_busy(&name));
-        let guard = locks.lock(&name).unwrap();
+        let guard = locks.lock(&name, WAIT).unwrap();
         assert!(locks.is_busy(&name));
         assert!(locks.try_lock_idle(&name).unwrap().is_none());
         drop(guard);
         assert!(!locks.is_busy(&name));
-        let id = locks.add_lease(&name, None);
+        let (id, _) = locks.add_lease(&name, "tester", None);
         assert!(locks.is_busy(&name));
+        assert_eq!(
+            locks.lease_holder(&name).unwrap().to_string(),
+            "leased by tester until it is released"
+        );
         assert_eq!(locks.release_lease(id), Some(name.clone()));
         assert!(!locks.is_busy(&name));
         assert_eq!(locks.release_lease(id), None);
         // A timed lease lapses by itself.
-        locks.add_lease(
-            &name,
-            Some(Instant::now() + std::time::Duration::from_millis(30)),
-        );
+        locks.add_lease(&name, "tester", Some(Duration::from_millis(30)));
         assert!(locks.is_busy(&name));
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(locks.lease_holder(&name).unwrap().until.is_some());
+        std::thread::sleep(Duration::from_millis(50));
         assert!(!locks.is_busy(&name));
+        assert!(locks.lease_holder(&name).is_none());
+    }
+
+    #[test]
+    fn lease_ids_are_not_guessable_from_each_other() {
+        let (_dir, layout) = registry();
+        let locks = WorkspaceLocks::new(layout);
+        let name = WorkspaceName::parse("a_1").unwrap();
+        let ids: Vec<u64> = (0..32)
+            .map(|_| locks.add_lease(&name, "t", None).0)
+            .collect();
+        let sequential = ids.windows(2).filter(|w| w[1] == w[0] + 1).count();
+        assert_eq!(sequential, 0, "{ids:?}");
+        assert!(ids.iter().any(|id| *id > 1 << 40), "{ids:?}");
+        assert!(ids.iter().all(|id| *id < 1 << 53));
+    }
+
+    /// Another process's lock (a second registry opens the file afresh,
+    /// as a process does) makes a bounded wait end busy, not hang.
+    #[test]
+    fn waiting_for_a_lock_held_elsewhere_ends_busy() {
+        let (_dir, layout) = registry();
+        let here = WorkspaceLocks::new(layout.clone());
+        let elsewhere = WorkspaceLocks::new(layout);
+        let name = WorkspaceName::parse("a_1").unwrap();
+        let _held = elsewhere.lock(&name, WAIT).unwrap();
+        let started = Instant::now();
+        let err = here.lock(&name, Duration::from_millis(200)).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Busy, "{err}");
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+
+    /// A lock file replaced between a locker's open and its lock: the lock
+    /// on the orphaned file is not kept (it would be held beside whoever
+    /// locks the new file).
+    #[cfg(unix)]
+    #[test]
+    fn a_lock_on_a_replaced_file_is_not_kept() {
+        let (_dir, layout) = registry();
+        let name = WorkspaceName::parse("a_1").unwrap();
+        let path = layout.lock_path(&name);
+        let locks = WorkspaceLocks::new(layout);
+        let opened = locks.open_lock_file(&name).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, b"").unwrap();
+        assert!(matches!(
+            lock_if_current(opened, &path).unwrap(),
+            Attempt::Stale
+        ));
+        // The registry itself ends on the file now at the path.
+        let guard = locks.try_lock_idle(&name).unwrap().unwrap();
+        assert!(same_file(&guard._file, &path));
     }
 }

@@ -15,7 +15,7 @@ use crate::model::*;
 use crate::names::WorkspaceName;
 use crate::policy::bindings::exports::fixsec::workspace::policy as wit;
 use crate::policy::from_wit_error;
-use crate::policy::{CallContext, PolicyEngine};
+use crate::policy::{CallContext, Export, PolicyEngine};
 use chrono::Utc;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -43,7 +43,15 @@ pub(crate) struct Services {
     pub background: Arc<(parking_lot::Mutex<usize>, parking_lot::Condvar)>,
     /// Recent stats and health answers.
     pub snapshots: Snapshots,
+    /// The bounded queue in front of git network work.
+    pub git_queue: crate::git_queue::GitQueue,
+    /// Set at shutdown: transfers in flight stop at their next chunk.
+    pub cancel: Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// How old the figures behind `/metrics` may be. A scrape never waits for
+/// a listing of every workspace more often than this.
+pub const METRICS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How long a stats or health answer is reused. Probes and dashboards poll
 /// far more often than workspaces change; every change made through this
@@ -64,6 +72,18 @@ impl Snapshots {
     pub fn invalidate(&self) {
         self.generation
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The last answer if younger than `max_age`, changed since or not.
+    fn get_recent<T: Clone>(
+        &self,
+        slot: &parking_lot::Mutex<Option<(Instant, u64, T)>>,
+        max_age: std::time::Duration,
+    ) -> Option<T> {
+        slot.lock()
+            .as_ref()
+            .filter(|(at, _, _)| at.elapsed() < max_age)
+            .map(|(_, _, v)| v.clone())
     }
 
     fn get<T: Clone>(&self, slot: &parking_lot::Mutex<Option<(Instant, u64, T)>>) -> Option<T> {
@@ -119,6 +139,7 @@ impl Services {
 
     /// Every workspace folder under the base directory.
     pub fn list(&self) -> Result<Vec<WorkspaceSummary>> {
+        self.metrics.listing_scanned();
         let base = self.layout.base();
         let names = match child_dirs(base) {
             Ok(n) => n,
@@ -143,6 +164,18 @@ impl Services {
     /// Remove a workspace unless it is in use: rename it into `.trash/`
     /// (its name is free at once), then delete it with retries.
     pub fn remove_workspace(&self, name: &WorkspaceName) -> RemovalReport {
+        self.remove_workspace_unless(name, |_| None)
+    }
+
+    /// [`remove_workspace`](Self::remove_workspace), unless `stale` — asked
+    /// under the workspace's lock with its `workspace.json` read afresh —
+    /// gives a reason to keep it (a cleanup decided on a listing that a
+    /// prepare has since made wrong).
+    pub fn remove_workspace_unless(
+        &self,
+        name: &WorkspaceName,
+        stale: impl FnOnce(Option<&WorkspaceMetadata>) -> Option<String>,
+    ) -> RemovalReport {
         let mut report = RemovalReport::new(name.as_str());
         let guard = match self.locks.try_lock_idle(name) {
             Ok(Some(g)) => g,
@@ -161,8 +194,14 @@ impl Services {
             report.removed = true;
             return report;
         }
-        let known_size =
-            WorkspaceMetadata::read(&self.layout.metadata_path(name)).map(|m| m.size_bytes);
+        let meta = WorkspaceMetadata::read(&self.layout.metadata_path(name));
+        if let Some(reason) = stale(meta.as_ref()) {
+            tracing::info!(workspace = %name, reason, "removal skipped");
+            report.skipped_in_use = true;
+            report.error = Some(reason);
+            return report;
+        }
+        let known_size = meta.map(|m| m.size_bytes);
         let trashed = self.move_to_trash(name, &dir);
         self.remove_locked(name, guard, trashed, known_size)
     }
@@ -207,7 +246,8 @@ impl Services {
             .map(|p| self.layout.relative(p).display().to_string())
             .collect();
         if report.removed {
-            let _ = std::fs::remove_file(self.layout.lock_path(name));
+            // The lock file stays: see `locks` (deleting it lets two
+            // processes hold the lock).
             tracing::info!(workspace = %name, attempts = report.attempts, bytes = report.bytes_freed, "workspace removed");
         } else {
             tracing::warn!(workspace = %name, attempts = report.attempts, error = report.error.as_deref().unwrap_or_default(), "workspace removal incomplete");
@@ -284,13 +324,9 @@ impl Services {
             .flatten()
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
-                // `<name>.<pid>.<nanos>`: stale when nobody holds <name>'s lock.
-                let name = p
-                    .file_name()
-                    .and_then(|f| f.to_str())
-                    .and_then(|f| f.rsplitn(3, '.').nth(2))
-                    .and_then(|n| WorkspaceName::parse(n).ok());
-                name.is_some_and(|n| matches!(self.locks.try_lock_idle(&n), Ok(Some(_))))
+                // Stale when nobody holds its workspace's lock.
+                staging_owner(p)
+                    .is_some_and(|n| matches!(self.locks.try_lock_idle(&n), Ok(Some(_))))
             })
             .collect();
         for path in stale_staging {
@@ -315,7 +351,9 @@ impl Services {
     }
 
     /// Clone into a staging folder, then swap it in as `repo/`. Returns the
-    /// head commit and the checkout's size.
+    /// head commit and the checkout's size. Waits for a slot in the git
+    /// queue; a clone over the size limit or the free-space floor is
+    /// stopped and leaves nothing behind.
     pub fn clone_workspace(
         &self,
         name: &WorkspaceName,
@@ -324,19 +362,31 @@ impl Services {
         depth: Option<u32>,
         remote: &Remote,
     ) -> Result<(String, u64)> {
+        let _slot = self
+            .git_queue
+            .enter(remote.host.as_deref().unwrap_or_default())?;
         let _timer = self.metrics.start(Operation::Clone, Some(name.as_str()));
         let staging = self.layout.unique_in(self.layout.staging_dir(), name);
         let head = match git::clone(url, branch, depth, remote, &staging) {
             Ok(head) => head,
             Err(e) => {
                 self.remover.remove_tree(&staging);
-                return Err(if e.not_found {
-                    Error::NotFound(e.message)
-                } else {
-                    Error::Git(e.message)
-                });
+                return Err(e.into());
             }
         };
+        // The pack is bounded as it arrives; the checkout can be larger.
+        if let Some(max) = self.config.max_workspace_bytes {
+            let size = git::checkout_size(&staging).unwrap_or_else(|| dir_size(&staging));
+            if size > max {
+                self.remover.remove_tree(&staging);
+                return Err(Error::InsufficientStorage(format!(
+                    "the clone of {url} takes {} MB, over the {} MB limit \
+                     (WORKSPACE_MAX_WORKSPACE_MB); nothing was kept",
+                    size >> 20,
+                    max >> 20
+                )));
+            }
+        }
         let repo = self.layout.repo_dir(name);
         std::fs::create_dir_all(self.layout.workspace_dir(name))
             .map_err(|e| Error::io("creating workspace", self.layout.workspace_dir(name), e))?;
@@ -369,28 +419,21 @@ impl Services {
         depth: Option<u32>,
         remote: &Remote,
     ) -> Result<(String, u64)> {
+        let _slot = self
+            .git_queue
+            .enter(remote.host.as_deref().unwrap_or_default())?;
         let _timer = self.metrics.start(Operation::Update, Some(name.as_str()));
-        git::update(&self.layout.repo_dir(name), url, branch, depth, remote).map_err(|e| {
-            if e.not_found {
-                Error::NotFound(e.message)
-            } else {
-                Error::Git(e.message)
-            }
-        })
+        git::update(&self.layout.repo_dir(name), url, branch, depth, remote).map_err(Error::from)
     }
 
-    /// Delete staging folders of `name` left by a crashed prepare.
+    /// Delete staging folders of `name` (and only of `name`) left by a
+    /// crashed prepare. Requires `name`'s lock.
     fn clear_staging(&self, name: &WorkspaceName) {
-        let prefix = format!("{name}.");
         for path in std::fs::read_dir(self.layout.staging_dir())
             .into_iter()
             .flatten()
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|f| f.to_str())
-                    .is_some_and(|f| f.starts_with(&prefix))
-            })
+            .filter(|p| staging_owner(p).as_ref() == Some(name))
         {
             self.remover.remove_tree(&path);
         }
@@ -421,6 +464,33 @@ impl Services {
             workspaces,
         }
     }
+}
+
+/// The workspace a staging folder `<name>.<pid>.<nanos>` belongs to.
+fn staging_owner(path: &Path) -> Option<WorkspaceName> {
+    path.file_name()
+        .and_then(|f| f.to_str())
+        .and_then(|f| f.rsplitn(3, '.').nth(2))
+        .and_then(|n| WorkspaceName::parse(n).ok())
+}
+
+impl From<git::GitError> for Error {
+    fn from(e: git::GitError) -> Self {
+        match e.stopped {
+            Some(git::Stop::Cancelled) => Error::Busy(e.message),
+            Some(git::Stop::Storage(_)) => Error::InsufficientStorage(e.message),
+            None if e.not_found => Error::NotFound(e.message),
+            None => Error::Git(e.message),
+        }
+    }
+}
+
+/// Whether `host` is one of `list` (exactly, or under a `.suffix` entry).
+pub(crate) fn host_listed(host: &str, list: &[String]) -> bool {
+    list.iter().any(|a| {
+        let a = a.trim().to_ascii_lowercase();
+        host == a || (a.starts_with('.') && host.ends_with(&a))
+    })
 }
 
 /// Persistent, named git workspaces, one per repository, with the policy
@@ -466,6 +536,12 @@ impl WorkspaceManagerBuilder {
         self.config = config;
         self
     }
+    /// Change any setting of the configuration built so far (limits,
+    /// timeouts, waits).
+    pub fn configure(mut self, f: impl FnOnce(&mut Config)) -> Self {
+        f(&mut self.config);
+        self
+    }
     /// Where workspaces live.
     pub fn base_path(mut self, path: impl Into<PathBuf>) -> Self {
         self.config.base_path = path.into();
@@ -484,6 +560,12 @@ impl WorkspaceManagerBuilder {
     /// Accept local paths and `file://` URLs.
     pub fn allow_local_urls(mut self, allow: bool) -> Self {
         self.config.allow_local_urls = allow;
+        self
+    }
+    /// Let clone hosts resolve to loopback, private and link-local
+    /// addresses (tests, on-premises git servers).
+    pub fn allow_private_networks(mut self, allow: bool) -> Self {
+        self.config.allow_private_networks = allow;
         self
     }
     /// Default cleanup age.
@@ -521,10 +603,14 @@ impl WorkspaceManagerBuilder {
                 Some(&layout.policy_cache_dir()),
             )?,
         };
+        git::set_network_timeouts(self.config.git.connect_timeout, self.config.git.io_timeout);
+        let metrics = Metrics::default();
         let services = Services {
             locks: WorkspaceLocks::new(layout.clone()),
             remover: Remover::new(self.fs_ops, self.config.removal),
-            metrics: Metrics::default(),
+            git_queue: crate::git_queue::GitQueue::new(self.config.git, metrics.git_queue.clone()),
+            cancel: Default::default(),
+            metrics,
             background: Default::default(),
             snapshots: Snapshots::default(),
             layout,
@@ -648,9 +734,19 @@ impl WorkspaceManager {
     }
 
     fn checked_name(&self, repo_full_name: &str) -> Result<WorkspaceName> {
-        let (name, _) = self.policy().call(
+        self.checked_name_with(&self.policy(), repo_full_name)
+    }
+
+    /// The name `policy` gives (an operation takes the policy once, so a
+    /// reload in between cannot mix two policies' answers).
+    fn checked_name_with(
+        &self,
+        policy: &PolicyEngine,
+        repo_full_name: &str,
+    ) -> Result<WorkspaceName> {
+        let (name, _) = policy.call(
             self.services.clone(),
-            CallContext::default(),
+            CallContext::for_export(Export::WorkspaceName),
             "workspace-name",
             |p, s| p.call_workspace_name(s, repo_full_name),
         )?;
@@ -658,9 +754,29 @@ impl WorkspaceManager {
         WorkspaceName::parse(&name).map_err(|e| {
             Error::Policy(format!(
                 "{} returned an unsafe workspace name for {repo_full_name:?}: {e}",
-                self.policy().label()
+                policy.label()
             ))
         })
+    }
+
+    /// The workspace's lock, once no other caller holds a lease on it:
+    /// waits up to the configured lease wait, then answers `InUse` with
+    /// who holds the lease and until when. A leased tree is never reset,
+    /// cleaned or re-cloned under its holder.
+    fn lock_unleased(&self, name: &WorkspaceName) -> Result<crate::locks::WorkspaceGuard> {
+        let services = &self.services;
+        let deadline = Instant::now() + services.config.lease_wait;
+        loop {
+            let guard = services.locks.lock(name, services.config.lock_wait)?;
+            let Some(holder) = services.locks.lease_holder(name) else {
+                return Ok(guard);
+            };
+            drop(guard);
+            if Instant::now() >= deadline {
+                return Err(Error::InUse(format!("{name} ({holder})")));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 
     /// Prepare the workspace of a repository: reuse and update its clone, or
@@ -713,27 +829,50 @@ impl WorkspaceManager {
                 "lease_seconds must be between 1 and {MAX_LEASE_SECONDS}"
             )));
         }
+        if request
+            .holder
+            .as_ref()
+            .is_some_and(|h| h.is_empty() || h.len() > 200 || h.chars().any(char::is_control))
+        {
+            return Err(Error::InvalidInput(
+                "holder must be 1 to 200 characters without control characters".into(),
+            ));
+        }
         if request.depth == Some(0) {
             return Err(Error::InvalidInput(
                 "depth must be at least 1 (omit it for full history)".into(),
             ));
         }
-        let url = CloneUrl::parse(&request.clone_url, self.services.config.allow_local_urls)?;
-        url.check_host(&self.services.config.allowed_hosts)?;
+        let config = &self.services.config;
+        let url = CloneUrl::parse(&request.clone_url, config.allow_local_urls)?;
+        url.check_host(&config.allowed_hosts)?;
+        url.check_addresses(config.allow_private_networks)?;
         if url.credentials_in_clear() {
             tracing::warn!(url = %url.public, "credentials are sent unencrypted over this transport; use https");
         }
-        let name = self.checked_name(&request.repo_full_name)?;
+        let policy = self.policy();
+        let name = self.checked_name_with(&policy, &request.repo_full_name)?;
         let services = &self.services;
         services.layout.ensure()?;
-        let _guard = services.locks.lock(&name)?;
+        let _guard = self.lock_unleased(&name)?;
         services.snapshots.invalidate(); // now in use
         services.clear_staging(&name);
 
         let remote = Remote {
             credentials: url.credentials.clone(),
+            service_credentials: url
+                .host
+                .as_deref()
+                .is_some_and(|h| host_listed(h, &config.service_credential_hosts)),
+            host: url.host.clone(),
             progress,
             local: url.transport == Transport::Local,
+            guard: Some(Arc::new(git::TransferGuard::new(
+                services.cancel.clone(),
+                config.max_workspace_bytes,
+                config.min_free_bytes,
+                services.layout.base().to_path_buf(),
+            ))),
         };
         let call = CallContext::prepare(name.clone(), url.public.clone(), remote);
         let wit_request = wit::PrepareRequest {
@@ -743,11 +882,14 @@ impl WorkspaceManager {
             branch: request.default_branch.clone(),
             depth: request.depth,
         };
-        let (outcome, ctx) = self
-            .policy()
-            .call(services.clone(), call, "prepare", |p, s| {
-                p.call_prepare(s, &wit_request)
-            })?;
+        let (outcome, mut ctx) = policy.call(services.clone(), call, "prepare", |p, s| {
+            p.call_prepare(s, &wit_request)
+        })?;
+        // A host limit (queue, disk, shutdown) is the answer, whatever the
+        // policy made of it.
+        if let Some(stop) = ctx.host_stop.take() {
+            return Err(stop);
+        }
         let outcome = outcome.map_err(from_wit_error)?;
 
         // Trust the disk, not the policy's word.
@@ -758,7 +900,7 @@ impl WorkspaceManager {
             _ => {
                 return Err(Error::Policy(format!(
                     "{} reported a prepared workspace, but {} is not a healthy repository: {}",
-                    self.policy().label(),
+                    policy.label(),
                     repo_dir.display(),
                     state.problem.unwrap_or_else(|| "it is missing".into())
                 )));
@@ -767,7 +909,7 @@ impl WorkspaceManager {
         if state.remote_url.as_deref() != Some(url.public.as_str()) {
             return Err(Error::Policy(format!(
                 "{} left a clone of {:?} where {} was asked for",
-                self.policy().label(),
+                policy.label(),
                 state.remote_url,
                 url.public
             )));
@@ -801,12 +943,14 @@ impl WorkspaceManager {
         // Taken before the lock is released: no cleanup can slip in between.
         let lease = request.lease_seconds.map(|secs| {
             let ttl = std::time::Duration::from_secs(secs);
-            let id = services
-                .locks
-                .add_lease(&name, Some(std::time::Instant::now() + ttl));
+            let holder = request
+                .holder
+                .as_deref()
+                .unwrap_or("another caller's prepare");
+            let (id, expires_at) = services.locks.add_lease(&name, holder, Some(ttl));
             LeaseInfo {
                 id,
-                expires_at: now + chrono::Duration::seconds(secs.min(i64::MAX as u64) as i64),
+                expires_at: expires_at.unwrap_or(now),
             }
         });
         let duration_ms = started.elapsed().as_millis() as u64;
@@ -876,7 +1020,7 @@ impl WorkspaceManager {
         let request = wit::CleanupRequest { max_age_hours };
         let (outcome, ctx) = self.policy().call(
             self.services.clone(),
-            CallContext::default(),
+            CallContext::cleanup(max_age_hours),
             "cleanup",
             |p, s| p.call_cleanup(s, request),
         )?;
@@ -904,8 +1048,10 @@ impl WorkspaceManager {
                 report.removed.push(r);
             } else if r.skipped_in_use {
                 report.skipped.push(SkippedWorkspace {
+                    reason: r
+                        .error
+                        .unwrap_or_else(|| "in use (being prepared or leased)".into()),
                     name: r.name,
-                    reason: "in use (being prepared or leased)".into(),
                 });
             } else {
                 report.failed.push(r);
@@ -1012,7 +1158,7 @@ impl WorkspaceManager {
     ) -> Result<(HealthStatus, wit::HealthReport)> {
         let (verdict, _) = self.policy().call(
             self.services.clone(),
-            CallContext::default(),
+            CallContext::for_export(Export::AssessHealth),
             "assess-health",
             |p, s| p.call_assess_health(s, stats, thresholds),
         )?;
@@ -1029,12 +1175,26 @@ impl WorkspaceManager {
         &self.services.metrics
     }
 
-    /// The metrics in Prometheus text format, with the disk gauges refreshed
-    /// from the sizes recorded at prepare time.
+    /// The metrics in Prometheus text format. The disk gauges come from
+    /// the last stats (at most [`METRICS_MAX_AGE`] old): a scrape does not
+    /// read every `workspace.json` each time.
     pub fn encode_metrics(&self) -> Result<String> {
-        let list = self.services.list()?;
-        self.services.stats(&list);
+        let snapshots = &self.services.snapshots;
+        if snapshots
+            .get_recent(&snapshots.stats, METRICS_MAX_AGE)
+            .is_none()
+        {
+            self.refresh_stats()?;
+        }
         Ok(self.services.metrics.encode())
+    }
+
+    /// Stop git transfers in flight at their next chunk of data, and any
+    /// about to start (shutdown, after the grace period). Irreversible.
+    pub fn cancel_git_operations(&self) {
+        self.services
+            .cancel
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Remove one workspace by name. `NotFound` when absent, `InUse` when
@@ -1080,7 +1240,6 @@ impl WorkspaceManager {
             return Ok(report);
         };
         drop(guard);
-        let _ = std::fs::remove_file(services.layout.lock_path(&name));
         *services.background.0.lock() += 1;
         let background = services.clone();
         let thread_name = name.clone();
@@ -1161,11 +1320,18 @@ impl WorkspaceManager {
     pub fn lease(&self, name: &str) -> Result<Lease> {
         let name = WorkspaceName::parse(name)?;
         // Wait out a prepare or removal in progress, then mark it leased.
-        let guard = self.services.locks.lock(&name)?;
+        let guard = self
+            .services
+            .locks
+            .lock(&name, self.services.config.lock_wait)?;
         if self.services.summary(&name).is_none() {
             return Err(Error::NotFound(format!("no workspace named {name}")));
         }
-        let id = self.services.locks.add_lease(&name, None);
+        let (id, _) = self.services.locks.add_lease(
+            &name,
+            &format!("a library lease (process {})", std::process::id()),
+            None,
+        );
         self.services.snapshots.invalidate();
         drop(guard);
         touch_last_used(&self.services, &name);

@@ -6,7 +6,9 @@
 //! clone, update, remove, cleanup), `operations_in_flight`,
 //! `oldest_operation_seconds`, `cleanup_runs_total`,
 //! `cleanup_failures_since_success`, `removed_workspaces_total`,
-//! `removal_failures_total`, `errors_total{kind}`.
+//! `removal_failures_total`, `errors_total{kind}`, `git_operations_running`,
+//! `git_operations_queued`, `git_operations_rejected_total`,
+//! `listing_scans_total` (full reads of every `workspace.json`).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -85,6 +87,9 @@ pub struct Metrics {
     removed: Counter,
     removal_failures: Counter,
     errors: Family<KindLabel, Counter>,
+    /// The git queue's gauges (shared with [`crate::git_queue::GitQueue`]).
+    pub(crate) git_queue: crate::git_queue::QueueGauges,
+    listing_scans: Counter,
     running: parking_lot::Mutex<HashMap<u64, InFlight>>,
     next_id: AtomicU64,
 }
@@ -109,6 +114,8 @@ impl Default for Metrics {
             removed: Counter::default(),
             removal_failures: Counter::default(),
             errors: Family::default(),
+            git_queue: Default::default(),
+            listing_scans: Counter::default(),
             running: parking_lot::Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
             registry: Registry::default(),
@@ -159,6 +166,26 @@ impl Default for Metrics {
             "errors",
             "Failed operations by error kind",
             m.errors.clone(),
+        );
+        registry.register(
+            "git_operations_running",
+            "git network operations (clone, fetch) holding a slot",
+            m.git_queue.running.clone(),
+        );
+        registry.register(
+            "git_operations_queued",
+            "git network operations waiting for a slot",
+            m.git_queue.queued.clone(),
+        );
+        registry.register(
+            "git_operations_rejected",
+            "git network operations refused as busy (queue full or waited too long)",
+            m.git_queue.rejected.clone(),
+        );
+        registry.register(
+            "listing_scans",
+            "Full listings of the base directory (every workspace.json read)",
+            m.listing_scans.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -248,6 +275,16 @@ impl Metrics {
                 elapsed: started.elapsed(),
             })
             .collect()
+    }
+
+    /// A full listing of the base directory was made.
+    pub(crate) fn listing_scanned(&self) {
+        self.listing_scans.inc();
+    }
+
+    /// Full listings made so far.
+    pub fn listing_scans(&self) -> u64 {
+        self.listing_scans.get()
     }
 
     /// Set the gauges that describe the disk.

@@ -35,6 +35,10 @@ pub struct PrepareRequest {
     /// its lease id).
     #[serde(default)]
     pub lease_seconds: Option<u64>,
+    /// Who takes the lease (a job id, a service name): shown to other
+    /// callers whose prepare finds the workspace leased.
+    #[serde(default)]
+    pub holder: Option<String>,
 }
 
 impl PrepareRequest {
@@ -46,6 +50,7 @@ impl PrepareRequest {
             default_branch: None,
             depth: None,
             lease_seconds: None,
+            holder: None,
         }
     }
 
@@ -265,4 +270,54 @@ pub struct HealthReport {
     pub warnings: Vec<String>,
     /// What to do.
     pub recommendations: Vec<String>,
+}
+
+/// The health answer anyone may read (the open `/workspace/health`, a
+/// liveness probe): the verdict and counts, nothing that names a
+/// workspace, a repository, a path or the policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PublicHealth {
+    /// The verdict.
+    pub status: HealthStatus,
+    /// Counts and the total size.
+    pub workspace_stats: PublicStats,
+    /// How many warnings the full report has.
+    pub warning_count: usize,
+    /// How many recommendations it has.
+    pub recommendation_count: usize,
+    /// Where the rest is.
+    pub detail: String,
+}
+
+/// The figures of [`PublicHealth`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PublicStats {
+    /// Number of workspaces.
+    pub total_workspaces: usize,
+    /// Their size in MB.
+    pub total_size_mb: f64,
+    /// How many are in use.
+    pub in_use: usize,
+    /// Deletions not finished.
+    pub pending_deletions: usize,
+}
+
+impl HealthReport {
+    /// What may be shown without the token.
+    pub fn public_summary(&self) -> PublicHealth {
+        let s = &self.workspace_stats;
+        PublicHealth {
+            status: self.status,
+            workspace_stats: PublicStats {
+                total_workspaces: s.total_workspaces,
+                total_size_mb: s.total_size_mb,
+                in_use: s.in_use,
+                pending_deletions: s.pending_deletions,
+            },
+            warning_count: self.warnings.len(),
+            recommendation_count: self.recommendations.len(),
+            detail: "send the bearer token for warnings, recommendations and per-workspace figures"
+                .into(),
+        }
+    }
 }

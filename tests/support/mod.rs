@@ -133,11 +133,13 @@ pub fn fast_removal(max_retries: u32) -> RemovalConfig {
     }
 }
 
-/// A builder on `base` allowing local URLs, with fast retries.
+/// A builder on `base` allowing local URLs and loopback servers, with
+/// fast retries.
 pub fn builder(base: &Path) -> WorkspaceManagerBuilder {
     WorkspaceManager::builder()
         .base_path(base)
         .allow_local_urls(true)
+        .allow_private_networks(true)
         .removal(fast_removal(3))
 }
 
@@ -340,4 +342,129 @@ pub fn component(package: &str, feature: Option<&str>) -> PathBuf {
     .unwrap();
     built.insert(key, out.clone());
     out
+}
+
+/// A tiny HTTP server on a loopback address: answers every request with
+/// `answer(request_head)` and records the heads it received. For tests of
+/// what a client sends where (redirects, credentials). Stops on drop.
+pub struct HttpStub {
+    pub addr: std::net::SocketAddr,
+    pub requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl HttpStub {
+    pub fn start(ip: &str, answer: impl Fn(&str) -> String + Send + 'static) -> Self {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind((ip, 0)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (seen, stopped) = (requests.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                conn.set_nonblocking(false).unwrap();
+                conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).is_ok_and(|n| n == 1) {
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let reply = answer(&head);
+                seen.lock().unwrap().push(head);
+                let _ = conn.write_all(reply.as_bytes());
+            }
+        });
+        HttpStub {
+            addr,
+            requests,
+            stop,
+        }
+    }
+
+    /// Every request head received so far.
+    pub fn seen(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for HttpStub {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A TCP server on loopback that accepts connections and never answers:
+/// a tarpit. Its accepted connections stay open until it is dropped.
+pub struct Tarpit {
+    pub port: u16,
+    pub accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    held: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Tarpit {
+    pub fn start() -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (count, keep, stopped) = (accepted.clone(), held.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        keep.lock().unwrap().push(conn);
+                        count.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Tarpit {
+            port,
+            accepted,
+            held,
+            stop,
+        }
+    }
+
+    /// `git://127.0.0.1:<port>/<name>`.
+    pub fn url(&self, name: &str) -> String {
+        format!("git://127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// Wait until `n` connections were accepted.
+    pub fn wait_for(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.accepted.load(std::sync::atomic::Ordering::SeqCst) < n {
+            assert!(Instant::now() < deadline, "the tarpit saw no connection");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Stop listening (new connections are refused) and hang up on every
+    /// held connection.
+    pub fn release(&self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(100));
+        self.held.lock().unwrap().clear();
+    }
+}
+
+impl Drop for Tarpit {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.release();
+    }
 }

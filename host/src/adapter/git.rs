@@ -32,16 +32,118 @@ pub struct Progress {
 /// A callback for transfer progress (for example a progress bar).
 pub type ProgressFn = dyn Fn(Progress) + Send + Sync;
 
-/// What a clone or update needs besides the repository: credentials and a
-/// progress observer.
+/// What a clone or update needs besides the repository: credentials, where
+/// they may go, a progress observer and the transfer's bounds.
 #[derive(Clone, Default)]
 pub struct Remote {
     /// The credential taken out of the clone URL, if any.
     pub credentials: Option<Credentials>,
+    /// The clone URL's host: the only host any credential is offered to.
+    pub host: Option<String>,
+    /// The deployment allows the service's own credentials (ssh-agent keys,
+    /// the Windows logon) for this host (`WORKSPACE_SERVICE_CREDENTIAL_HOSTS`).
+    pub service_credentials: bool,
     /// Called as objects arrive.
     pub progress: Option<Arc<ProgressFn>>,
     /// The URL is a local path: libgit2 cannot fetch shallow over it.
     pub local: bool,
+    /// Cancellation and size bounds, checked as data arrives.
+    pub guard: Option<Arc<TransferGuard>>,
+}
+
+/// Why a transfer was stopped by the host rather than failed by git.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// The service is shutting down.
+    Cancelled,
+    /// The transfer grew past the size limit, or would leave too little
+    /// free space; the message says which.
+    Storage(String),
+}
+
+/// Bounds a clone or fetch is held to while data arrives: a cancellation
+/// flag (shutdown), a size limit and a free-space floor.
+#[derive(Debug)]
+pub struct TransferGuard {
+    /// Set to stop every transfer (the service is shutting down).
+    pub cancel: Arc<std::sync::atomic::AtomicBool>,
+    /// Largest number of bytes a transfer may receive.
+    pub max_bytes: Option<u64>,
+    /// Free bytes the disk at `disk` must keep.
+    pub min_free_bytes: u64,
+    /// A folder on the disk workspaces are written to.
+    pub disk: std::path::PathBuf,
+    stopped: parking_lot::Mutex<Option<Stop>>,
+    next_free_check: std::sync::atomic::AtomicU64,
+}
+
+/// How often (in received bytes) free space is measured during a transfer.
+const FREE_CHECK_EVERY: u64 = 8 << 20;
+
+impl TransferGuard {
+    /// A guard with these bounds.
+    pub fn new(
+        cancel: Arc<std::sync::atomic::AtomicBool>,
+        max_bytes: Option<u64>,
+        min_free_bytes: u64,
+        disk: std::path::PathBuf,
+    ) -> Self {
+        TransferGuard {
+            cancel,
+            max_bytes,
+            min_free_bytes,
+            disk,
+            stopped: parking_lot::Mutex::new(None),
+            next_free_check: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Check before any transfer starts; `Err` says why not to start.
+    pub fn check_start(&self) -> Result<(), Stop> {
+        self.check(0)
+            .map_err(|()| self.stopped().unwrap_or(Stop::Cancelled))
+    }
+
+    /// Whether the transfer may go on having received `received` bytes;
+    /// records why not.
+    fn check(&self, received: u64) -> Result<(), ()> {
+        use std::sync::atomic::Ordering;
+        let stop = if self.cancel.load(Ordering::Relaxed) {
+            Some(Stop::Cancelled)
+        } else if let Some(max) = self.max_bytes.filter(|m| received > *m) {
+            Some(Stop::Storage(format!(
+                "the transfer passed the size limit of {} MB (WORKSPACE_MAX_WORKSPACE_MB)",
+                max >> 20
+            )))
+        } else if received >= self.next_free_check.load(Ordering::Relaxed) {
+            self.next_free_check
+                .store(received + FREE_CHECK_EVERY, Ordering::Relaxed);
+            crate::adapter::fs::free_space(&self.disk)
+                .filter(|free| *free < self.min_free_bytes)
+                .map(|free| {
+                    Stop::Storage(format!(
+                        "only {} MB would be left free on the workspace disk, under the {} MB \
+                         floor (WORKSPACE_MIN_FREE_MB); free space or run a cleanup",
+                        free >> 20,
+                        self.min_free_bytes >> 20
+                    ))
+                })
+        } else {
+            None
+        };
+        match stop {
+            Some(s) => {
+                self.stopped.lock().get_or_insert(s);
+                Err(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Why the transfer was stopped, if it was.
+    pub fn stopped(&self) -> Option<Stop> {
+        self.stopped.lock().clone()
+    }
 }
 
 /// A git failure with its class, for error mapping.
@@ -52,6 +154,8 @@ pub struct GitError {
     pub message: String,
     /// The remote, branch or repository does not exist.
     pub not_found: bool,
+    /// The host stopped the transfer (shutdown, size, free space).
+    pub stopped: Option<Stop>,
 }
 
 impl GitError {
@@ -73,10 +177,28 @@ impl GitError {
             || e.message().contains("not found")
             || e.message()
                 .contains("does not appear to be a git repository");
+        // libgit2 on Windows ends system messages with "\r\n".
+        let detail = e.message().trim_end();
+        let network = matches!(
+            e.class(),
+            ErrorClass::Net | ErrorClass::Http | ErrorClass::Ssl | ErrorClass::Ssh | ErrorClass::Os
+        ) && !matches!(e.code(), ErrorCode::Auth | ErrorCode::NotFound)
+            && !not_found;
+        let message = if network {
+            // Connection errors and status codes would let a caller map
+            // hosts and ports through this service: they go to the log only.
+            tracing::warn!(action, detail, class = ?e.class(), "git network failure");
+            format!(
+                "{action}: the remote could not be reached or did not answer as a git server \
+                 (git's detail is in the service log); check the URL and the network, then retry"
+            )
+        } else {
+            format!("{action}: {detail}{hint}")
+        };
         GitError {
-            // libgit2 on Windows ends system messages with "\r\n".
-            message: format!("{action}: {}{hint}", e.message().trim_end()),
+            message,
             not_found,
+            stopped: None,
         }
     }
 
@@ -84,8 +206,93 @@ impl GitError {
         GitError {
             message: format!("{action} {}: {e}", path.display()),
             not_found: false,
+            stopped: None,
         }
     }
+
+    /// A failed transfer: the host's reason if it stopped it, else git's.
+    fn transfer(action: &str, e: git2::Error, remote: &Remote) -> Self {
+        let mut err = GitError::new(action, e);
+        if let Some(stop) = remote.guard.as_ref().and_then(|g| g.stopped()) {
+            err.message = match &stop {
+                Stop::Cancelled => format!("{action}: stopped, the service is shutting down"),
+                Stop::Storage(why) => format!("{action}: stopped, {why}"),
+            };
+            err.stopped = Some(stop);
+        }
+        err
+    }
+}
+
+/// libgit2's process-wide network timeouts (connect, and each read or
+/// write). 0 in libgit2 means "wait for ever": a tarpit would hold a
+/// thread until the process dies.
+pub fn set_network_timeouts(connect: std::time::Duration, io: std::time::Duration) {
+    let ms = |d: std::time::Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX).max(1);
+    // SAFETY: plain integer options; libgit2 reads them at each connection.
+    let result = unsafe {
+        git2::opts::set_server_connect_timeout_in_milliseconds(ms(connect))
+            .and_then(|()| git2::opts::set_server_timeout_in_milliseconds(ms(io)))
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "cannot set libgit2's network timeouts");
+    }
+}
+
+/// The host of a URL libgit2 asks credentials for (`scheme://...` or
+/// scp-like `user@host:path`), lowercased.
+fn url_host(url: &str) -> Option<String> {
+    if let Ok(u) = url::Url::parse(url)
+        && let Some(h) = u.host_str()
+    {
+        return Some(h.trim_matches(['[', ']']).to_ascii_lowercase());
+    }
+    let (before, _) = url.split_once(':')?;
+    Some(before.rsplit('@').next()?.to_ascii_lowercase())
+}
+
+/// What to answer libgit2's request for credentials for `url`.
+///
+/// The caller's credential goes only to the clone URL's own host; the
+/// service's own (ssh-agent keys, the Windows logon via DEFAULT) only
+/// where the deployment configured it. Anything else is refused, so a
+/// redirect or a caller-chosen host never receives a secret.
+fn credential_for(
+    remote: &Remote,
+    url: &str,
+    username_from_url: Option<&str>,
+    allowed: CredentialType,
+) -> Result<Cred, git2::Error> {
+    let refuse = |msg: String| Err(git2::Error::new(ErrorCode::Auth, ErrorClass::Http, msg));
+    let asking = url_host(url);
+    if asking.is_none() || asking != remote.host {
+        return refuse(format!(
+            "refusing to send credentials to {}, which is not the clone URL's host",
+            asking.as_deref().unwrap_or("an unknown host")
+        ));
+    }
+    if let Some(c) = &remote.credentials
+        && allowed.contains(CredentialType::USER_PASS_PLAINTEXT)
+    {
+        return Cred::userpass_plaintext(&c.username, &c.secret);
+    }
+    if allowed.contains(CredentialType::USERNAME) {
+        return Cred::username(username_from_url.unwrap_or("git"));
+    }
+    if remote.service_credentials {
+        if allowed.contains(CredentialType::SSH_KEY) {
+            return Cred::ssh_key_from_agent(username_from_url.unwrap_or("git"));
+        }
+        if allowed.contains(CredentialType::DEFAULT) {
+            return Cred::default();
+        }
+    }
+    refuse(
+        "the remote asks for credentials: put a token in the clone URL \
+         (https://TOKEN@host/owner/repo.git), or list the host in \
+         WORKSPACE_SERVICE_CREDENTIAL_HOSTS to offer the service's own"
+            .into(),
+    )
 }
 
 /// What `inspect` found.
@@ -165,6 +372,7 @@ pub fn inspect(repo_dir: &Path) -> RepoState {
 pub fn stale_locks(git_dir: &Path) -> Vec<String> {
     walkdir::WalkDir::new(git_dir)
         .follow_links(false)
+        .follow_root_links(false)
         .max_depth(6)
         .into_iter()
         .filter_entry(|e| e.file_name() != "objects")
@@ -193,7 +401,7 @@ pub fn clear_stale_locks(repo_dir: &Path) -> Result<Vec<String>, GitError> {
 fn fetch_options<'a>(remote: &'a Remote, depth: Option<u32>) -> FetchOptions<'a> {
     let mut callbacks = RemoteCallbacks::new();
     let tries = Cell::new(0u32);
-    callbacks.credentials(move |_url, username_from_url, allowed| {
+    callbacks.credentials(move |url, username_from_url, allowed| {
         // libgit2 asks again after a rejected credential: answer once, then fail.
         tries.set(tries.get() + 1);
         if tries.get() > 2 {
@@ -203,35 +411,36 @@ fn fetch_options<'a>(remote: &'a Remote, depth: Option<u32>) -> FetchOptions<'a>
                 "authentication failed",
             ));
         }
-        if let Some(c) = &remote.credentials
-            && allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
-                return Cred::userpass_plaintext(&c.username, &c.secret);
-            }
-        if allowed.contains(CredentialType::SSH_KEY) {
-            return Cred::ssh_key_from_agent(username_from_url.unwrap_or("git"));
-        }
-        if allowed.contains(CredentialType::DEFAULT) {
-            return Cred::default();
-        }
-        Err(git2::Error::new(
-            ErrorCode::Auth,
-            ErrorClass::Http,
-            "the remote asks for credentials: put a token in the clone URL (https://TOKEN@host/owner/repo.git)",
-        ))
+        credential_for(remote, url, username_from_url, allowed)
     });
-    if let Some(progress) = remote.progress.clone() {
+    let progress = remote.progress.clone();
+    let guard = remote.guard.clone();
+    if progress.is_some() || guard.is_some() {
         callbacks.transfer_progress(move |p| {
-            progress(Progress {
-                total_objects: p.total_objects(),
-                received_objects: p.received_objects(),
-                indexed_objects: p.indexed_objects(),
-                received_bytes: p.received_bytes(),
-            });
-            true
+            if let Some(progress) = &progress {
+                progress(Progress {
+                    total_objects: p.total_objects(),
+                    received_objects: p.received_objects(),
+                    indexed_objects: p.indexed_objects(),
+                    received_bytes: p.received_bytes(),
+                });
+            }
+            // false aborts the transfer; the guard remembers why.
+            guard
+                .as_ref()
+                .is_none_or(|g| g.check(p.received_bytes() as u64).is_ok())
         });
+    }
+    if let Some(guard) = remote.guard.clone() {
+        // Also while the remote is still counting objects (no data yet).
+        callbacks
+            .sideband_progress(move |_| !guard.cancel.load(std::sync::atomic::Ordering::Relaxed));
     }
     let mut fo = FetchOptions::new();
     fo.remote_callbacks(callbacks);
+    // libgit2 follows an offsite redirect on the first request by default;
+    // a redirect may not take the caller anywhere the allow-list did not check.
+    fo.follow_redirects(git2::RemoteRedirect::None);
     if let Some(d) = depth.filter(|_| !remote.local) {
         fo.depth(i32::try_from(d).unwrap_or(i32::MAX));
     }
@@ -265,9 +474,18 @@ pub fn clone(
     if let Some(b) = branch {
         builder.branch(b);
     }
+    if let Some(stop) = remote.guard.as_ref().and_then(|g| g.check_start().err()) {
+        let mut err = GitError::transfer(
+            &format!("cloning {url}"),
+            git2::Error::from_str("not started"),
+            remote,
+        );
+        err.stopped.get_or_insert(stop);
+        return Err(err);
+    }
     let repo = builder
         .clone(url, dest)
-        .map_err(|e| GitError::new(&format!("cloning {url}"), e))?;
+        .map_err(|e| GitError::transfer(&format!("cloning {url}"), e, remote))?;
     head_commit(&repo)
 }
 
@@ -296,6 +514,10 @@ pub fn update(
     remote: &Remote,
 ) -> Result<(String, u64), GitError> {
     let repo = Repository::open(repo_dir).map_err(|e| GitError::new("opening repository", e))?;
+    // A previous user of the workspace may have left hooks or config that
+    // run commands or redirect fetches (core.hooksPath, core.fsmonitor,
+    // url.*.insteadOf, include.path...): back to what a clone has.
+    reset_git_dir(&repo)?;
     // Clones made before this setting existed (or by the original tool).
     enable_long_paths(&repo).map_err(|e| GitError::new("setting core.longpaths", e))?;
     let branch = match branch {
@@ -307,6 +529,7 @@ pub fn update(
             .ok_or_else(|| GitError {
                 message: "no branch given and HEAD names none".into(),
                 not_found: true,
+                stopped: None,
             })?,
     };
     let current = repo
@@ -330,9 +553,19 @@ pub fn update(
             .map_err(|e| GitError::new("dropping the old tracking branch", e))?;
     }
     let refspec = format!("+refs/heads/{branch}:{tracking}");
+    if let Some(stop) = remote.guard.as_ref().and_then(|g| g.check_start().err()) {
+        return Err(GitError {
+            message: match &stop {
+                Stop::Cancelled => "fetch not started: the service is shutting down".into(),
+                Stop::Storage(why) => format!("fetch not started: {why}"),
+            },
+            not_found: false,
+            stopped: Some(stop),
+        });
+    }
     origin
         .fetch(&[refspec.as_str()], Some(&mut fo), None)
-        .map_err(|e| GitError::new(&format!("fetching {branch} from {url}"), e))?;
+        .map_err(|e| GitError::transfer(&format!("fetching {branch} from {url}"), e, remote))?;
     let target = repo
         .find_reference(&tracking)
         .and_then(|r| r.peel_to_commit())
@@ -342,6 +575,7 @@ pub fn update(
                 e.message()
             ),
             not_found: true,
+            stopped: None,
         })?;
     let local_ref = format!("refs/heads/{branch}");
     let already_there = repo
@@ -365,6 +599,92 @@ pub fn update(
     let tracked_bytes = clean(&repo, repo_dir)?;
     let size = tracked_bytes + crate::adapter::fs::dir_size(repo.path());
     Ok((target.id().to_string(), size))
+}
+
+/// Config keys a reused clone keeps; every other key in `.git/config` is
+/// removed (a previous user's `core.hooksPath`, `core.fsmonitor`,
+/// `core.sshCommand`, `url.*.insteadOf`, `include.path`, filters...).
+fn kept_config_key(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    matches!(
+        name.as_str(),
+        "core.repositoryformatversion"
+            | "core.filemode"
+            | "core.bare"
+            | "core.logallrefupdates"
+            | "core.ignorecase"
+            | "core.precomposeunicode"
+            | "core.symlinks"
+            | "core.longpaths"
+            | "extensions.objectformat"
+            | "remote.origin.url"
+            | "remote.origin.fetch"
+    ) || (name.starts_with("branch.") && (name.ends_with(".remote") || name.ends_with(".merge")))
+}
+
+/// Remove hooks (all but git's `*.sample` files) and config keys a clone
+/// would not have from the repository's git directory.
+fn reset_git_dir(repo: &Repository) -> Result<(), GitError> {
+    let hooks = repo.path().join("hooks");
+    if let Ok(entries) = std::fs::read_dir(&hooks) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "sample") {
+                continue;
+            }
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            let removed = if is_dir {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            removed.map_err(|e| GitError::io("removing a hook left in", &path, e))?;
+        }
+    }
+    let path = repo.path().join("config");
+    let config =
+        git2::Config::open(&path).map_err(|e| GitError::new("opening the repository config", e))?;
+    let mut kept: Vec<(String, String)> = Vec::new();
+    let mut foreign: Vec<String> = Vec::new();
+    {
+        let mut entries = config
+            .entries(None)
+            .map_err(|e| GitError::new("reading the repository config", e))?;
+        while let Some(entry) = entries.next() {
+            let Ok(entry) = entry else { continue };
+            let Ok(name) = entry.name() else { continue };
+            if kept_config_key(name) {
+                kept.push((
+                    name.to_string(),
+                    entry.value().unwrap_or_default().to_string(),
+                ));
+            } else {
+                foreign.push(name.to_string());
+            }
+        }
+    }
+    drop(config);
+    if foreign.is_empty() {
+        return Ok(());
+    }
+    // Rebuilt from the kept entries (removing keys one by one would leave
+    // their empty sections behind), then swapped in whole.
+    let fresh = repo.path().join("config.fixsec-new");
+    let _ = std::fs::remove_file(&fresh);
+    {
+        let mut rebuilt = git2::Config::open(&fresh)
+            .map_err(|e| GitError::new("writing the repository config", e))?;
+        for (name, value) in &kept {
+            rebuilt
+                .set_multivar(name, "^$", value)
+                .map_err(|e| GitError::new(&format!("writing config {name}"), e))?;
+        }
+    }
+    std::fs::rename(&fresh, &path).map_err(|e| GitError::io("replacing", &path, e))?;
+    foreign.sort();
+    foreign.dedup();
+    tracing::info!(keys = ?foreign, "removed config left in a reused clone");
+    Ok(())
 }
 
 /// Whether the index equals `commit`'s tree and every tracked file in the
@@ -419,11 +739,13 @@ fn clean(repo: &Repository, repo_dir: &Path) -> Result<u64, GitError> {
     let mut walk = walkdir::WalkDir::new(repo_dir)
         .min_depth(1)
         .follow_links(false)
+        .follow_root_links(false)
         .into_iter();
     while let Some(entry) = walk.next() {
         let entry = entry.map_err(|e| GitError {
             message: format!("walking the working tree: {e}"),
             not_found: false,
+            stopped: None,
         })?;
         let rel = relative_bytes(entry.path(), repo_dir);
         let is_dir = entry.file_type().is_dir();
@@ -481,4 +803,49 @@ fn head_commit(repo: &Repository) -> Result<String, GitError> {
         .and_then(|h| h.peel_to_commit())
         .map(|c| c.id().to_string())
         .map_err(|e| GitError::new("reading HEAD", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remote(service_credentials: bool) -> Remote {
+        Remote {
+            credentials: Some(Credentials {
+                username: "x-access-token".into(),
+                secret: "SECRET".into(),
+            }),
+            host: Some("git.example".into()),
+            service_credentials,
+            ..Remote::default()
+        }
+    }
+
+    /// Item 8: the service's own credentials (ssh-agent keys, the Windows
+    /// logon) are offered only where the deployment said; the caller's
+    /// only to the clone URL's host (item 3).
+    #[test]
+    fn credentials_go_only_where_they_belong() {
+        let plain = CredentialType::USER_PASS_PLAINTEXT;
+        let key = CredentialType::SSH_KEY;
+        let logon = CredentialType::DEFAULT;
+        let caller = remote(false);
+        assert!(credential_for(&caller, "https://git.example/o/r.git", None, plain).is_ok());
+        for (url, allowed) in [
+            ("https://elsewhere.example/o/r.git", plain),
+            ("https://git.example.evil/o/r.git", plain),
+            ("ssh://git@git.example/o/r.git", key),
+            ("https://git.example/o/r.git", logon),
+            ("git@git.example:o/r.git", key),
+        ] {
+            let err = credential_for(&caller, url, Some("git"), allowed)
+                .err()
+                .unwrap_or_else(|| panic!("{url} {allowed:?} got a credential"));
+            assert_eq!(err.code(), ErrorCode::Auth);
+        }
+        let trusted = remote(true);
+        assert!(credential_for(&trusted, "https://git.example/o/r.git", None, logon).is_ok());
+        // Never to another host, configured or not.
+        assert!(credential_for(&trusted, "https://other.example/r.git", None, logon).is_err());
+    }
 }

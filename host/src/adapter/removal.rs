@@ -175,6 +175,11 @@ impl Remover {
 
     fn remove_tree_counted(&self, path: &Path, known_size: Option<u64>) -> RemovalOutcome {
         let mut outcome = RemovalOutcome::default();
+        // A link (or a file) at the root is removed as itself: a walk from
+        // it would follow it and delete its target's contents.
+        if std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_dir()) {
+            return self.remove_entry(path);
+        }
         if let Some(size) = known_size {
             outcome.attempts = 1;
             match self.ops.remove_all(path) {
@@ -220,6 +225,40 @@ impl Remover {
         outcome
     }
 
+    /// Delete one non-folder entry (a file or a link, never its target),
+    /// with retries.
+    fn remove_entry(&self, path: &Path) -> RemovalOutcome {
+        let mut outcome = RemovalOutcome::default();
+        let len = std::fs::symlink_metadata(path)
+            .ok()
+            .filter(|m| m.is_file())
+            .map_or(0, |m| m.len());
+        let mut delays = self.delays();
+        loop {
+            outcome.attempts += 1;
+            match self.ops.remove_file(path) {
+                Ok(()) => {
+                    outcome.removed = true;
+                    outcome.bytes_freed = len;
+                    outcome.error = None;
+                    return outcome;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    outcome.removed = true;
+                    outcome.error = None;
+                    return outcome;
+                }
+                Err(e) => outcome.error = Some(format!("{}: {e}", path.display())),
+            }
+            match delays.next() {
+                Some(d) => std::thread::sleep(d),
+                None => break,
+            }
+        }
+        outcome.remaining = vec![path.to_path_buf()];
+        outcome
+    }
+
     /// One pass: delete everything deletable, depth first. Returns the first
     /// error met (the pass goes on past it, so one locked file does not keep
     /// the rest of the tree on disk).
@@ -234,6 +273,7 @@ impl Remover {
         };
         let walker = walkdir::WalkDir::new(path)
             .follow_links(false)
+            .follow_root_links(false)
             .contents_first(true);
         for entry in walker {
             let entry = match entry {
@@ -313,6 +353,7 @@ fn walk_remaining(path: &Path) -> Vec<PathBuf> {
     }
     walkdir::WalkDir::new(path)
         .follow_links(false)
+        .follow_root_links(false)
         .contents_first(true)
         .into_iter()
         .filter_map(Result::ok)
@@ -436,6 +477,34 @@ mod tests {
         let out = Remover::new(Arc::new(RealFs), fast(1)).remove_tree(&dir.path().join("ws"));
         assert!(out.removed);
         assert!(outside.path().join("keep").exists());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_link_at_the_root_is_removed_not_followed() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir(outside.path().join("precious")).unwrap();
+        std::fs::write(outside.path().join("precious/data"), b"keep me").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("looks_like_a_workspace");
+        std::os::unix::fs::symlink(outside.path().join("precious"), &link).unwrap();
+        // Both paths: the careful walk (no known size) and the fast one.
+        for known in [None, Some(7)] {
+            if std::fs::symlink_metadata(&link).is_err() {
+                std::os::unix::fs::symlink(outside.path().join("precious"), &link).unwrap();
+            }
+            let out = Remover::new(Arc::new(RealFs), fast(2)).remove_tree_sized(&link, known);
+            assert!(out.removed, "{out:?}");
+            assert!(
+                std::fs::symlink_metadata(&link).is_err(),
+                "the link itself goes"
+            );
+            assert_eq!(
+                std::fs::read(outside.path().join("precious/data")).unwrap(),
+                b"keep me",
+                "the link's target is untouched (known size {known:?})"
+            );
+        }
     }
 
     #[cfg(unix)]

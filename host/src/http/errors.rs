@@ -37,6 +37,8 @@ pub(crate) fn status_for(kind: ErrorKind) -> StatusCode {
         ErrorKind::Refused => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
         ErrorKind::InUse => StatusCode::CONFLICT,
+        ErrorKind::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
         // The remote repository failed us, not this server.
         ErrorKind::Git => StatusCode::BAD_GATEWAY,
         ErrorKind::Io | ErrorKind::Policy | ErrorKind::Config => StatusCode::INTERNAL_SERVER_ERROR,

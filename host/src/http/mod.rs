@@ -4,8 +4,11 @@
 //! ([`routes`]), or run standalone ([`start`]).
 //!
 //! Manager calls block (git, disk, the policy's sync WASI bindings), so
-//! they run on tokio's blocking pool: a slow clone never stalls
-//! `/workspace/health`.
+//! they run on tokio's blocking pool. `/workspace/health` and `/metrics`
+//! (the probes) run on threads of their own, so they answer even when git
+//! work has taken every blocking thread; the git queue bounds that work
+//! anyway. The server reads request headers under a timeout and caps open
+//! connections, so idle or slow clients cannot exhaust it.
 
 mod auth;
 mod errors;
@@ -42,6 +45,12 @@ pub struct ServerConfig {
     pub cleanup_interval: Option<Duration>,
     /// How long in-flight requests may run after SIGTERM (`WORKSPACE_SHUTDOWN_GRACE_SECONDS`, 30).
     pub shutdown_grace: Duration,
+    /// Open connections served at once (`WORKSPACE_MAX_CONNECTIONS`, 1024);
+    /// further ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// How long a client may take to send its request headers
+    /// (`WORKSPACE_HEADER_TIMEOUT_SECONDS`, 10).
+    pub header_read_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +62,8 @@ impl Default for ServerConfig {
             cleanup_on_startup: false,
             cleanup_interval: None,
             shutdown_grace: Duration::from_secs(30),
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -93,7 +104,7 @@ impl ServerConfig {
             c.body_limit = number("WORKSPACE_MAX_BODY_BYTES", &v)?;
         }
         if let Some(v) = get("WORKSPACE_CLEANUP_ON_STARTUP") {
-            c.cleanup_on_startup = matches!(v.trim(), "1" | "true" | "yes" | "on");
+            c.cleanup_on_startup = crate::config::parse_bool("WORKSPACE_CLEANUP_ON_STARTUP", &v)?;
         }
         if let Some(v) = get("WORKSPACE_CLEANUP_INTERVAL_MINUTES") {
             let minutes = number("WORKSPACE_CLEANUP_INTERVAL_MINUTES", &v)?;
@@ -101,6 +112,13 @@ impl ServerConfig {
         }
         if let Some(v) = get("WORKSPACE_SHUTDOWN_GRACE_SECONDS") {
             c.shutdown_grace = Duration::from_secs(number("WORKSPACE_SHUTDOWN_GRACE_SECONDS", &v)?);
+        }
+        if let Some(v) = get("WORKSPACE_MAX_CONNECTIONS") {
+            c.max_connections = number("WORKSPACE_MAX_CONNECTIONS", &v)?.max(1) as usize;
+        }
+        if let Some(v) = get("WORKSPACE_HEADER_TIMEOUT_SECONDS") {
+            c.header_read_timeout =
+                Duration::from_secs(number("WORKSPACE_HEADER_TIMEOUT_SECONDS", &v)?.max(1));
         }
         Ok(c)
     }
@@ -126,6 +144,27 @@ async fn blocking<T: Send + 'static>(
         Err(e) => Err(reject(ApiError::Internal(format!(
             "the operation did not finish: {e}"
         )))),
+    }
+}
+
+/// Run a manager call on a thread of its own, not the blocking pool: for
+/// the probes, which must answer while git work fills that pool.
+async fn isolated<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> std::result::Result<T, Rejection> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("fixsec-probe".into())
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .map_err(|e| reject(ApiError::Internal(format!("starting a probe thread: {e}"))))?;
+    match rx.await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(reject(ApiError::Manager(e))),
+        Err(_) => Err(reject(ApiError::Internal(
+            "the probe thread ended without an answer".into(),
+        ))),
     }
 }
 
@@ -228,13 +267,20 @@ pub fn routes(
     });
     let limit = state.body_limit;
 
+    // Open (a liveness probe): status and counts. With the token: the
+    // whole report (workspace names, sizes, paths, the policy).
     let health = warp::path!("workspace" / "health")
         .and(warp::get())
+        .and(warp::header::optional::<String>("authorization"))
         .and(with_state(state.clone()))
-        .and_then(|state: Arc<AppState>| async move {
+        .and_then(|header: Option<String>, state: Arc<AppState>| async move {
             let m = state.manager.clone();
-            let h = blocking(move || m.health()).await?;
-            Ok::<_, Rejection>(json(&h, StatusCode::OK))
+            let h = isolated(move || m.health()).await?;
+            if state.token.matches_header(header.as_deref()) {
+                Ok::<_, Rejection>(json(&h, StatusCode::OK))
+            } else {
+                Ok(json(&h.public_summary(), StatusCode::OK))
+            }
         });
 
     let stats = warp::path!("workspace" / "stats")
@@ -387,7 +433,7 @@ pub fn routes(
         .and(with_state(state.clone()))
         .and_then(|state: Arc<AppState>| async move {
             let m = state.manager.clone();
-            let text = blocking(move || m.encode_metrics()).await?;
+            let text = isolated(move || m.encode_metrics()).await?;
             Ok::<_, Rejection>(
                 warp::reply::with_header(
                     text,
@@ -446,6 +492,7 @@ pub struct RunningServer {
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
     janitor: Option<tokio::task::JoinHandle<()>>,
+    manager: WorkspaceManager,
 }
 
 impl RunningServer {
@@ -464,8 +511,9 @@ impl RunningServer {
         }
         if tokio::time::timeout(grace, &mut self.task).await.is_err() {
             tracing::warn!(
-                "in-flight requests still running after {grace:?}; stopping anyway (a clone cut short leaves only a staging folder, cleared on the next prepare)"
+                "in-flight requests still running after {grace:?}; stopping git transfers and exiting (a clone cut short leaves only a staging folder, cleared on the next prepare)"
             );
+            self.manager.cancel_git_operations();
             self.task.abort();
         }
     }
@@ -495,23 +543,77 @@ pub async fn start(
             config.cleanup_interval,
         ))
     });
-    let routes = routes(manager, token, config.body_limit);
+    let routes = routes(manager.clone(), token, config.body_limit);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        warp::serve(routes)
-            .incoming(listener)
-            .graceful(async {
-                let _ = rx.await;
-            })
-            .run()
-            .await;
-    });
+    let task = tokio::spawn(serve_connections(
+        listener,
+        routes,
+        config.max_connections,
+        config.header_read_timeout,
+        rx,
+    ));
     Ok(RunningServer {
         addr,
         shutdown: Some(tx),
         task,
         janitor,
+        manager,
     })
+}
+
+/// Accept connections until `stop`, serving each with HTTP/1.1 under a
+/// header-read timeout; at most `max_connections` open at once (further
+/// ones wait in the kernel's backlog). After `stop`, the listener closes
+/// and open connections finish their requests.
+///
+/// warp's own `serve` offers neither setting, so this is its loop with
+/// them added (hyper-util's connection builder and graceful shutdown).
+async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    routes: warp::filters::BoxedFilter<(warp::reply::Response,)>,
+    max_connections: usize,
+    header_read_timeout: Duration,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = &mut stop => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors and the like: back off, keep serving.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(warp::service(routes.clone()));
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout);
+        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 /// Periodic cleanup with the policy's selection.

@@ -14,9 +14,52 @@ use crate::names::WorkspaceName;
 
 type WitError = types::Error;
 
+/// The export a call is running: which imports it may use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Export {
+    /// `workspace-name`: pure; clock, settings and log only.
+    #[default]
+    WorkspaceName,
+    /// `prepare`: may list, inspect, and change the workspace being prepared.
+    Prepare,
+    /// `cleanup`: may list and remove.
+    Cleanup,
+    /// `assess-health` (reached without a token): clock, settings and log only.
+    AssessHealth,
+}
+
+impl Export {
+    fn as_str(self) -> &'static str {
+        match self {
+            Export::WorkspaceName => "workspace-name",
+            Export::Prepare => "prepare",
+            Export::Cleanup => "cleanup",
+            Export::AssessHealth => "assess-health",
+        }
+    }
+}
+
+/// When a workspace was last used and prepared, as a cleanup's listing
+/// showed it to the policy.
+type SeenAt = (
+    Option<chrono::DateTime<chrono::Utc>>,
+    Option<chrono::DateTime<chrono::Utc>>,
+);
+
 /// What one policy call may do, and what the host saw it do.
 #[derive(Default)]
 pub(crate) struct CallContext {
+    /// The export running.
+    pub export: Export,
+    /// A cleanup's age limit: a workspace the policy removes without having
+    /// listed it must be at least this old.
+    pub max_age_hours: Option<f64>,
+    /// What the policy saw of each workspace it listed during a cleanup:
+    /// a removal of one prepared or used since is refused.
+    pub listed: std::collections::HashMap<String, SeenAt>,
+    /// A limit of the host's own stopped an import (busy, storage,
+    /// shutdown): the call's answer whatever the policy makes of it.
+    pub host_stop: Option<Error>,
     /// The workspace a prepare is for: the only one git may change.
     pub preparing: Option<WorkspaceName>,
     /// The clean URL the caller asked for: the only one git may fetch.
@@ -37,10 +80,77 @@ impl CallContext {
     /// A context for preparing `name` from `url`.
     pub fn prepare(name: WorkspaceName, url: String, remote: Remote) -> Self {
         CallContext {
+            export: Export::Prepare,
             preparing: Some(name),
             url: Some(url),
             remote,
             ..CallContext::default()
+        }
+    }
+}
+
+impl CallContext {
+    /// A context for `export` (not prepare).
+    pub fn for_export(export: Export) -> Self {
+        CallContext {
+            export,
+            ..CallContext::default()
+        }
+    }
+
+    /// A context for a cleanup with `max_age_hours`.
+    pub fn cleanup(max_age_hours: f64) -> Self {
+        CallContext {
+            export: Export::Cleanup,
+            max_age_hours: Some(max_age_hours),
+            ..CallContext::default()
+        }
+    }
+
+    /// Trap unless the running export may use `import`.
+    fn allow(&self, import: &str, exports: &[Export]) -> wasmtime::Result<()> {
+        if exports.contains(&self.export) {
+            return Ok(());
+        }
+        Err(wasmtime::Error::msg(format!(
+            "the policy called {import} from {}, which may not use it",
+            self.export.as_str()
+        )))
+    }
+
+    /// Remember a host limit an import hit, so the call answers with it.
+    fn note_host_stop(&mut self, e: &Error) {
+        let stop = match e {
+            Error::Busy(m) => Error::Busy(m.clone()),
+            Error::InsufficientStorage(m) => Error::InsufficientStorage(m.clone()),
+            _ => return,
+        };
+        self.host_stop.get_or_insert(stop);
+    }
+
+    /// Why removing `name` (whose metadata is `meta`, read under its lock)
+    /// would act on stale information; none when it may go.
+    fn stale_removal(
+        &self,
+        name: &str,
+        meta: Option<&crate::metadata::WorkspaceMetadata>,
+    ) -> Option<String> {
+        let meta = meta?;
+        let now_seen = (Some(meta.last_used), Some(meta.last_prepared));
+        match self.listed.get(name) {
+            Some(seen) if *seen != now_seen => {
+                Some("prepared or used since the policy listed it; kept".into())
+            }
+            Some(_) => None,
+            None => {
+                let hours = self.max_age_hours?;
+                let age = chrono::Utc::now() - meta.last_used;
+                (age.num_milliseconds() as f64 / 3_600_000.0 < hours).then(|| {
+                    format!(
+                        "used within the last {hours} hours (the policy had not listed it); kept"
+                    )
+                })
+            }
         }
     }
 }
@@ -57,9 +167,9 @@ pub(crate) fn to_wit_error(e: Error) -> WitError {
         K::InvalidInput => W::InvalidInput,
         K::Refused => W::Refused,
         K::NotFound => W::NotFound,
-        K::InUse => W::InUse,
+        K::InUse | K::Busy => W::InUse,
         K::Git => W::Git,
-        K::Io => W::Io,
+        K::Io | K::InsufficientStorage => W::Io,
         K::Policy | K::Config => W::Internal,
     };
     WitError {
@@ -112,6 +222,15 @@ fn to_wit_removal(r: &RemovalReport) -> types::RemovalReport {
 }
 
 impl HostState {
+    /// Record what a cleanup's policy saw of a workspace.
+    fn seen(&mut self, s: &WorkspaceSummary) {
+        if self.call.export == Export::Cleanup {
+            self.call
+                .listed
+                .insert(s.name.clone(), (s.last_used, s.last_prepared));
+        }
+    }
+
     /// The name, if it is the workspace being prepared and `url` the one asked for.
     fn mutable_target(&self, name: &str, url: Option<&str>) -> wasmtime::Result<WorkspaceName> {
         let name = checked(name)?;
@@ -140,19 +259,31 @@ impl types::Host for HostState {}
 
 impl workspace_fs::Host for HostState {
     fn list_workspaces(&mut self) -> wasmtime::Result<Result<Vec<types::WorkspaceInfo>, WitError>> {
-        Ok(self
-            .services
-            .list()
-            .map(|l| l.into_iter().map(to_wit_info).collect())
-            .map_err(to_wit_error))
+        self.call
+            .allow("list-workspaces", &[Export::Prepare, Export::Cleanup])?;
+        Ok(match self.services.list() {
+            Ok(list) => Ok(list
+                .into_iter()
+                .map(|s| {
+                    self.seen(&s);
+                    to_wit_info(s)
+                })
+                .collect()),
+            Err(e) => Err(to_wit_error(e)),
+        })
     }
 
     fn get_workspace(
         &mut self,
         name: String,
     ) -> wasmtime::Result<Result<Option<types::WorkspaceInfo>, WitError>> {
+        self.call
+            .allow("get-workspace", &[Export::Prepare, Export::Cleanup])?;
         let name = checked(&name)?;
-        Ok(Ok(self.services.summary(&name).map(to_wit_info)))
+        Ok(Ok(self.services.summary(&name).map(|s| {
+            self.seen(&s);
+            to_wit_info(s)
+        })))
     }
 
     fn now(&mut self) -> wasmtime::Result<i64> {
@@ -166,6 +297,7 @@ impl workspace_fs::Host for HostState {
 
 impl git::Host for HostState {
     fn inspect(&mut self, name: String) -> wasmtime::Result<types::RepoState> {
+        self.call.allow("git.inspect", &[Export::Prepare])?;
         let name = checked(&name)?;
         let s = crate::adapter::git::inspect(&self.services.layout.repo_dir(&name));
         Ok(types::RepoState {
@@ -196,12 +328,16 @@ impl git::Host for HostState {
             options.depth,
             &self.call.remote,
         );
-        Ok(result
-            .map(|(head, size)| {
+        Ok(match result {
+            Ok((head, size)) => {
                 self.call.measured_size = Some(size);
-                head
-            })
-            .map_err(to_wit_error))
+                Ok(head)
+            }
+            Err(e) => {
+                self.call.note_host_stop(&e);
+                Err(to_wit_error(e))
+            }
+        })
     }
 
     fn update(
@@ -212,20 +348,22 @@ impl git::Host for HostState {
         options: git::FetchOptions,
     ) -> wasmtime::Result<Result<String, WitError>> {
         let name = self.mutable_target(&name, Some(&url))?;
-        let result = self
-            .services
-            .update_workspace(
-                &name,
-                &url,
-                branch.as_deref(),
-                options.depth,
-                &self.call.remote,
-            )
-            .map(|(head, size)| {
+        let result = match self.services.update_workspace(
+            &name,
+            &url,
+            branch.as_deref(),
+            options.depth,
+            &self.call.remote,
+        ) {
+            Ok((head, size)) => {
                 self.call.measured_size = Some(size);
-                head
-            })
-            .map_err(to_wit_error);
+                Ok(head)
+            }
+            Err(e) => {
+                self.call.note_host_stop(&e);
+                Err(to_wit_error(e))
+            }
+        };
         self.call.updated |= result.is_ok();
         Ok(result)
     }
@@ -244,8 +382,14 @@ impl git::Host for HostState {
 
 impl removal::Host for HostState {
     fn remove_workspace(&mut self, name: String) -> wasmtime::Result<types::RemovalReport> {
+        self.call
+            .allow("removal.remove-workspace", &[Export::Cleanup])?;
         let name = checked(&name)?;
-        let report = self.services.remove_workspace(&name);
+        // Decided on a listing that may be stale: re-checked under the lock.
+        let call = &self.call;
+        let report = self
+            .services
+            .remove_workspace_unless(&name, |meta| call.stale_removal(name.as_str(), meta));
         let wit = to_wit_removal(&report);
         self.call.removals.push(report);
         Ok(wit)

@@ -24,7 +24,7 @@ use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-pub(crate) use host::{CallContext, from_wit_error};
+pub(crate) use host::{CallContext, Export, from_wit_error};
 
 /// Bindings generated from `wit/workspace.wit`.
 #[allow(missing_docs)]
@@ -249,11 +249,16 @@ fn shared_engine() -> Result<Engine> {
 /// The compiled component for `bytes`: from this process's memory, else
 /// from the disk cache, else compiled now (and written to the cache).
 ///
-/// Deserializing compiled code is `unsafe` in wasmtime because a tampered
-/// file could run arbitrary native code. The cache lives in the host's own
-/// base directory (`<base>/.cache/policies`), written only by this host,
-/// and the file name binds the component digest and the engine's
-/// compatibility hash, so a stale or foreign artefact is never picked up.
+/// Deserializing compiled code is `unsafe` in wasmtime: a tampered file
+/// runs as native code. So the cache is trusted only when:
+/// - it lives in the host's own base directory (`<base>/.cache/policies`),
+///   a folder this host creates private (0700) and that no other user can
+///   write (checked on every load);
+/// - the file name binds the component's digest and the engine's
+///   compatibility hash, and a sidecar `.sha256` holds the SHA-256 of the
+///   component digest and the compiled bytes, checked before
+///   deserializing: a damaged file, or another component's compiled code
+///   copied over it, is recompiled, never run.
 fn compiled(
     engine: &Engine,
     bytes: &[u8],
@@ -273,15 +278,13 @@ fn compiled(
         None => {
             let from_disk = cached_file
                 .as_ref()
-                .filter(|f| f.is_file())
-                // SAFETY: see above: our own file, named by content and engine.
-                .and_then(|f| unsafe { Component::deserialize_file(engine, f) }.ok());
+                .and_then(|f| load_cache(engine, f, digest));
             let c = match from_disk {
                 Some(c) => c,
                 None => {
                     let c = Component::new(engine, bytes)?;
                     if let Some(file) = &cached_file {
-                        write_cache(file, &c);
+                        write_cache(file, digest, &c);
                     }
                     c
                 }
@@ -292,30 +295,114 @@ fn compiled(
     };
     // Compiled earlier in this process for another base: cache it here too.
     if let Some(file) = cached_file.filter(|f| !f.is_file()) {
-        write_cache(&file, &component);
+        write_cache(&file, digest, &component);
     }
     Ok(component)
 }
 
+/// The integrity record of a cache file: SHA-256 over the component's
+/// digest and the compiled bytes, hex.
+fn cache_seal(digest: &str, compiled: &[u8]) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(digest.as_bytes());
+    h.update([0u8]);
+    h.update(compiled);
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn seal_path(file: &Path) -> std::path::PathBuf {
+    file.with_extension("cwasm.sha256")
+}
+
+/// Whether others than the owner can write `path` (always false off Unix,
+/// where the folder's ACL is inherited from the base directory).
+fn writable_by_others(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::symlink_metadata(path)
+            .map(|m| m.file_type().is_symlink() || m.permissions().mode() & 0o022 != 0)
+            .unwrap_or(true)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        false
+    }
+}
+
+/// The cached compiled component in `file`, if it is there, private, and
+/// its seal matches; `None` sends the caller to compile afresh.
+fn load_cache(engine: &Engine, file: &Path, digest: &str) -> Option<Component> {
+    if !file.is_file() {
+        return None;
+    }
+    let dir = file.parent()?;
+    if writable_by_others(dir) || writable_by_others(file) {
+        tracing::warn!(dir = %dir.display(), "policy cache is writable by others; not trusted, recompiling");
+        return None;
+    }
+    let compiled = std::fs::read(file).ok()?;
+    let seal = std::fs::read_to_string(seal_path(file)).unwrap_or_default();
+    if seal.trim() != cache_seal(digest, &compiled) {
+        tracing::warn!(file = %file.display(), "policy cache does not match its seal; recompiling");
+        return None;
+    }
+    // SAFETY: see `compiled`: our own private file, sealed to this component.
+    unsafe { Component::deserialize(engine, &compiled) }.ok()
+}
+
 /// Best effort: a cache that cannot be written only costs the next start.
-fn write_cache(file: &Path, component: &Component) {
+fn write_cache(file: &Path, digest: &str, component: &Component) {
     let result = component
         .serialize()
         .map_err(|e| e.to_string())
         .and_then(|bytes| {
             let dir = file.parent().expect("cache files live in a folder");
-            std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-            let tmp = file.with_extension(format!("tmp{}", std::process::id()));
-            std::fs::write(&tmp, bytes).map_err(|e| e.to_string())?;
-            std::fs::rename(&tmp, file).map_err(|e| {
-                // Windows: another process may be reading the cache file.
-                let _ = std::fs::remove_file(&tmp);
-                e.to_string()
-            })
+            create_private_dir(dir).map_err(|e| e.to_string())?;
+            let nonce: u64 = rand::random();
+            let write = |path: &Path, data: &[u8]| -> Result<(), String> {
+                let tmp = path.with_extension(format!("tmp{}-{nonce:x}", std::process::id()));
+                write_private(&tmp, data).map_err(|e| e.to_string())?;
+                std::fs::rename(&tmp, path).map_err(|e| {
+                    // Windows: another process may be reading the cache file.
+                    let _ = std::fs::remove_file(&tmp);
+                    e.to_string()
+                })
+            };
+            // The seal first: a reader that sees the new code with the old
+            // seal recompiles, never the reverse.
+            write(&seal_path(file), cache_seal(digest, &bytes).as_bytes())?;
+            write(file, &bytes)
         });
     if let Err(e) = result {
         tracing::warn!(file = %file.display(), error = %e, "could not cache the compiled policy");
     }
+}
+
+/// Create `dir` (and parents), readable and writable by this user only.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Write `data` to a new file only this user can read or write.
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)?.write_all(data)
 }
 
 /// The `fixsec:workspace` interfaces a component imports and exports, for

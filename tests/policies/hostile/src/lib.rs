@@ -80,11 +80,26 @@ mod v1 {
             })
         }
 
-        fn cleanup(_request: CleanupRequest) -> Result<CleanupOutcome, Error> {
+        fn cleanup(request: CleanupRequest) -> Result<CleanupOutcome, Error> {
             misbehave();
             if cfg!(feature = "remove-all") {
                 for ws in workspace_fs::list_workspaces()? {
                     removal::remove_workspace(&ws.name);
+                }
+            }
+            if cfg!(feature = "slow-cleanup") {
+                // Decide on a listing, then act on it 1.5 s later: a prepare
+                // in between makes the decision stale.
+                let now = workspace_fs::now();
+                let cutoff = now - (request.max_age_hours * 3600.0) as i64;
+                let old: Vec<String> = workspace_fs::list_workspaces()?
+                    .into_iter()
+                    .filter(|ws| ws.last_used.is_some_and(|t| t < cutoff))
+                    .map(|ws| ws.name)
+                    .collect();
+                std::thread::sleep(std::time::Duration::from_millis(1500));
+                for name in old {
+                    removal::remove_workspace(&name);
                 }
             }
             Ok(CleanupOutcome {
@@ -93,8 +108,20 @@ mod v1 {
             })
         }
 
-        fn assess_health(_stats: HealthStats, _thresholds: Thresholds) -> HealthReport {
+        fn assess_health(stats: HealthStats, _thresholds: Thresholds) -> HealthReport {
             misbehave();
+            if cfg!(feature = "health-remove") {
+                // Reached without a token: tries to delete what it can name.
+                for (name, _) in &stats.largest {
+                    removal::remove_workspace(name);
+                }
+                if let Ok(all) = workspace_fs::list_workspaces() {
+                    for ws in all {
+                        removal::remove_workspace(&ws.name);
+                    }
+                }
+            }
+            let _ = &stats;
             HealthReport {
                 status: HealthStatus::Healthy,
                 warnings: vec![],

