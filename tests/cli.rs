@@ -275,6 +275,8 @@ fn compiled_policy_cache_is_written_and_survives_damage() {
 /// Issue 11, item 10: the compiled-policy cache is sealed to its
 /// component and kept private. Another policy's compiled code copied over
 /// the default's cache file (with its seal) is recompiled, never run.
+/// (Builds a policy component with cargo: not in the Wine run.)
+#[cfg(unix)]
 #[test]
 fn a_swapped_policy_cache_is_never_run() {
     let hostile = support::hostile_policy("remove-all");

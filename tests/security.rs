@@ -263,8 +263,35 @@ fn private_addresses_are_refused_by_default_and_errors_say_little() {
     }
 }
 
-/// Item 9: a link named like a workspace, or left in `.trash/` or
-/// `.staging/`, is removed as a link; its target is never emptied.
+/// Deletion of anything named `evil*` fails once, as a link does on
+/// Windows while its target is open or under a read-only parent on Unix.
+#[cfg(unix)]
+struct EvilInUseOnce(std::sync::atomic::AtomicU32);
+
+#[cfg(unix)]
+impl fixsec_workspace::adapter::removal::FsOps for EvilInUseOnce {
+    fn remove_file(&self, path: &std::path::Path) -> std::io::Result<()> {
+        use std::sync::atomic::Ordering;
+        let evil = path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("evil"));
+        if evil && self.0.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
+            return Err(std::io::Error::other("in use (injected)"));
+        }
+        std::fs::remove_file(path)
+    }
+    fn remove_dir(&self, path: &std::path::Path) -> std::io::Result<()> {
+        std::fs::remove_dir(path)
+    }
+    fn rename(&self, from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+        std::fs::rename(from, to)
+    }
+}
+
+/// Item 9: a link left in `.trash/` or `.staging/` is removed as a link,
+/// even when removing it fails at first; its target is never emptied
+/// (a walk from the link would delete through it meanwhile). A `repo/`
+/// that is a link is never opened, reset or cleaned: it is replaced.
 #[cfg(unix)]
 #[test]
 fn deletion_never_follows_a_link_at_the_root() {
@@ -272,8 +299,12 @@ fn deletion_never_follows_a_link_at_the_root() {
     let precious = outside.path().join("precious");
     std::fs::create_dir_all(precious.join("deep")).unwrap();
     std::fs::write(precious.join("deep/data"), "keep me").unwrap();
+    std::fs::write(precious.join("top"), "keep me too").unwrap();
     let base = tempfile::tempdir().unwrap();
-    let m = manager(base.path());
+    let m = builder(base.path())
+        .fs_ops(std::sync::Arc::new(EvilInUseOnce(Default::default())))
+        .build()
+        .unwrap();
     for place in [".trash/evil.1.2", ".staging/evil.1.2"] {
         std::os::unix::fs::symlink(&precious, base.path().join(place)).unwrap();
     }
@@ -288,6 +319,30 @@ fn deletion_never_follows_a_link_at_the_root() {
     assert_eq!(
         std::fs::read_to_string(precious.join("deep/data")).unwrap(),
         "keep me"
+    );
+    assert_eq!(
+        std::fs::read_to_string(precious.join("top")).unwrap(),
+        "keep me too"
+    );
+
+    // A workspace whose repo/ a caller replaced by a link to another clone.
+    let up = Upstream::new();
+    let victim = Upstream::new();
+    std::fs::write(victim.path.join("untracked.txt"), "not yours").unwrap();
+    let out = m
+        .prepare(&PrepareRequest::new("acme/demo", up.url()))
+        .unwrap();
+    let repo = out.path.clone();
+    support::remove_tree(&repo);
+    std::os::unix::fs::symlink(&victim.path, &repo).unwrap();
+    let again = m
+        .prepare(&PrepareRequest::new("acme/demo", up.url()))
+        .unwrap();
+    assert!(!again.reused, "{again:?}");
+    assert!(!std::fs::symlink_metadata(&repo).unwrap().is_symlink());
+    assert_eq!(
+        std::fs::read_to_string(victim.path.join("untracked.txt")).unwrap(),
+        "not yours"
     );
 }
 

@@ -325,6 +325,11 @@ pub fn inspect(repo_dir: &Path) -> RepoState {
     if !state.exists {
         return state;
     }
+    if std::fs::symlink_metadata(repo_dir).is_ok_and(|m| m.file_type().is_symlink()) {
+        // Never opened through: a reset and clean would act on the target.
+        state.problem = Some("repo/ is a symbolic link".into());
+        return state;
+    }
     if !repo_dir.is_dir() {
         state.problem = Some("repo/ is not a folder".into());
         return state;
