@@ -177,26 +177,9 @@ impl GitError {
             || e.message().contains("not found")
             || e.message()
                 .contains("does not appear to be a git repository");
-        // libgit2 on Windows ends system messages with "\r\n".
-        let detail = e.message().trim_end();
-        let network = matches!(
-            e.class(),
-            ErrorClass::Net | ErrorClass::Http | ErrorClass::Ssl | ErrorClass::Ssh | ErrorClass::Os
-        ) && !matches!(e.code(), ErrorCode::Auth | ErrorCode::NotFound)
-            && !not_found;
-        let message = if network {
-            // Connection errors and status codes would let a caller map
-            // hosts and ports through this service: they go to the log only.
-            tracing::warn!(action, detail, class = ?e.class(), "git network failure");
-            format!(
-                "{action}: the remote could not be reached or did not answer as a git server \
-                 (git's detail is in the service log); check the URL and the network, then retry"
-            )
-        } else {
-            format!("{action}: {detail}{hint}")
-        };
         GitError {
-            message,
+            // libgit2 on Windows ends system messages with "\r\n".
+            message: format!("{action}: {}{hint}", e.message().trim_end()),
             not_found,
             stopped: None,
         }
@@ -211,8 +194,28 @@ impl GitError {
     }
 
     /// A failed transfer: the host's reason if it stopped it, else git's.
-    fn transfer(action: &str, e: git2::Error, remote: &Remote) -> Self {
+    /// A network failure's detail (connection errors, HTTP status codes)
+    /// goes to the log only: in an answer it would let a caller map hosts
+    /// and ports through this service.
+    ///
+    /// libgit2 reports a refused connection or a failed read as an OS
+    /// error, like a failed write to the disk: before any checkout
+    /// (`checkout_started` false) it is the network's.
+    fn transfer(action: &str, e: git2::Error, remote: &Remote, checkout_started: bool) -> Self {
+        let network = match e.class() {
+            ErrorClass::Net | ErrorClass::Http | ErrorClass::Ssl | ErrorClass::Ssh => true,
+            ErrorClass::Os => !checkout_started,
+            _ => false,
+        } && e.code() != ErrorCode::Auth;
+        let (detail, class) = (e.message().trim_end().to_string(), e.class());
         let mut err = GitError::new(action, e);
+        if network && !err.not_found {
+            tracing::warn!(action, detail, ?class, "git network failure");
+            err.message = format!(
+                "{action}: the remote could not be reached or did not answer as a git server \
+                 (git's detail is in the service log); check the URL and the network, then retry"
+            );
+        }
         if let Some(stop) = remote.guard.as_ref().and_then(|g| g.stopped()) {
             err.message = match &stop {
                 Stop::Cancelled => format!("{action}: stopped, the service is shutting down"),
@@ -484,13 +487,19 @@ pub fn clone(
             &format!("cloning {url}"),
             git2::Error::from_str("not started"),
             remote,
+            false,
         );
         err.stopped.get_or_insert(stop);
         return Err(err);
     }
-    let repo = builder
-        .clone(url, dest)
-        .map_err(|e| GitError::transfer(&format!("cloning {url}"), e, remote))?;
+    let checkout_started = std::rc::Rc::new(Cell::new(false));
+    let mut checkout = CheckoutBuilder::new();
+    let started = checkout_started.clone();
+    checkout.progress(move |_, _, _| started.set(true));
+    builder.with_checkout(checkout);
+    let repo = builder.clone(url, dest).map_err(|e| {
+        GitError::transfer(&format!("cloning {url}"), e, remote, checkout_started.get())
+    })?;
     head_commit(&repo)
 }
 
@@ -570,7 +579,9 @@ pub fn update(
     }
     origin
         .fetch(&[refspec.as_str()], Some(&mut fo), None)
-        .map_err(|e| GitError::transfer(&format!("fetching {branch} from {url}"), e, remote))?;
+        .map_err(|e| {
+            GitError::transfer(&format!("fetching {branch} from {url}"), e, remote, false)
+        })?;
     let target = repo
         .find_reference(&tracking)
         .and_then(|r| r.peel_to_commit())
