@@ -9,6 +9,7 @@
 //! opens that file the way an editor, a virus scanner or a running program
 //! does, says `holding`, and keeps it open until its stdin closes.
 
+#[path = "it/support/mod.rs"]
 mod support;
 
 use fixsec_policy_default::naming::MAX_NAME_LEN;

@@ -493,7 +493,7 @@ fn policy_check(file: &std::path::Path, json: bool) -> ExitCode {
     } else {
         file.to_path_buf()
     };
-    let report = crate::policy::conformance::run(&file);
+    let report = crate::conformance::run(&file);
     if json {
         print_json(&report);
     } else {

@@ -18,6 +18,7 @@ pub mod adapter;
 pub mod cli;
 pub mod clone_url;
 pub mod config;
+pub mod conformance;
 pub mod error;
 pub mod git_queue;
 pub mod http;
@@ -29,6 +30,7 @@ pub mod metrics;
 pub mod model;
 pub mod names;
 pub mod policy;
+mod store;
 
 pub use config::{Config, PolicyLimits, PolicySource};
 pub use error::{Error, ErrorKind, Result};

@@ -261,7 +261,7 @@ impl workspace_fs::Host for HostState {
     fn list_workspaces(&mut self) -> wasmtime::Result<Result<Vec<types::WorkspaceInfo>, WitError>> {
         self.call
             .allow("list-workspaces", &[Export::Prepare, Export::Cleanup])?;
-        Ok(match self.services.list() {
+        Ok(match self.store.list() {
             Ok(list) => Ok(list
                 .into_iter()
                 .map(|s| {
@@ -280,7 +280,7 @@ impl workspace_fs::Host for HostState {
         self.call
             .allow("get-workspace", &[Export::Prepare, Export::Cleanup])?;
         let name = checked(&name)?;
-        Ok(Ok(self.services.summary(&name).map(|s| {
+        Ok(Ok(self.store.summary(&name).map(|s| {
             self.seen(&s);
             to_wit_info(s)
         })))
@@ -291,7 +291,7 @@ impl workspace_fs::Host for HostState {
     }
 
     fn free_space_bytes(&mut self) -> wasmtime::Result<Option<u64>> {
-        Ok(crate::adapter::fs::free_space(self.services.layout.base()))
+        Ok(crate::adapter::fs::free_space(self.store.layout.base()))
     }
 }
 
@@ -299,7 +299,7 @@ impl git::Host for HostState {
     fn inspect(&mut self, name: String) -> wasmtime::Result<types::RepoState> {
         self.call.allow("git.inspect", &[Export::Prepare])?;
         let name = checked(&name)?;
-        let s = crate::adapter::git::inspect(&self.services.layout.repo_dir(&name));
+        let s = crate::adapter::git::inspect(&self.store.layout.repo_dir(&name));
         Ok(types::RepoState {
             exists: s.exists,
             is_repository: s.is_repository,
@@ -321,7 +321,7 @@ impl git::Host for HostState {
     ) -> wasmtime::Result<Result<String, WitError>> {
         let name = self.mutable_target(&name, Some(&url))?;
         self.call.cloned = true;
-        let result = self.services.clone_workspace(
+        let result = self.store.clone_workspace(
             &name,
             &url,
             branch.as_deref(),
@@ -348,7 +348,7 @@ impl git::Host for HostState {
         options: git::FetchOptions,
     ) -> wasmtime::Result<Result<String, WitError>> {
         let name = self.mutable_target(&name, Some(&url))?;
-        let result = match self.services.update_workspace(
+        let result = match self.store.update_workspace(
             &name,
             &url,
             branch.as_deref(),
@@ -370,7 +370,7 @@ impl git::Host for HostState {
 
     fn clear_stale_locks(&mut self, name: String) -> wasmtime::Result<Result<u32, WitError>> {
         let name = self.mutable_target(&name, None)?;
-        let repo = self.services.layout.repo_dir(&name);
+        let repo = self.store.layout.repo_dir(&name);
         Ok(crate::adapter::git::clear_stale_locks(&repo)
             .map(|cleared| {
                 tracing::info!(workspace = %name, locks = ?cleared, "cleared stale git locks");
@@ -388,7 +388,7 @@ impl removal::Host for HostState {
         // Decided on a listing that may be stale: re-checked under the lock.
         let call = &self.call;
         let report = self
-            .services
+            .store
             .remove_workspace_unless(&name, |meta| call.stale_removal(name.as_str(), meta));
         let wit = to_wit_removal(&report);
         self.call.removals.push(report);
@@ -398,12 +398,12 @@ impl removal::Host for HostState {
 
 impl settings::Host for HostState {
     fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
-        Ok(self.services.config.policy_settings.get(&key).cloned())
+        Ok(self.store.config.policy_settings.get(&key).cloned())
     }
 
     fn all(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
         Ok(self
-            .services
+            .store
             .config
             .policy_settings
             .iter()

@@ -9,12 +9,11 @@
 //! memory limits. A trap, a limit or a broken contract is an error for that
 //! call only.
 
-pub mod conformance;
 mod host;
 
 use crate::config::{PolicyLimits, PolicySource};
 use crate::error::{Error, Result};
-use crate::manager::Services;
+use crate::store::Store as WorkspaceStore;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::Path;
@@ -47,13 +46,13 @@ pub static DEFAULT_POLICY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/def
 /// Guest stderr kept for error messages (a panic message, say).
 const STDERR_CAPTURE_BYTES: usize = 16 * 1024;
 
-/// Per-call store state: the WASI sandbox, limits, and the host services
+/// Per-call store state: the WASI sandbox, limits, and the workspace store
 /// the imports act through.
 pub(crate) struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
     limits: StoreLimits,
-    services: Arc<Services>,
+    store: Arc<WorkspaceStore>,
     call: CallContext,
 }
 
@@ -170,7 +169,7 @@ impl PolicyEngine {
     /// the result and the context (with what the host recorded during the call).
     pub(crate) fn call<R>(
         &self,
-        services: Arc<Services>,
+        store: Arc<WorkspaceStore>,
         call: CallContext,
         what: &str,
         f: impl FnOnce(&PolicyExports, &mut Store<HostState>) -> wasmtime::Result<R>,
@@ -192,7 +191,7 @@ impl PolicyEngine {
                 wasi,
                 table: ResourceTable::new(),
                 limits,
-                services,
+                store,
                 call,
             },
         );

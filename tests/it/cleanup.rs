@@ -1,15 +1,15 @@
 //! Removal, cleanup, stats and health against real workspaces, with faults
 //! injected through the removal seam.
 
-mod support;
+use crate::support;
 
+use crate::support::{Upstream, age_workspace, builder, manager};
 use fixsec_workspace::adapter::removal::{FsOps, RealFs};
 use fixsec_workspace::{ErrorKind, HealthStatus, PrepareRequest, WorkspaceManager};
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use support::{Upstream, age_workspace, builder, manager};
 
 fn prepare(m: &WorkspaceManager, up: &Upstream, repo: &str) -> String {
     m.prepare(&PrepareRequest::new(repo, up.url()).branch("main"))

@@ -2,11 +2,11 @@
 //! would against real repositories and real servers on loopback. Every
 //! test here failed before its fix; docs/RELIABILITY.md maps item to test.
 
-mod support;
+use crate::support;
 
+use crate::support::{GitDaemon, HttpStub, Upstream, builder, hostile_policy, manager};
 use fixsec_workspace::{ErrorKind, PrepareRequest, WorkspaceManager};
 use std::time::{Duration, Instant};
-use support::{GitDaemon, HttpStub, Upstream, builder, hostile_policy, manager};
 
 /// Item 1: URLs that the allow-list and libgit2 read differently are
 /// refused, and never reach the host libgit2 would have connected to.

@@ -1,15 +1,15 @@
 //! The HTTP service end to end: a real server on a loopback ephemeral port,
 //! a real HTTP client, real repositories.
 
-mod support;
+use crate::support;
 
+use crate::support::{Upstream, manager};
 use fixsec_workspace::WorkspaceManager;
 use fixsec_workspace::http::{self, ApiToken, RunningServer, ServerConfig};
 use reqwest::StatusCode;
 use reqwest::blocking::{Client, RequestBuilder};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-use support::{Upstream, manager};
 use warp::Filter;
 
 const TOKEN: &str = "test-token-0123456789";

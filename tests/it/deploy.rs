@@ -2,7 +2,7 @@
 //! probes and the token; alert rules only name metrics the server exports;
 //! the Dockerfile is multi-stage with the guide's volume.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use yaml_rust2::{Yaml, YamlLoader};

@@ -1,14 +1,12 @@
 //! Concurrency, crashes and deletion faults, on real repositories and real
 //! processes.
 
-mod support;
-
+use crate::support::{Upstream, manager};
 use fixsec_workspace::PrepareRequest;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 #[cfg(unix)]
 use std::time::{Duration, Instant};
-use support::{Upstream, manager};
 
 fn cli(base: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fixsec-workspace"));

@@ -2,13 +2,11 @@
 //! tests/policies/hostile): each ends in a clear error for that call or at
 //! start-up, the host stays usable, nothing outside the base is touched.
 
-mod support;
-
+use crate::support::{Upstream, builder, hostile_policy};
 use fixsec_workspace::http::{self, ApiToken, ServerConfig};
 use fixsec_workspace::{ErrorKind, PolicyLimits, PrepareRequest, WorkspaceManager};
 use std::path::Path;
 use std::time::{Duration, Instant};
-use support::{Upstream, builder, hostile_policy};
 
 /// A small CPU budget so the endless loop ends fast; memory as in production.
 fn limits() -> PolicyLimits {

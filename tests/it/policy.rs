@@ -2,7 +2,7 @@
 //! the same code compiled natively; loading refuses what is not a policy;
 //! per-call limits hold.
 
-mod support;
+use crate::support;
 
 use fixsec_policy_default::naming;
 use fixsec_workspace::names::WorkspaceName;
@@ -23,7 +23,7 @@ fn shared() -> &'static WorkspaceManager {
 }
 
 /// The conformance suite's corpus of tricky inputs, shared with `policy check`.
-use fixsec_workspace::policy::conformance::NAME_CORPUS as TRICKY;
+use fixsec_workspace::conformance::NAME_CORPUS as TRICKY;
 
 #[test]
 fn the_component_names_like_the_original() {

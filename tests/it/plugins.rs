@@ -2,15 +2,13 @@
 //! rebuild, `policy check` tells good components from bad ones, and a
 //! running server swaps its policy (endpoint and SIGHUP) without a restart.
 
-mod support;
-
+use crate::support::{Upstream, age_workspace, component, hostile_policy};
 use fixsec_workspace::http::{self, ApiToken, ServerConfig};
 use fixsec_workspace::policy::DEFAULT_POLICY;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
-use support::{Upstream, age_workspace, component, hostile_policy};
 
 fn quota_lru() -> PathBuf {
     component("fixsec-policy-quota-lru", None)

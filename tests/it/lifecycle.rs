@@ -1,9 +1,9 @@
 //! Prepare against real git repositories: clone, reuse, clean, heal.
 
-mod support;
+use crate::support;
 
+use crate::support::{GitDaemon, Upstream, files_containing, manager};
 use fixsec_workspace::{ErrorKind, PrepareRequest};
-use support::{GitDaemon, Upstream, files_containing, manager};
 
 #[test]
 fn fresh_prepare_clones_and_records_metadata() {

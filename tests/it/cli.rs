@@ -1,10 +1,10 @@
 //! The `fixsec-workspace` binary, run as a user (or a script) would.
 
-mod support;
+use crate::support;
 
+use crate::support::Upstream;
 use std::path::Path;
 use std::process::{Command, Output};
-use support::Upstream;
 
 fn run(base: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fixsec-workspace"))

@@ -1,0 +1,256 @@
+//! Prepare: name, lock (waiting out other callers' leases), run the
+//! policy's `prepare`, check the result on disk, record it.
+
+use super::{MAX_LEASE_SECONDS, WorkspaceManager};
+use crate::adapter::fs::dir_size;
+use crate::adapter::git::{self, ProgressFn, Remote};
+use crate::clone_url::{CloneUrl, Transport};
+use crate::error::{Error, Result};
+use crate::metadata::{METADATA_VERSION, WorkspaceMetadata};
+use crate::metrics::Operation;
+use crate::model::*;
+use crate::names::WorkspaceName;
+use crate::policy::bindings::exports::fixsec::workspace::policy as wit;
+use crate::policy::from_wit_error;
+use crate::policy::{CallContext, Export, PolicyEngine};
+use chrono::Utc;
+use std::sync::Arc;
+use std::time::Instant;
+
+impl WorkspaceManager {
+    /// The workspace name the policy gives `repo_full_name`, validated.
+    pub fn workspace_name(&self, repo_full_name: &str) -> Result<String> {
+        self.checked_name(repo_full_name).map(|n| n.to_string())
+    }
+
+    fn checked_name(&self, repo_full_name: &str) -> Result<WorkspaceName> {
+        self.checked_name_with(&self.policy(), repo_full_name)
+    }
+
+    /// The name `policy` gives (an operation takes the policy once, so a
+    /// reload in between cannot mix two policies' answers).
+    fn checked_name_with(
+        &self,
+        policy: &PolicyEngine,
+        repo_full_name: &str,
+    ) -> Result<WorkspaceName> {
+        let (name, _) = policy.call(
+            self.store.clone(),
+            CallContext::for_export(Export::WorkspaceName),
+            "workspace-name",
+            |p, s| p.call_workspace_name(s, repo_full_name),
+        )?;
+        let name = name.map_err(from_wit_error)?;
+        WorkspaceName::parse(&name).map_err(|e| {
+            Error::Policy(format!(
+                "{} returned an unsafe workspace name for {repo_full_name:?}: {e}",
+                policy.label()
+            ))
+        })
+    }
+
+    /// The workspace's lock, once no other caller holds a lease on it:
+    /// waits up to the configured lease wait, then answers `InUse` with
+    /// who holds the lease and until when. A leased tree is never reset,
+    /// cleaned or re-cloned under its holder.
+    fn lock_unleased(&self, name: &WorkspaceName) -> Result<crate::locks::WorkspaceGuard> {
+        let store = &self.store;
+        let deadline = Instant::now() + store.config.lease_wait;
+        loop {
+            let guard = store.locks.lock(name, store.config.lock_wait)?;
+            let Some(holder) = store.locks.lease_holder(name) else {
+                return Ok(guard);
+            };
+            drop(guard);
+            if Instant::now() >= deadline {
+                return Err(Error::InUse(format!("{name} ({holder})")));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Prepare the workspace of a repository: reuse and update its clone, or
+    /// clone afresh. Serialized per workspace, parallel across workspaces.
+    pub fn prepare(&self, request: &PrepareRequest) -> Result<PrepareOutcome> {
+        self.prepare_with_progress(request, None)
+    }
+
+    /// [`prepare`](Self::prepare), reporting transfer progress to `progress`.
+    pub fn prepare_with_progress(
+        &self,
+        request: &PrepareRequest,
+        progress: Option<Arc<ProgressFn>>,
+    ) -> Result<PrepareOutcome> {
+        let _timer = self
+            .store
+            .metrics
+            .start(Operation::Prepare, Some(&request.repo_full_name));
+        self.counted(self.prepare_inner(request, progress))
+    }
+
+    fn prepare_inner(
+        &self,
+        request: &PrepareRequest,
+        progress: Option<Arc<ProgressFn>>,
+    ) -> Result<PrepareOutcome> {
+        let started = Instant::now();
+        if let Some(b) = &request.default_branch
+            && !git2::Reference::is_valid_name(&format!("refs/heads/{b}"))
+        {
+            return Err(Error::InvalidInput(format!(
+                "{b:?} is not a valid branch name"
+            )));
+        }
+        if request
+            .lease_seconds
+            .is_some_and(|s| s == 0 || s > MAX_LEASE_SECONDS)
+        {
+            return Err(Error::InvalidInput(format!(
+                "lease_seconds must be between 1 and {MAX_LEASE_SECONDS}"
+            )));
+        }
+        if request
+            .holder
+            .as_ref()
+            .is_some_and(|h| h.is_empty() || h.len() > 200 || h.chars().any(char::is_control))
+        {
+            return Err(Error::InvalidInput(
+                "holder must be 1 to 200 characters without control characters".into(),
+            ));
+        }
+        if request.depth == Some(0) {
+            return Err(Error::InvalidInput(
+                "depth must be at least 1 (omit it for full history)".into(),
+            ));
+        }
+        let config = &self.store.config;
+        let url = CloneUrl::parse(&request.clone_url, config.allow_local_urls)?;
+        url.check_host(&config.allowed_hosts)?;
+        url.check_addresses(config.allow_private_networks)?;
+        if url.credentials_in_clear() {
+            tracing::warn!(url = %url.public, "credentials are sent unencrypted over this transport; use https");
+        }
+        let policy = self.policy();
+        let name = self.checked_name_with(&policy, &request.repo_full_name)?;
+        let store = &self.store;
+        store.layout.ensure()?;
+        let _guard = self.lock_unleased(&name)?;
+        store.snapshots.invalidate(); // now in use
+        store.clear_staging(&name);
+
+        let remote = Remote {
+            credentials: url.credentials.clone(),
+            service_credentials: url
+                .host
+                .as_deref()
+                .is_some_and(|h| host_listed(h, &config.service_credential_hosts)),
+            host: url.host.clone(),
+            progress,
+            local: url.transport == Transport::Local,
+            guard: Some(Arc::new(git::TransferGuard::new(
+                store.cancel.clone(),
+                config.max_workspace_bytes,
+                config.min_free_bytes,
+                store.layout.base().to_path_buf(),
+            ))),
+        };
+        let call = CallContext::prepare(name.clone(), url.public.clone(), remote);
+        let wit_request = wit::PrepareRequest {
+            repo_full_name: request.repo_full_name.clone(),
+            name: name.to_string(),
+            clone_url: url.public.clone(),
+            branch: request.default_branch.clone(),
+            depth: request.depth,
+        };
+        let (outcome, mut ctx) = policy.call(store.clone(), call, "prepare", |p, s| {
+            p.call_prepare(s, &wit_request)
+        })?;
+        // A host limit (queue, disk, shutdown) is the answer, whatever the
+        // policy made of it.
+        if let Some(stop) = ctx.host_stop.take() {
+            return Err(stop);
+        }
+        let outcome = outcome.map_err(from_wit_error)?;
+
+        // Trust the disk, not the policy's word.
+        let repo_dir = store.layout.repo_dir(&name);
+        let state = git::inspect(&repo_dir);
+        let head = match (state.healthy, state.head) {
+            (true, Some(head)) => head,
+            _ => {
+                return Err(Error::Policy(format!(
+                    "{} reported a prepared workspace, but {} is not a healthy repository: {}",
+                    policy.label(),
+                    repo_dir.display(),
+                    state.problem.unwrap_or_else(|| "it is missing".into())
+                )));
+            }
+        };
+        if state.remote_url.as_deref() != Some(url.public.as_str()) {
+            return Err(Error::Policy(format!(
+                "{} left a clone of {:?} where {} was asked for",
+                policy.label(),
+                state.remote_url,
+                url.public
+            )));
+        }
+        let reused = ctx.updated && !ctx.cloned;
+        if outcome.reused != reused {
+            tracing::warn!(workspace = %name, "policy's reused={} disagrees with what the host saw", outcome.reused);
+        }
+
+        let now = Utc::now();
+        let meta_path = store.layout.metadata_path(&name);
+        let previous = WorkspaceMetadata::read(&meta_path);
+        let meta = WorkspaceMetadata {
+            version: METADATA_VERSION,
+            repo_full_name: request.repo_full_name.clone(),
+            clone_url: url.public.clone(),
+            branch: request.default_branch.clone().or(state.branch),
+            depth: request.depth,
+            head: head.clone(),
+            created: previous
+                .as_ref()
+                .filter(|_| reused)
+                .map_or(now, |p| p.created),
+            last_prepared: now,
+            last_used: now,
+            // Measured by the clone or update that just ran; a policy that
+            // did neither (a reuse without update) gets a walk.
+            size_bytes: ctx.measured_size.unwrap_or_else(|| dir_size(&repo_dir)),
+        };
+        meta.write(&meta_path)?;
+        // Taken before the lock is released: no cleanup can slip in between.
+        let lease = request.lease_seconds.map(|secs| {
+            let ttl = std::time::Duration::from_secs(secs);
+            let holder = request
+                .holder
+                .as_deref()
+                .unwrap_or("another caller's prepare");
+            let (id, expires_at) = store.locks.add_lease(&name, holder, Some(ttl));
+            LeaseInfo {
+                id,
+                expires_at: expires_at.unwrap_or(now),
+            }
+        });
+        let duration_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(workspace = %name, reused, head = %head, duration_ms, "workspace prepared");
+        Ok(PrepareOutcome {
+            name: name.to_string(),
+            path: repo_dir,
+            reused,
+            head,
+            duration_ms,
+            notes: outcome.notes,
+            lease,
+        })
+    }
+}
+
+/// Whether `host` is one of `list` (exactly, or under a `.suffix` entry).
+pub(crate) fn host_listed(host: &str, list: &[String]) -> bool {
+    list.iter().any(|a| {
+        let a = a.trim().to_ascii_lowercase();
+        host == a || (a.starts_with('.') && host.ends_with(&a))
+    })
+}

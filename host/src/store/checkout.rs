@@ -1,0 +1,112 @@
+//! Checkouts: fresh clones into `.staging/` swapped in whole, updates in
+//! place, each behind the git queue and the transfer guard.
+
+use super::Store;
+use super::trash::staging_owner;
+use crate::adapter::fs::dir_size;
+use crate::adapter::git::{self, Remote};
+use crate::error::{Error, Result};
+use crate::metrics::Operation;
+use crate::names::WorkspaceName;
+
+impl Store {
+    /// Clone into a staging folder, then swap it in as `repo/`. Returns the
+    /// head commit and the checkout's size. Waits for a slot in the git
+    /// queue; a clone over the size limit or the free-space floor is
+    /// stopped and leaves nothing behind.
+    pub fn clone_workspace(
+        &self,
+        name: &WorkspaceName,
+        url: &str,
+        branch: Option<&str>,
+        depth: Option<u32>,
+        remote: &Remote,
+    ) -> Result<(String, u64)> {
+        let _slot = self
+            .git_queue
+            .enter(remote.host.as_deref().unwrap_or_default())?;
+        let _timer = self.metrics.start(Operation::Clone, Some(name.as_str()));
+        let staging = self.layout.unique_in(self.layout.staging_dir(), name);
+        let head = match git::clone(url, branch, depth, remote, &staging) {
+            Ok(head) => head,
+            Err(e) => {
+                self.remover.remove_tree(&staging);
+                return Err(e.into());
+            }
+        };
+        // The pack is bounded as it arrives; the checkout can be larger.
+        if let Some(max) = self.config.max_workspace_bytes {
+            let size = git::checkout_size(&staging).unwrap_or_else(|| dir_size(&staging));
+            if size > max {
+                self.remover.remove_tree(&staging);
+                return Err(Error::InsufficientStorage(format!(
+                    "the clone of {url} takes {} MB, over the {} MB limit \
+                     (WORKSPACE_MAX_WORKSPACE_MB); nothing was kept",
+                    size >> 20,
+                    max >> 20
+                )));
+            }
+        }
+        let repo = self.layout.repo_dir(name);
+        std::fs::create_dir_all(self.layout.workspace_dir(name))
+            .map_err(|e| Error::io("creating workspace", self.layout.workspace_dir(name), e))?;
+        if std::fs::symlink_metadata(&repo).is_ok() {
+            let old = self.layout.unique_in(self.layout.trash_dir(), name);
+            let moved = self.remover.rename(&repo, &old).is_ok();
+            let outcome = self.remover.remove_tree(if moved { &old } else { &repo });
+            if !moved && !outcome.removed {
+                self.remover.remove_tree(&staging);
+                return Err(Error::Filesystem(format!(
+                    "cannot replace {}: {}; close the program holding it and prepare again",
+                    repo.display(),
+                    outcome.error.unwrap_or_default()
+                )));
+            }
+        }
+        self.remover
+            .rename(&staging, &repo)
+            .map_err(|(_, e)| Error::io("moving the new clone into place at", &repo, e))?;
+        let size = git::checkout_size(&repo).unwrap_or_else(|| dir_size(&repo));
+        Ok((head, size))
+    }
+
+    /// Fetch, hard-reset and clean `repo/` in place.
+    pub fn update_workspace(
+        &self,
+        name: &WorkspaceName,
+        url: &str,
+        branch: Option<&str>,
+        depth: Option<u32>,
+        remote: &Remote,
+    ) -> Result<(String, u64)> {
+        let _slot = self
+            .git_queue
+            .enter(remote.host.as_deref().unwrap_or_default())?;
+        let _timer = self.metrics.start(Operation::Update, Some(name.as_str()));
+        git::update(&self.layout.repo_dir(name), url, branch, depth, remote).map_err(Error::from)
+    }
+
+    /// Delete staging folders of `name` (and only of `name`) left by a
+    /// crashed prepare. Requires `name`'s lock.
+    pub(crate) fn clear_staging(&self, name: &WorkspaceName) {
+        for path in std::fs::read_dir(self.layout.staging_dir())
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| staging_owner(p).as_ref() == Some(name))
+        {
+            self.remover.remove_tree(&path);
+        }
+    }
+}
+
+impl From<git::GitError> for Error {
+    fn from(e: git::GitError) -> Self {
+        match e.stopped {
+            Some(git::Stop::Cancelled) => Error::Busy(e.message),
+            Some(git::Stop::Storage(_)) => Error::InsufficientStorage(e.message),
+            None if e.not_found => Error::NotFound(e.message),
+            None => Error::Git(e.message),
+        }
+    }
+}

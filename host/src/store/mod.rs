@@ -1,0 +1,114 @@
+//! The workspace store: what is on disk under the base directory and the
+//! shared side effects (locks, removal, metrics, snapshots, the git queue)
+//! that the manager and the policy's imports both act through.
+//!
+//! It knows nothing of the policy: the policy engine depends on the store,
+//! the manager on both.
+
+mod checkout;
+mod snapshots;
+mod trash;
+
+pub(crate) use snapshots::Snapshots;
+pub use snapshots::{METRICS_MAX_AGE, SNAPSHOT_TTL};
+
+use crate::adapter::fs::{child_dirs, dir_size, free_space};
+use crate::adapter::removal::Remover;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::layout::Layout;
+use crate::locks::WorkspaceLocks;
+use crate::metadata::WorkspaceMetadata;
+use crate::metrics::Metrics;
+use crate::model::*;
+use crate::names::WorkspaceName;
+use std::sync::Arc;
+
+/// The side effects the policy's imports and the manager share.
+#[derive(Debug)]
+pub(crate) struct Store {
+    pub config: Config,
+    pub layout: Layout,
+    pub locks: WorkspaceLocks,
+    pub remover: Remover,
+    pub metrics: Metrics,
+    /// Background deletions still running (count, and a signal when one ends).
+    pub background: Arc<(parking_lot::Mutex<usize>, parking_lot::Condvar)>,
+    /// Recent stats and health answers.
+    pub snapshots: Snapshots,
+    /// The bounded queue in front of git network work.
+    pub git_queue: crate::git_queue::GitQueue,
+    /// Set at shutdown: transfers in flight stop at their next chunk.
+    pub cancel: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Store {
+    /// One workspace as listed, or none if its folder does not exist.
+    pub fn summary(&self, name: &WorkspaceName) -> Option<WorkspaceSummary> {
+        let dir = self.layout.workspace_dir(name);
+        if !std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+            return None;
+        }
+        let meta = WorkspaceMetadata::read(&self.layout.metadata_path(name));
+        // Sizes are kept up to date at prepare time; only a folder without
+        // metadata (adopted from the original tool) is walked.
+        let size_bytes = meta
+            .as_ref()
+            .map_or_else(|| dir_size(&self.layout.repo_dir(name)), |m| m.size_bytes);
+        Some(WorkspaceSummary {
+            name: name.to_string(),
+            repo_full_name: meta.as_ref().map(|m| m.repo_full_name.clone()),
+            clone_url: meta.as_ref().map(|m| m.clone_url.clone()),
+            branch: meta.as_ref().and_then(|m| m.branch.clone()),
+            head: meta.as_ref().map(|m| m.head.clone()),
+            size_bytes,
+            size_mb: to_mb(size_bytes),
+            created: meta.as_ref().map(|m| m.created),
+            last_prepared: meta.as_ref().map(|m| m.last_prepared),
+            last_used: meta.as_ref().map(|m| m.last_used),
+            in_use: self.locks.is_busy(name),
+            has_metadata: meta.is_some(),
+        })
+    }
+
+    /// Every workspace folder under the base directory.
+    pub fn list(&self) -> Result<Vec<WorkspaceSummary>> {
+        self.metrics.listing_scanned();
+        let base = self.layout.base();
+        let names = match child_dirs(base) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("listing workspaces in", base, e)),
+        };
+        Ok(names
+            .iter()
+            .filter_map(|n| WorkspaceName::parse(n).ok())
+            .filter_map(|n| self.summary(&n))
+            .collect())
+    }
+    pub(crate) fn stats(&self, list: &[WorkspaceSummary]) -> Stats {
+        let total: u64 = list.iter().map(|w| w.size_bytes).sum();
+        let mut workspaces: Vec<WorkspaceSize> = list
+            .iter()
+            .map(|w| WorkspaceSize {
+                name: w.name.clone(),
+                size_bytes: w.size_bytes,
+                size_mb: to_mb(w.size_bytes),
+            })
+            .collect();
+        workspaces.sort_by(|a, b| b.size_bytes.cmp(&a.size_bytes).then(a.name.cmp(&b.name)));
+        let pending_deletions = self.pending_deletions().len();
+        self.metrics
+            .set_totals(list.len(), total, pending_deletions);
+        Stats {
+            total_workspaces: list.len(),
+            total_size_mb: to_mb(total),
+            total_size_bytes: total,
+            base_path: self.layout.base().display().to_string(),
+            in_use: list.iter().filter(|w| w.in_use).count(),
+            pending_deletions,
+            free_space_bytes: free_space(self.layout.base()),
+            workspaces,
+        }
+    }
+}

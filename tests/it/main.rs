@@ -1,0 +1,36 @@
+//! The integration tests, one binary (each file here used to be its own,
+//! and each linked wasmtime, git2 and warp again).
+//!
+//! | module | what it drives |
+//! |---|---|
+//! | `lifecycle` | prepare against real repositories: clone, reuse, clean, heal |
+//! | `cleanup` | removal, cleanup, stats and health, with injected faults |
+//! | `policy` | the default policy as a component against its native twin |
+//! | `cli` | the binary as a user runs it |
+//! | `http` | the server on loopback with a real HTTP client |
+//! | `reliability` | concurrency, crashes, deep and read-only trees |
+//! | `security` | the security review's findings (issue 11) |
+//! | `hostile` | policies that misbehave |
+//! | `plugins` | other policies, swapped at run time |
+//! | `deploy` | the deployment manifests |
+//!
+//! The Windows run under Wine (`scripts/test-windows`) skips the modules
+//! that build wasm components with cargo or need Unix.
+
+mod support;
+
+mod cleanup;
+mod cli;
+mod http;
+mod lifecycle;
+mod policy;
+mod reliability;
+
+#[cfg(not(windows))]
+mod deploy;
+#[cfg(not(windows))]
+mod hostile;
+#[cfg(not(windows))]
+mod plugins;
+#[cfg(not(windows))]
+mod security;
