@@ -94,6 +94,11 @@ enum PolicyCommand {
     Check {
         /// The component (.wasm), or `default` for the embedded policy
         file: PathBuf,
+        /// Also require the default policy's workspace names, input for
+        /// input (a policy that replaces the default must, or swapping
+        /// orphans every workspace)
+        #[arg(long)]
+        same_names_as_default: bool,
     },
 }
 
@@ -178,10 +183,17 @@ fn print_json<T: Serialize>(value: &T) {
 fn run(cli: Cli) -> Result<ExitCode, Error> {
     let json = cli.global.json;
     if let Command::Policy {
-        command: PolicyCommand::Check { file },
+        command:
+            PolicyCommand::Check {
+                file,
+                same_names_as_default,
+            },
     } = &cli.command
     {
-        return Ok(policy_check(file, json));
+        let options = crate::conformance::Options {
+            same_names_as_default: *same_names_as_default,
+        };
+        return Ok(policy_check(file, options, json));
     }
     let m = manager(&cli.global)?;
     match cli.command {
@@ -204,7 +216,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             let request = PrepareRequest {
                 repo_full_name: repo,
                 clone_url: url,
-                default_branch: branch,
+                branch,
                 depth,
                 lease_seconds: None,
                 holder: None,
@@ -483,7 +495,11 @@ async fn shutdown_signal() {
 }
 
 /// `policy check`: exit 0 when every check passes, 1 otherwise.
-fn policy_check(file: &std::path::Path, json: bool) -> ExitCode {
+fn policy_check(
+    file: &std::path::Path,
+    options: crate::conformance::Options,
+    json: bool,
+) -> ExitCode {
     // `default`: the embedded policy, written out for the suite to load.
     let embedded = tempfile::tempdir().expect("a temporary directory");
     let file = if file == std::path::Path::new("default") && !file.exists() {
@@ -493,7 +509,7 @@ fn policy_check(file: &std::path::Path, json: bool) -> ExitCode {
     } else {
         file.to_path_buf()
     };
-    let report = crate::conformance::run(&file);
+    let report = crate::conformance::run_with(&file, options);
     if json {
         print_json(&report);
     } else {

@@ -6,6 +6,10 @@
 //! repository (twice); cleanup never removes a workspace in use; health
 //! answers for ordinary and extreme figures. Each check runs against a real
 //! manager on a temporary base directory.
+//!
+//! With [`Options::same_names_as_default`], the policy must also name every
+//! input exactly as the default policy does: a deployment that swaps
+//! policies keeps its workspaces only if the names agree.
 
 use crate::model::{HealthStatus, PrepareRequest};
 use crate::names::WorkspaceName;
@@ -87,8 +91,20 @@ fn check(checks: &mut Vec<Check>, name: &str, result: Result<String, String>) {
     });
 }
 
+/// What to check beyond what every policy must do.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Names must equal the embedded default policy's, input for input.
+    pub same_names_as_default: bool,
+}
+
 /// Run every check against the component at `path`.
 pub fn run(path: &Path) -> CheckReport {
+    run_with(path, Options::default())
+}
+
+/// Run every check, and those `options` ask for, against `path`.
+pub fn run_with(path: &Path, options: Options) -> CheckReport {
     let mut checks = Vec::new();
     let scratch = tempfile::tempdir().expect("a temporary directory for the checks");
     let manager = |base: &Path| {
@@ -133,6 +149,17 @@ pub fn run(path: &Path) -> CheckReport {
         "GitHub repository names are accepted",
         github(&m),
     );
+    if options.same_names_as_default {
+        check(
+            &mut checks,
+            "names equal the default policy's",
+            WorkspaceManager::builder()
+                .base_path(scratch.path().join("default-names"))
+                .build()
+                .map_err(|e| e.to_string())
+                .and_then(|default| same_names(&m, &default)),
+        );
+    }
     let upstream = scratch.path().join("upstream");
     check(
         &mut checks,
@@ -188,6 +215,38 @@ fn names(m: &WorkspaceManager) -> Result<String, String> {
         "{} inputs named, {errors} refused with a clear error",
         seen.len()
     ))
+}
+
+/// Every corpus input, GitHub name and long name named alike by `m` and
+/// the default policy.
+fn same_names(m: &WorkspaceManager, default: &WorkspaceManager) -> Result<String, String> {
+    let long = [
+        format!("{}/{}", "o".repeat(39), "r".repeat(100)),
+        format!("owner/{}", "r".repeat(60)),
+        "x".repeat(10_000),
+    ];
+    let inputs: Vec<&str> = NAME_CORPUS
+        .iter()
+        .chain(GITHUB_NAMES)
+        .copied()
+        .chain(long.iter().map(String::as_str))
+        .collect();
+    for input in &inputs {
+        let (ours, theirs) = (m.workspace_name(input), default.workspace_name(input));
+        match (ours, theirs) {
+            (Ok(a), Ok(b)) if a == b => {}
+            (Err(_), Err(_)) => {}
+            (a, b) => {
+                return Err(format!(
+                    "{:?}: this policy says {}, the default {}",
+                    input.chars().take(60).collect::<String>(),
+                    a.unwrap_or_else(|e| e.to_string()),
+                    b.unwrap_or_else(|e| e.to_string())
+                ));
+            }
+        }
+    }
+    Ok(format!("{} inputs named alike", inputs.len()))
 }
 
 fn github(m: &WorkspaceManager) -> Result<String, String> {

@@ -82,13 +82,6 @@ impl std::fmt::Debug for WorkspaceGuard {
     }
 }
 
-impl WorkspaceGuard {
-    /// The locked workspace.
-    pub fn name(&self) -> &WorkspaceName {
-        &self.name
-    }
-}
-
 impl WorkspaceLocks {
     /// A registry for `layout`'s base directory.
     pub fn new(layout: Layout) -> Self {

@@ -24,9 +24,10 @@ pub struct PrepareRequest {
     /// Where to clone from; may hold a token (`https://TOKEN@host/...`), which
     /// never reaches the disk or the logs.
     pub clone_url: String,
-    /// The branch to check out; none for the remote's default.
-    #[serde(default, alias = "branch")]
-    pub default_branch: Option<String>,
+    /// The branch to check out; none for the remote's default. (JSON also
+    /// accepts `default_branch`, the original tool's name for it.)
+    #[serde(default, alias = "default_branch")]
+    pub branch: Option<String>,
     /// Shallow clone of this many commits.
     #[serde(default)]
     pub depth: Option<u32>,
@@ -47,7 +48,7 @@ impl PrepareRequest {
         PrepareRequest {
             repo_full_name: repo_full_name.into(),
             clone_url: clone_url.into(),
-            default_branch: None,
+            branch: None,
             depth: None,
             lease_seconds: None,
             holder: None,
@@ -56,7 +57,7 @@ impl PrepareRequest {
 
     /// Check out `branch`.
     pub fn branch(mut self, branch: impl Into<String>) -> Self {
-        self.default_branch = Some(branch.into());
+        self.branch = Some(branch.into());
         self
     }
 

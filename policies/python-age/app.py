@@ -1,7 +1,9 @@
 """An age-based fixsec-workspace policy written in Python.
 
-It behaves like the default (Rust) policy: the original FixSec naming
-scheme, reuse-or-reclone prepare, age-based cleanup that never selects a
+It behaves like the default (Rust) policy: the same workspace names input
+for input (the original FixSec scheme where it fits in 64 characters, a
+47-character stem and 16 hex digits otherwise; `policy check
+--same-names-as-default` holds it to that), reuse-or-reclone prepare, age-based cleanup that never selects a
 workspace in use, and a threshold health verdict. Built into a component by
 componentize-py (see scripts/build-python-policy); the host loads it
 unchanged with WORKSPACE_POLICY.
@@ -15,7 +17,8 @@ from wit_world.exports import policy
 from wit_world.imports import git, log, removal, workspace_fs
 from wit_world.imports.types import Error, ErrorKind
 
-MAX_EXTENDED_STEM = 64
+MAX_NAME_LEN = 64
+MAX_EXTENDED_STEM = MAX_NAME_LEN - 17
 MB = 1024 * 1024
 GITHUB_ALPHABET = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_/")
 
@@ -38,10 +41,12 @@ def folder_name(repo_full_name: str) -> str:
                         "the repository name is empty: pass the full name, e.g. `owner/repo`"))
     digest = hashlib.md5(repo_full_name.encode("utf-8")).hexdigest()
     if len(repo_full_name) <= 201 and set(repo_full_name) <= GITHUB_ALPHABET:
-        stem, suffix = sanitize(repo_full_name, 10**9), digest[:8]
-    else:
-        stem, suffix = sanitize(repo_full_name, MAX_EXTENDED_STEM), digest[:16]
-    return f"{stem or 'repo'}_{suffix}"
+        name = f"{sanitize(repo_full_name, 10**9) or 'repo'}_{digest[:8]}"
+        if len(name) <= MAX_NAME_LEN:
+            return name
+    # Outside the original's domain, or too long for it (Windows paths).
+    stem = sanitize(repo_full_name, MAX_EXTENDED_STEM)
+    return f"{stem or 'repo'}_{digest[:16]}"
 
 
 def same_remote(a: str, b: str) -> bool:

@@ -163,6 +163,36 @@ fn policy_check_passes_good_policies_and_fails_bad_ones() {
             .collect();
         assert!(failed.contains(&failing), "{bad}: {failed:?}");
     }
+    // Asked for, names must equal the default's: quota-lru's do (it uses
+    // the default's naming); the hostile policy's ("hostile_…") do not.
+    for (policy, same) in [(quota_lru(), true), (hostile_policy("remove-all"), false)] {
+        let out = cli(
+            &base,
+            &[],
+            &[
+                "--json",
+                "policy",
+                "check",
+                "--same-names-as-default",
+                policy.to_str().unwrap(),
+            ],
+        );
+        let report = json(&out);
+        let check = report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "names equal the default policy's")
+            .unwrap_or_else(|| panic!("no names check: {report:#}"))
+            .clone();
+        assert_eq!(check["passed"], same, "{report:#}");
+        if !same {
+            assert!(
+                check["detail"].as_str().unwrap().contains("hostile_"),
+                "{check}"
+            );
+        }
+    }
     // Human output names each check.
     let human = cli(
         &base,

@@ -114,11 +114,6 @@ impl Remover {
         Remover { ops, config }
     }
 
-    /// The configuration in force.
-    pub fn config(&self) -> RemovalConfig {
-        self.config
-    }
-
     /// The waits between attempts: `max_retries - 1` of them, growing.
     fn delays(&self) -> impl Iterator<Item = Duration> {
         ExponentialBuilder::default()

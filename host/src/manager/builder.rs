@@ -110,6 +110,7 @@ impl WorkspaceManagerBuilder {
         Ok(WorkspaceManager {
             store: Arc::new(store),
             policy: Arc::new(parking_lot::RwLock::new(Arc::new(policy))),
+            policy_bytes: self.policy_bytes.map(Arc::new),
         })
     }
 }

@@ -21,7 +21,7 @@ pub use lease::Lease;
 
 use crate::adapter::fs::{child_dirs, dir_size};
 use crate::adapter::removal::RealFs;
-use crate::config::{Config, PolicySource};
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::metadata::WorkspaceMetadata;
 use crate::metrics::Operation;
@@ -67,6 +67,8 @@ pub struct WorkspaceManager {
     /// Swapped whole by a reload; each call takes its own `Arc`, so calls in
     /// flight finish on the policy they started with.
     policy: Arc<parking_lot::RwLock<Arc<PolicyEngine>>>,
+    /// The component bytes and label, for a manager built from bytes.
+    pub(super) policy_bytes: Option<Arc<(Vec<u8>, String)>>,
 }
 
 impl WorkspaceManager {
@@ -109,26 +111,21 @@ impl WorkspaceManager {
         self.policy().info()
     }
 
-    /// Load the configured policy again (after its file changed) and swap
-    /// it in. Calls in flight finish on the old one. A file that does not
-    /// load or does not speak the contract is refused and the old policy
-    /// stays.
+    /// Load the policy again from where this manager got it (the
+    /// configured file after it changed; the same bytes for a manager
+    /// built from bytes) and swap it in. Calls in flight finish on the old
+    /// one. A file that does not load or does not speak the contract is
+    /// refused and the old policy stays.
     pub fn reload_policy(&self) -> Result<PolicyInfo> {
         let config = &self.store.config;
-        let fresh = PolicyEngine::load_cached(
-            &config.policy,
-            config.policy_limits,
-            Some(&self.store.layout.policy_cache_dir()),
-        )?;
-        Ok(self.swap_policy(fresh))
-    }
-
-    /// Swap in a policy loaded from `path` (as the configured one would be).
-    pub fn load_policy_file(&self, path: &Path) -> Result<PolicyInfo> {
-        let fresh = PolicyEngine::load(
-            &PolicySource::File(path.to_path_buf()),
-            self.store.config.policy_limits,
-        )?;
+        let fresh = match &self.policy_bytes {
+            Some(built) => PolicyEngine::from_bytes(&built.0, &built.1, config.policy_limits)?,
+            None => PolicyEngine::load_cached(
+                &config.policy,
+                config.policy_limits,
+                Some(&self.store.layout.policy_cache_dir()),
+            )?,
+        };
         Ok(self.swap_policy(fresh))
     }
 

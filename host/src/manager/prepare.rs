@@ -94,7 +94,7 @@ impl WorkspaceManager {
         progress: Option<Arc<ProgressFn>>,
     ) -> Result<PrepareOutcome> {
         let started = Instant::now();
-        if let Some(b) = &request.default_branch
+        if let Some(b) = &request.branch
             && !git2::Reference::is_valid_name(&format!("refs/heads/{b}"))
         {
             return Err(Error::InvalidInput(format!(
@@ -159,7 +159,7 @@ impl WorkspaceManager {
             repo_full_name: request.repo_full_name.clone(),
             name: name.to_string(),
             clone_url: url.public.clone(),
-            branch: request.default_branch.clone(),
+            branch: request.branch.clone(),
             depth: request.depth,
         };
         let (outcome, mut ctx) = policy.call(store.clone(), call, "prepare", |p, s| {
@@ -206,7 +206,7 @@ impl WorkspaceManager {
             version: METADATA_VERSION,
             repo_full_name: request.repo_full_name.clone(),
             clone_url: url.public.clone(),
-            branch: request.default_branch.clone().or(state.branch),
+            branch: request.branch.clone().or(state.branch),
             depth: request.depth,
             head: head.clone(),
             created: previous
