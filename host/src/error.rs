@@ -111,6 +111,25 @@ impl Error {
         }
     }
 
+    /// The message without the kind's prefix (`not found: `, `git: `...):
+    /// what crosses the WIT boundary, so an error that goes to the policy
+    /// and comes back is not prefixed twice.
+    pub fn detail(&self) -> String {
+        match self {
+            Error::InvalidInput(m)
+            | Error::Refused(m)
+            | Error::NotFound(m)
+            | Error::Busy(m)
+            | Error::InsufficientStorage(m)
+            | Error::Git(m)
+            | Error::Filesystem(m)
+            | Error::Policy(m)
+            | Error::Config(m) => m.clone(),
+            Error::InUse(name) => name.clone(),
+            Error::Io { .. } => self.to_string(),
+        }
+    }
+
     /// Wrap an I/O error with what was being done and where.
     pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {

@@ -267,6 +267,9 @@ fn unknown_branch_is_not_found_and_leaves_nothing_behind() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
     assert!(err.to_string().contains("no-such-branch"), "{err}");
+    // Through the policy and back, the kind is named once.
+    assert_eq!(err.to_string().matches("not found:").count(), 1, "{err}");
+    assert!(err.to_string().starts_with("not found: cloning"), "{err}");
     assert_eq!(
         std::fs::read_dir(base.path().join(".staging"))
             .unwrap()

@@ -174,7 +174,7 @@ pub(crate) fn to_wit_error(e: Error) -> WitError {
     };
     WitError {
         kind,
-        message: e.to_string(),
+        message: e.detail(),
     }
 }
 
@@ -187,7 +187,7 @@ pub(crate) fn from_wit_error(e: WitError) -> Error {
         W::Refused => Error::Refused(m),
         W::NotFound => Error::NotFound(m),
         W::InUse => Error::InUse(m),
-        W::Git => Error::Git(m.strip_prefix("git: ").unwrap_or(&m).to_string()),
+        W::Git => Error::Git(m),
         W::Io => Error::Filesystem(m),
         W::Internal => Error::Policy(m),
     }
