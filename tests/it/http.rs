@@ -152,7 +152,11 @@ fn health_is_open_with_counts_only_and_whole_with_the_token() {
         full["workspace_stats"]["workspaces"][0]["name"],
         name.as_str()
     );
-    assert!(full["policy"]["digest"].is_string());
+    assert_eq!(
+        full["policy"]["digest"].as_str().unwrap().len(),
+        32,
+        "an MD5 in hex"
+    );
     // A wrong token is the open answer, not an error (probes send none).
     let (status, wrong) = send(
         s.client
@@ -424,7 +428,10 @@ fn stats_and_cleanup_keep_the_seeds_shapes() {
     assert_eq!(body["status"], "Workspace stats retrieved ✅");
     assert_eq!(body["stats"]["total_workspaces"], 1);
     assert!(body["stats"]["total_size_mb"].is_number());
-    assert!(body["stats"]["base_path"].is_string());
+    assert_eq!(
+        body["stats"]["base_path"],
+        s.manager.base_path().display().to_string()
+    );
 
     // Default age (24 h): nothing old enough.
     let (status, body) = send(s.post("/workspace/cleanup"));
@@ -586,7 +593,9 @@ fn prepare_twice_reuses_then_list_get_delete() {
     assert_eq!(ws["in_use"], false);
     assert_eq!(ws["head"], up.head_of("main").as_str());
     assert!(ws["size_bytes"].as_u64().unwrap() > 0);
-    assert!(ws["last_used"].is_string());
+    let last_used =
+        chrono::DateTime::parse_from_rfc3339(ws["last_used"].as_str().unwrap()).unwrap();
+    assert!((chrono::Utc::now() - last_used.to_utc()).num_seconds() < 60);
 
     let lease = s.manager.lease(&name).unwrap();
     let (status, body) = send(s.delete(&format!("/workspace/workspaces/{name}")));
@@ -893,7 +902,13 @@ fn a_prepare_lease_holds_off_cleanup_until_released() {
     })));
     assert_eq!(status, StatusCode::OK, "{out}");
     let id = out["lease"]["id"].as_u64().unwrap();
-    assert!(out["lease"]["expires_at"].is_string());
+    let expires =
+        chrono::DateTime::parse_from_rfc3339(out["lease"]["expires_at"].as_str().unwrap()).unwrap();
+    let left = (expires.to_utc() - chrono::Utc::now()).num_seconds();
+    assert!(
+        (590..=600).contains(&left),
+        "{left} s left of a 600 s lease"
+    );
     let (_, ws) = send(s.get(&format!(
         "/workspace/workspaces/{}",
         out["name"].as_str().unwrap()

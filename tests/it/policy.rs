@@ -171,9 +171,30 @@ fn a_call_over_its_cpu_budget_fails_alone() {
     let err = m.workspace_name(&"a".repeat(5_000)).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Policy);
     assert!(err.to_string().contains("CPU budget"), "{err}");
-    // The manager is still usable: the next call is a fresh instance (and fails the same way).
-    assert_eq!(m.stats().unwrap().total_workspaces, 0);
+    // The trap poisoned nothing: the next call reaches a fresh instance of
+    // the policy and fails the same way, not with a broken store.
+    let again = m.workspace_name(&"a".repeat(5_000)).unwrap_err();
+    assert!(again.to_string().contains("CPU budget"), "{again}");
+    // And a budget that fits a short name but not a long one answers the
+    // short one after the long one trapped.
+    let fitted = WorkspaceManager::builder()
+        .base_path(dir.path())
+        .policy_limits(PolicyLimits {
+            fuel: FITTED_FUEL,
+            ..PolicyLimits::default()
+        })
+        .build()
+        .unwrap();
+    let long = fitted.workspace_name(&"a/".repeat(200_000)).unwrap_err();
+    assert!(long.to_string().contains("CPU budget"), "{long}");
+    assert_eq!(
+        fitted.workspace_name("facebook/react").unwrap(),
+        "facebook_react_4f32b4cf"
+    );
 }
+
+/// Enough fuel to name `facebook/react`, far too little for 400,000 bytes.
+const FITTED_FUEL: u64 = 2_000_000;
 
 #[test]
 fn a_policy_over_its_memory_limit_fails_alone() {
