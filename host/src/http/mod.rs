@@ -12,18 +12,23 @@
 
 mod auth;
 mod errors;
+mod probes;
+mod routes;
+mod server;
 
 pub use auth::ApiToken;
+use probes::isolated;
+pub use routes::ROUTES;
+pub use server::{RunningServer, start};
 
 use crate::WorkspaceManager;
 use crate::error::{Error, Result};
-use crate::model::PrepareRequest;
 use errors::ApiError;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
@@ -147,65 +152,6 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-/// Run a manager call on the probe pool, not tokio's blocking pool: for
-/// the probes, which must answer while git work fills that pool.
-async fn isolated<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> std::result::Result<T, Rejection> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    probe_pool().run(Box::new(move || {
-        let _ = tx.send(f());
-    }));
-    match rx.await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(reject(ApiError::Manager(e))),
-        Err(_) => Err(reject(ApiError::Internal(
-            "the probe pool dropped the request".into(),
-        ))),
-    }
-}
-
-/// Two threads of the process's own that only ever run probe work
-/// (health and metrics figures). Their work is short (a listing and a
-/// policy call at most), and usually skipped: a fresh snapshot is
-/// answered without them.
-struct ProbePool {
-    jobs: parking_lot::Mutex<std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>>,
-}
-
-impl ProbePool {
-    fn run(&self, job: Box<dyn FnOnce() + Send>) {
-        // The workers live as long as the process, so sending cannot fail.
-        let _ = self.jobs.lock().send(job);
-    }
-}
-
-fn probe_pool() -> &'static ProbePool {
-    static POOL: std::sync::OnceLock<ProbePool> = std::sync::OnceLock::new();
-    POOL.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
-        let rx = Arc::new(parking_lot::Mutex::new(rx));
-        for i in 0..2 {
-            let rx = rx.clone();
-            std::thread::Builder::new()
-                .name(format!("fixsec-probe-{i}"))
-                .spawn(move || {
-                    loop {
-                        let job = rx.lock().recv();
-                        match job {
-                            Ok(job) => job(),
-                            Err(_) => break,
-                        }
-                    }
-                })
-                .expect("starting the probe threads");
-        }
-        ProbePool {
-            jobs: parking_lot::Mutex::new(tx),
-        }
-    })
-}
-
 fn with_state(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (Arc<AppState>,), Error = std::convert::Infallible> + Clone {
@@ -291,8 +237,8 @@ fn cleanup_age(query: &str, body: &[u8]) -> std::result::Result<Option<f64>, Rej
     Ok(None)
 }
 
-/// Every endpoint, with JSON errors and request logging: a warp `Filter`
-/// another service can mount under its own prefix.
+/// Every endpoint of [`ROUTES`], with JSON errors and request logging: a
+/// warp `Filter` another service can mount under its own prefix.
 pub fn routes(
     manager: WorkspaceManager,
     token: ApiToken,
@@ -303,215 +249,11 @@ pub fn routes(
         token,
         body_limit,
     });
-    let limit = state.body_limit;
-
-    // Open (a liveness probe): status and counts. With the token: the
-    // whole report (workspace names, sizes, paths, the policy).
-    let health = warp::path!("workspace" / "health")
-        .and(warp::get())
-        .and(warp::header::optional::<String>("authorization"))
-        .and(with_state(state.clone()))
-        .and_then(|header: Option<String>, state: Arc<AppState>| async move {
-            let h = match state.manager.cached_health() {
-                Some(h) => h,
-                None => {
-                    let m = state.manager.clone();
-                    isolated(move || m.health()).await?
-                }
-            };
-            if state.token.matches_header(header.as_deref()) {
-                Ok::<_, Rejection>(json(&h, StatusCode::OK))
-            } else {
-                Ok(json(&h.public_summary(), StatusCode::OK))
-            }
-        });
-
-    let stats = warp::path!("workspace" / "stats")
-        .and(warp::get())
-        .and(authorized(state.clone()))
-        .and_then(|state: Arc<AppState>| async move {
-            let m = state.manager.clone();
-            let stats = blocking(move || m.stats()).await?;
-            Ok::<_, Rejection>(json(
-                &serde_json::json!({"status": "Workspace stats retrieved ✅", "stats": stats}),
-                StatusCode::OK,
-            ))
-        });
-
-    let cleanup = warp::path!("workspace" / "cleanup")
-        .and(warp::post())
-        .and(authorized(state.clone()))
-        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
-        .and(limited_body(limit))
-        .and_then(
-            |state: Arc<AppState>, query: String, body: Vec<u8>| async move {
-                let age = cleanup_age(&query, &body)?;
-                let m = state.manager.clone();
-                let report = blocking(move || m.cleanup(age)).await?;
-                Ok::<_, Rejection>(json(
-                    &serde_json::json!({
-                        "status": if report.failed.is_empty() {
-                            "Workspace cleanup completed ✅"
-                        } else {
-                            "Workspace cleanup completed with failures"
-                        },
-                        "cleaned_workspaces": report.cleaned_workspaces,
-                        "failed_workspaces": report.failed.len(),
-                        "max_age_hours": report.max_age_hours,
-                        "report": report,
-                    }),
-                    StatusCode::OK,
-                ))
-            },
-        );
-
-    let prepare = warp::path!("workspace" / "prepare")
-        .and(warp::post())
-        .and(authorized(state.clone()))
-        .and(limited_body(limit))
-        .and_then(|state: Arc<AppState>, body: Vec<u8>| async move {
-            let request: PrepareRequest = parse_json(&body)?;
-            let m = state.manager.clone();
-            let outcome = blocking(move || m.prepare(&request)).await?;
-            Ok::<_, Rejection>(json(&outcome, StatusCode::OK))
-        });
-
-    let list = warp::path!("workspace" / "workspaces")
-        .and(warp::get())
-        .and(authorized(state.clone()))
-        .and_then(|state: Arc<AppState>| async move {
-            let m = state.manager.clone();
-            let list = blocking(move || m.list()).await?;
-            Ok::<_, Rejection>(json(
-                &serde_json::json!({ "workspaces": list }),
-                StatusCode::OK,
-            ))
-        });
-
-    let get_one = warp::path!("workspace" / "workspaces" / String)
-        .and(warp::get())
-        .and(authorized(state.clone()))
-        .and_then(|name: String, state: Arc<AppState>| async move {
-            let name = crate::clone_url::percent_decode(&name);
-            let m = state.manager.clone();
-            let lookup = name.clone();
-            match blocking(move || m.get(&lookup)).await? {
-                Some(ws) => Ok::<_, Rejection>(json(&ws, StatusCode::OK)),
-                None => Err(reject(ApiError::Manager(Error::NotFound(format!(
-                    "no workspace named {name}"
-                ))))),
-            }
-        });
-
-    let delete = warp::path!("workspace" / "workspaces" / String)
-        .and(warp::delete())
-        .and(authorized(state.clone()))
-        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
-        .and_then(
-            |name: String, state: Arc<AppState>, query: String| async move {
-                let name = crate::clone_url::percent_decode(&name);
-                let background = url::form_urlencoded::parse(query.as_bytes())
-                    .any(|(k, v)| k == "background" && matches!(v.as_ref(), "1" | "true"));
-                let m = state.manager.clone();
-                let report = blocking(move || {
-                    if background {
-                        m.remove_in_background(&name)
-                    } else {
-                        m.remove(&name)
-                    }
-                })
-                .await?;
-                let status = if report.removed {
-                    StatusCode::OK
-                } else if report.pending_deletion {
-                    StatusCode::ACCEPTED
-                } else {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                };
-                Ok::<_, Rejection>(json(
-                    &serde_json::json!({
-                        "error": (!report.removed).then_some("removal_incomplete"),
-                        "detail": report.error.clone(),
-                        "report": report,
-                    }),
-                    status,
-                ))
-            },
-        );
-
-    let release = warp::path!("workspace" / "leases" / u64)
-        .and(warp::delete())
-        .and(authorized(state.clone()))
-        .and_then(|id: u64, state: Arc<AppState>| async move {
-            let m = state.manager.clone();
-            let name = blocking(move || m.release_lease(id)).await?;
-            Ok::<_, Rejection>(json(
-                &serde_json::json!({"released": true, "id": id, "name": name}),
-                StatusCode::OK,
-            ))
-        });
-
-    let reload = warp::path!("workspace" / "policy" / "reload")
-        .and(warp::post())
-        .and(authorized(state.clone()))
-        .and_then(|state: Arc<AppState>| async move {
-            let m = state.manager.clone();
-            // A policy file that does not load is the caller's to fix: 422,
-            // and the old policy stays.
-            let info = blocking(move || {
-                m.reload_policy().map_err(|e| match e {
-                    Error::Config(msg) => Error::Refused(msg),
-                    other => other,
-                })
-            })
-            .await?;
-            Ok::<_, Rejection>(json(
-                &serde_json::json!({"status": "Policy reloaded", "policy": info}),
-                StatusCode::OK,
-            ))
-        });
-
-    let metrics = warp::path!("metrics")
-        .and(warp::get())
-        .and(with_state(state.clone()))
-        .and_then(|state: Arc<AppState>| async move {
-            let m = state.manager.clone();
-            let text = isolated(move || m.encode_metrics()).await?;
-            Ok::<_, Rejection>(
-                warp::reply::with_header(
-                    text,
-                    "content-type",
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                )
-                .into_response(),
-            )
-        });
-
-    let openapi = warp::path!("openapi.json").and(warp::get()).map(|| {
-        warp::reply::with_header(OPENAPI, "content-type", "application/json").into_response()
-    });
-
-    health
-        .or(stats)
-        .unify()
-        .or(cleanup)
-        .unify()
-        .or(prepare)
-        .unify()
-        .or(list)
-        .unify()
-        .or(get_one)
-        .unify()
-        .or(delete)
-        .unify()
-        .or(release)
-        .unify()
-        .or(reload)
-        .unify()
-        .or(metrics)
-        .unify()
-        .or(openapi)
-        .unify()
+    ROUTES
+        .iter()
+        .map(|(method, path)| routes::route(&state, method, path))
+        .reduce(|all, one| all.or(one).unify().boxed())
+        .expect("ROUTES is not empty")
         .recover(errors::recover)
         .unify()
         .with(warp::log::custom(|info| {
@@ -526,163 +268,4 @@ pub fn routes(
         }))
         .map(Reply::into_response)
         .boxed()
-}
-
-/// A server running on a bound address.
-#[derive(Debug)]
-pub struct RunningServer {
-    addr: SocketAddr,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-    janitor: Option<tokio::task::JoinHandle<()>>,
-    manager: WorkspaceManager,
-}
-
-impl RunningServer {
-    /// The bound address (with the real port when asked for port 0).
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Stop accepting, let in-flight requests finish within `grace`.
-    pub async fn shutdown(mut self, grace: Duration) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(j) = &self.janitor {
-            j.abort();
-        }
-        if tokio::time::timeout(grace, &mut self.task).await.is_err() {
-            tracing::warn!(
-                "in-flight requests still running after {grace:?}; stopping git transfers and exiting (a clone cut short leaves only a staging folder, cleared on the next prepare)"
-            );
-            self.manager.cancel_git_operations();
-            self.task.abort();
-        }
-    }
-}
-
-/// Bind and start serving `manager`; the janitor runs cleanups as configured.
-pub async fn start(
-    manager: WorkspaceManager,
-    config: &ServerConfig,
-    token: ApiToken,
-) -> Result<RunningServer> {
-    let listener = tokio::net::TcpListener::bind(config.bind)
-        .await
-        .map_err(|e| {
-            Error::Config(format!(
-                "cannot listen on {}: {e}; pick another address with --bind or WORKSPACE_BIND",
-                config.bind
-            ))
-        })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Error::Config(format!("reading the bound address: {e}")))?;
-    let janitor = (config.cleanup_on_startup || config.cleanup_interval.is_some()).then(|| {
-        tokio::spawn(janitor(
-            manager.clone(),
-            config.cleanup_on_startup,
-            config.cleanup_interval,
-        ))
-    });
-    let routes = routes(manager.clone(), token, config.body_limit);
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(serve_connections(
-        listener,
-        routes,
-        config.max_connections,
-        config.header_read_timeout,
-        rx,
-    ));
-    Ok(RunningServer {
-        addr,
-        shutdown: Some(tx),
-        task,
-        janitor,
-        manager,
-    })
-}
-
-/// Accept connections until `stop`, serving each with HTTP/1.1 under a
-/// header-read timeout; at most `max_connections` open at once (further
-/// ones wait in the kernel's backlog). After `stop`, the listener closes
-/// and open connections finish their requests.
-///
-/// warp's own `serve` offers neither setting, so this is its loop with
-/// them added (hyper-util's connection builder and graceful shutdown).
-async fn serve_connections(
-    listener: tokio::net::TcpListener,
-    routes: warp::filters::BoxedFilter<(warp::reply::Response,)>,
-    max_connections: usize,
-    header_read_timeout: Duration,
-    stop: tokio::sync::oneshot::Receiver<()>,
-) {
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut stop = std::pin::pin!(stop);
-    loop {
-        let permit = tokio::select! {
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            _ = &mut stop => break,
-        };
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // Out of descriptors and the like: back off, keep serving.
-                    tracing::warn!(error = %e, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut stop => break,
-        };
-        let service = hyper_util::service::TowerToHyperService::new(warp::service(routes.clone()));
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_read_timeout);
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-            drop(permit);
-        });
-    }
-    drop(listener);
-    graceful.shutdown().await;
-}
-
-/// Periodic cleanup with the policy's selection.
-async fn janitor(manager: WorkspaceManager, at_start: bool, every: Option<Duration>) {
-    let run = |m: WorkspaceManager| async move {
-        let started = Instant::now();
-        match tokio::task::spawn_blocking(move || m.cleanup(None)).await {
-            Ok(Ok(r)) => tracing::info!(
-                cleaned = r.cleaned_workspaces,
-                failed = r.failed.len(),
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "janitor cleanup"
-            ),
-            Ok(Err(e)) => tracing::error!(error = %e, "janitor cleanup failed"),
-            Err(e) => tracing::error!(error = %e, "janitor cleanup did not finish"),
-        }
-    };
-    if at_start {
-        run(manager.clone()).await;
-    }
-    if let Some(every) = every {
-        let mut ticker = tokio::time::interval(every);
-        ticker.tick().await; // the first tick is immediate
-        loop {
-            ticker.tick().await;
-            run(manager.clone()).await;
-        }
-    }
 }

@@ -1,0 +1,236 @@
+//! The endpoints: one table of routes ([`ROUTES`]) that the router is
+//! built from, and the handler of each.
+
+use super::errors::ApiError;
+use super::{
+    AppState, OPENAPI, authorized, blocking, cleanup_age, isolated, json, limited_body, parse_json,
+    reject, with_state,
+};
+use crate::error::Error;
+use crate::model::PrepareRequest;
+use std::sync::Arc;
+use warp::http::StatusCode;
+use warp::{Filter, Rejection, Reply};
+
+/// One route's filter.
+pub(super) type Route = warp::filters::BoxedFilter<(warp::reply::Response,)>;
+
+/// Every route served, as (method, path template). The router is built
+/// from this list (a handler not listed here is never served), and the
+/// OpenAPI test compares it with `docs/openapi.json`.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/workspace/health"),
+    ("GET", "/workspace/stats"),
+    ("POST", "/workspace/cleanup"),
+    ("POST", "/workspace/prepare"),
+    ("GET", "/workspace/workspaces"),
+    ("GET", "/workspace/workspaces/{name}"),
+    ("DELETE", "/workspace/workspaces/{name}"),
+    ("DELETE", "/workspace/leases/{id}"),
+    ("POST", "/workspace/policy/reload"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
+];
+
+/// The handler of one entry of [`ROUTES`].
+pub(super) fn route(state: &Arc<AppState>, method: &str, path: &str) -> Route {
+    let limit = state.body_limit;
+    match (method, path) {
+        ("GET", "/workspace/health") => {
+            // Open (a liveness probe): status and counts. With the token: the
+            // whole report (workspace names, sizes, paths, the policy).
+            warp::path!("workspace" / "health")
+                .and(warp::get())
+                .and(warp::header::optional::<String>("authorization"))
+                .and(with_state(state.clone()))
+                .and_then(|header: Option<String>, state: Arc<AppState>| async move {
+                    let h = match state.manager.cached_health() {
+                        Some(h) => h,
+                        None => {
+                            let m = state.manager.clone();
+                            isolated(move || m.health()).await?
+                        }
+                    };
+                    if state.token.matches_header(header.as_deref()) {
+                        Ok::<_, Rejection>(json(&h, StatusCode::OK))
+                    } else {
+                        Ok(json(&h.public_summary(), StatusCode::OK))
+                    }
+                })
+                .boxed()
+        }
+        ("GET", "/workspace/stats") => warp::path!("workspace" / "stats")
+            .and(warp::get())
+            .and(authorized(state.clone()))
+            .and_then(|state: Arc<AppState>| async move {
+                let m = state.manager.clone();
+                let stats = blocking(move || m.stats()).await?;
+                Ok::<_, Rejection>(json(
+                    &serde_json::json!({"status": "Workspace stats retrieved ✅", "stats": stats}),
+                    StatusCode::OK,
+                ))
+            })
+            .boxed(),
+        ("POST", "/workspace/cleanup") => warp::path!("workspace" / "cleanup")
+            .and(warp::post())
+            .and(authorized(state.clone()))
+            .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+            .and(limited_body(limit))
+            .and_then(
+                |state: Arc<AppState>, query: String, body: Vec<u8>| async move {
+                    let age = cleanup_age(&query, &body)?;
+                    let m = state.manager.clone();
+                    let report = blocking(move || m.cleanup(age)).await?;
+                    Ok::<_, Rejection>(json(
+                        &serde_json::json!({
+                            "status": if report.failed.is_empty() {
+                                "Workspace cleanup completed ✅"
+                            } else {
+                                "Workspace cleanup completed with failures"
+                            },
+                            "cleaned_workspaces": report.cleaned_workspaces,
+                            "failed_workspaces": report.failed.len(),
+                            "max_age_hours": report.max_age_hours,
+                            "report": report,
+                        }),
+                        StatusCode::OK,
+                    ))
+                },
+            )
+            .boxed(),
+        ("POST", "/workspace/prepare") => warp::path!("workspace" / "prepare")
+            .and(warp::post())
+            .and(authorized(state.clone()))
+            .and(limited_body(limit))
+            .and_then(|state: Arc<AppState>, body: Vec<u8>| async move {
+                let request: PrepareRequest = parse_json(&body)?;
+                let m = state.manager.clone();
+                let outcome = blocking(move || m.prepare(&request)).await?;
+                Ok::<_, Rejection>(json(&outcome, StatusCode::OK))
+            })
+            .boxed(),
+        ("GET", "/workspace/workspaces") => warp::path!("workspace" / "workspaces")
+            .and(warp::get())
+            .and(authorized(state.clone()))
+            .and_then(|state: Arc<AppState>| async move {
+                let m = state.manager.clone();
+                let list = blocking(move || m.list()).await?;
+                Ok::<_, Rejection>(json(
+                    &serde_json::json!({ "workspaces": list }),
+                    StatusCode::OK,
+                ))
+            })
+            .boxed(),
+        ("GET", "/workspace/workspaces/{name}") => warp::path!("workspace" / "workspaces" / String)
+            .and(warp::get())
+            .and(authorized(state.clone()))
+            .and_then(|name: String, state: Arc<AppState>| async move {
+                let name = crate::clone_url::percent_decode(&name);
+                let m = state.manager.clone();
+                let lookup = name.clone();
+                match blocking(move || m.get(&lookup)).await? {
+                    Some(ws) => Ok::<_, Rejection>(json(&ws, StatusCode::OK)),
+                    None => Err(reject(ApiError::Manager(Error::NotFound(format!(
+                        "no workspace named {name}"
+                    ))))),
+                }
+            })
+            .boxed(),
+        ("DELETE", "/workspace/workspaces/{name}") => {
+            warp::path!("workspace" / "workspaces" / String)
+                .and(warp::delete())
+                .and(authorized(state.clone()))
+                .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+                .and_then(
+                    |name: String, state: Arc<AppState>, query: String| async move {
+                        let name = crate::clone_url::percent_decode(&name);
+                        let background = url::form_urlencoded::parse(query.as_bytes())
+                            .any(|(k, v)| k == "background" && matches!(v.as_ref(), "1" | "true"));
+                        let m = state.manager.clone();
+                        let report = blocking(move || {
+                            if background {
+                                m.remove_in_background(&name)
+                            } else {
+                                m.remove(&name)
+                            }
+                        })
+                        .await?;
+                        let status = if report.removed {
+                            StatusCode::OK
+                        } else if report.pending_deletion {
+                            StatusCode::ACCEPTED
+                        } else {
+                            StatusCode::INTERNAL_SERVER_ERROR
+                        };
+                        Ok::<_, Rejection>(json(
+                            &serde_json::json!({
+                                "error": (!report.removed).then_some("removal_incomplete"),
+                                "detail": report.error.clone(),
+                                "report": report,
+                            }),
+                            status,
+                        ))
+                    },
+                )
+                .boxed()
+        }
+        ("DELETE", "/workspace/leases/{id}") => warp::path!("workspace" / "leases" / u64)
+            .and(warp::delete())
+            .and(authorized(state.clone()))
+            .and_then(|id: u64, state: Arc<AppState>| async move {
+                let m = state.manager.clone();
+                let name = blocking(move || m.release_lease(id)).await?;
+                Ok::<_, Rejection>(json(
+                    &serde_json::json!({"released": true, "id": id, "name": name}),
+                    StatusCode::OK,
+                ))
+            })
+            .boxed(),
+        ("POST", "/workspace/policy/reload") => {
+            warp::path!("workspace" / "policy" / "reload")
+                .and(warp::post())
+                .and(authorized(state.clone()))
+                .and_then(|state: Arc<AppState>| async move {
+                    let m = state.manager.clone();
+                    // A policy file that does not load is the caller's to fix: 422,
+                    // and the old policy stays.
+                    let info = blocking(move || {
+                        m.reload_policy().map_err(|e| match e {
+                            Error::Config(msg) => Error::Refused(msg),
+                            other => other,
+                        })
+                    })
+                    .await?;
+                    Ok::<_, Rejection>(json(
+                        &serde_json::json!({"status": "Policy reloaded", "policy": info}),
+                        StatusCode::OK,
+                    ))
+                })
+                .boxed()
+        }
+        ("GET", "/metrics") => warp::path!("metrics")
+            .and(warp::get())
+            .and(with_state(state.clone()))
+            .and_then(|state: Arc<AppState>| async move {
+                let m = state.manager.clone();
+                let text = isolated(move || m.encode_metrics()).await?;
+                Ok::<_, Rejection>(
+                    warp::reply::with_header(
+                        text,
+                        "content-type",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )
+                    .into_response(),
+                )
+            })
+            .boxed(),
+        ("GET", "/openapi.json") => warp::path!("openapi.json")
+            .and(warp::get())
+            .map(|| {
+                warp::reply::with_header(OPENAPI, "content-type", "application/json")
+                    .into_response()
+            })
+            .boxed(),
+        _ => unreachable!("{method} {path} is in ROUTES but has no handler"),
+    }
+}
