@@ -6,7 +6,7 @@ use crate::bindings::exports::fixsec::workspace::policy::{
 
 const MB: u64 = 1024 * 1024;
 
-/// Below this share of free disk space the verdict is critical.
+/// Below this many free bytes on the workspace disk the verdict is critical.
 const CRITICAL_FREE_SPACE_BYTES: u64 = 1024 * MB;
 
 /// The default policy's verdict.

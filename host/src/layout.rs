@@ -6,6 +6,8 @@
 //! <base>/.trash/                 renamed-away workspaces being deleted
 //! <base>/.locks/                 lock files (one per workspace)
 //! <base>/.staging/               clones in progress, swapped in when complete
+//! <base>/.cache/policies/        compiled policy components (0700), sealed
+//! <base>/.api-token              a token `serve` generated (0600)
 //! ```
 
 use crate::error::{Error, Result};

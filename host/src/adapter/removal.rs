@@ -4,7 +4,8 @@
 //! `FILE_SHARE_DELETE` (error 32) and a read-only file (error 5). Deletion
 //! here clears read-only bits, never follows symbolic links, retries with
 //! exponential backoff, and reports attempts, bytes freed and what is left.
-//! Every filesystem call goes through [`FsOps`], so tests can inject faults.
+//! The deleting and renaming calls go through [`FsOps`], so tests can
+//! inject faults; reading (walks, metadata, permissions) uses std directly.
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use std::io;

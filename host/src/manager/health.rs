@@ -111,12 +111,7 @@ impl WorkspaceManager {
             "assess-health",
             |p, s| p.call_assess_health(s, stats, thresholds),
         )?;
-        let status = match verdict.status {
-            wit::HealthStatus::Healthy => HealthStatus::Healthy,
-            wit::HealthStatus::Warning => HealthStatus::Warning,
-            wit::HealthStatus::Critical => HealthStatus::Critical,
-        };
-        Ok((status, verdict))
+        Ok((verdict.status.into(), verdict))
     }
 
     /// The manager's metrics (for `GET /metrics` or an embedder's registry).

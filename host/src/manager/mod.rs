@@ -28,7 +28,6 @@ use crate::metrics::Operation;
 use crate::model::*;
 use crate::names::WorkspaceName;
 use crate::policy::bindings::exports::fixsec::workspace::policy as wit;
-use crate::policy::from_wit_error;
 use crate::policy::{CallContext, PolicyEngine};
 use crate::store::Store;
 use std::path::Path;
@@ -205,7 +204,7 @@ impl WorkspaceManager {
             "cleanup",
             |p, s| p.call_cleanup(s, request),
         )?;
-        let outcome = outcome.map_err(from_wit_error)?;
+        let outcome = outcome.map_err(Error::from)?;
         let mut report = CleanupReport {
             cleaned_workspaces: 0,
             max_age_hours,

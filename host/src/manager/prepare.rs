@@ -11,7 +11,6 @@ use crate::metrics::Operation;
 use crate::model::*;
 use crate::names::WorkspaceName;
 use crate::policy::bindings::exports::fixsec::workspace::policy as wit;
-use crate::policy::from_wit_error;
 use crate::policy::{CallContext, Export, PolicyEngine};
 use chrono::Utc;
 use std::sync::Arc;
@@ -40,7 +39,7 @@ impl WorkspaceManager {
             "workspace-name",
             |p, s| p.call_workspace_name(s, repo_full_name),
         )?;
-        let name = name.map_err(from_wit_error)?;
+        let name = name.map_err(Error::from)?;
         WorkspaceName::parse(&name).map_err(|e| {
             Error::Policy(format!(
                 "{} returned an unsafe workspace name for {repo_full_name:?}: {e}",
@@ -170,7 +169,7 @@ impl WorkspaceManager {
         if let Some(stop) = ctx.host_stop.take() {
             return Err(stop);
         }
-        let outcome = outcome.map_err(from_wit_error)?;
+        let outcome = outcome.map_err(Error::from)?;
 
         // Trust the disk, not the policy's word.
         let repo_dir = store.layout.repo_dir(&name);

@@ -160,67 +160,6 @@ fn checked(name: &str) -> wasmtime::Result<WorkspaceName> {
     WorkspaceName::parse(name).map_err(|e| wasmtime::Error::msg(e.to_string()))
 }
 
-pub(crate) fn to_wit_error(e: Error) -> WitError {
-    use crate::error::ErrorKind as K;
-    use types::ErrorKind as W;
-    let kind = match e.kind() {
-        K::InvalidInput => W::InvalidInput,
-        K::Refused => W::Refused,
-        K::NotFound => W::NotFound,
-        K::InUse | K::Busy => W::InUse,
-        K::Git => W::Git,
-        K::Io | K::InsufficientStorage => W::Io,
-        K::Policy | K::Config => W::Internal,
-    };
-    WitError {
-        kind,
-        message: e.detail(),
-    }
-}
-
-/// A policy's error as a host error.
-pub(crate) fn from_wit_error(e: WitError) -> Error {
-    use types::ErrorKind as W;
-    let m = e.message;
-    match e.kind {
-        W::InvalidInput => Error::InvalidInput(m),
-        W::Refused => Error::Refused(m),
-        W::NotFound => Error::NotFound(m),
-        W::InUse => Error::InUse(m),
-        W::Git => Error::Git(m),
-        W::Io => Error::Filesystem(m),
-        W::Internal => Error::Policy(m),
-    }
-}
-
-pub(crate) fn to_wit_info(s: WorkspaceSummary) -> types::WorkspaceInfo {
-    types::WorkspaceInfo {
-        name: s.name,
-        repo_full_name: s.repo_full_name,
-        clone_url: s.clone_url,
-        branch: s.branch,
-        head: s.head,
-        size_bytes: s.size_bytes,
-        created: s.created.map(|t| t.timestamp()),
-        last_prepared: s.last_prepared.map(|t| t.timestamp()),
-        last_used: s.last_used.map(|t| t.timestamp()),
-        in_use: s.in_use,
-        has_metadata: s.has_metadata,
-    }
-}
-
-fn to_wit_removal(r: &RemovalReport) -> types::RemovalReport {
-    types::RemovalReport {
-        name: r.name.clone(),
-        removed: r.removed,
-        skipped_in_use: r.skipped_in_use,
-        attempts: r.attempts,
-        bytes_freed: r.bytes_freed,
-        remaining: r.remaining.clone(),
-        error: r.error.clone(),
-    }
-}
-
 impl HostState {
     /// Record what a cleanup's policy saw of a workspace.
     fn seen(&mut self, s: &WorkspaceSummary) {
@@ -266,10 +205,10 @@ impl workspace_fs::Host for HostState {
                 .into_iter()
                 .map(|s| {
                     self.seen(&s);
-                    to_wit_info(s)
+                    s.into()
                 })
                 .collect()),
-            Err(e) => Err(to_wit_error(e)),
+            Err(e) => Err(e.into()),
         })
     }
 
@@ -282,7 +221,7 @@ impl workspace_fs::Host for HostState {
         let name = checked(&name)?;
         Ok(Ok(self.store.summary(&name).map(|s| {
             self.seen(&s);
-            to_wit_info(s)
+            s.into()
         })))
     }
 
@@ -300,16 +239,7 @@ impl git::Host for HostState {
         self.call.allow("git.inspect", &[Export::Prepare])?;
         let name = checked(&name)?;
         let s = crate::adapter::git::inspect(&self.store.layout.repo_dir(&name));
-        Ok(types::RepoState {
-            exists: s.exists,
-            is_repository: s.is_repository,
-            healthy: s.healthy,
-            remote_url: s.remote_url,
-            head: s.head,
-            branch: s.branch,
-            stale_locks: s.stale_locks,
-            problem: s.problem,
-        })
+        Ok(s.into())
     }
 
     fn clone(
@@ -335,7 +265,7 @@ impl git::Host for HostState {
             }
             Err(e) => {
                 self.call.note_host_stop(&e);
-                Err(to_wit_error(e))
+                Err(e.into())
             }
         })
     }
@@ -361,7 +291,7 @@ impl git::Host for HostState {
             }
             Err(e) => {
                 self.call.note_host_stop(&e);
-                Err(to_wit_error(e))
+                Err(e.into())
             }
         };
         self.call.updated |= result.is_ok();
@@ -376,7 +306,7 @@ impl git::Host for HostState {
                 tracing::info!(workspace = %name, locks = ?cleared, "cleared stale git locks");
                 cleared.len() as u32
             })
-            .map_err(|e| to_wit_error(Error::Git(e.message))))
+            .map_err(|e| Error::from(e).into()))
     }
 }
 
@@ -390,7 +320,7 @@ impl removal::Host for HostState {
         let report = self
             .store
             .remove_workspace_unless(&name, |meta| call.stale_removal(name.as_str(), meta));
-        let wit = to_wit_removal(&report);
+        let wit = types::RemovalReport::from(&report);
         self.call.removals.push(report);
         Ok(wit)
     }

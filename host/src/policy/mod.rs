@@ -9,6 +9,7 @@
 //! memory limits. A trap, a limit or a broken contract is an error for that
 //! call only.
 
+mod convert;
 mod host;
 
 use crate::config::{PolicyLimits, PolicySource};
@@ -23,7 +24,7 @@ use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-pub(crate) use host::{CallContext, Export, from_wit_error};
+pub(crate) use host::{CallContext, Export};
 
 /// Bindings generated from `wit/workspace.wit`.
 #[allow(missing_docs)]

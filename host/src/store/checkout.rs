@@ -13,7 +13,7 @@ impl Store {
     /// Clone into a staging folder, then swap it in as `repo/`. Returns the
     /// head commit and the checkout's size. Waits for a slot in the git
     /// queue; a clone over the size limit or the free-space floor is
-    /// stopped and leaves nothing behind.
+    /// stopped and leaves nothing behind. Requires `name`'s lock.
     pub fn clone_workspace(
         &self,
         name: &WorkspaceName,
@@ -70,7 +70,7 @@ impl Store {
         Ok((head, size))
     }
 
-    /// Fetch, hard-reset and clean `repo/` in place.
+    /// Fetch, hard-reset and clean `repo/` in place. Requires `name`'s lock.
     pub fn update_workspace(
         &self,
         name: &WorkspaceName,

@@ -118,7 +118,7 @@ impl Store {
     /// Rename a workspace into `.trash/` (its name is free at once). `None`
     /// when that is impossible: on Windows, a handle open on anything inside
     /// the folder blocks renaming it. One try only: the deletion that
-    /// follows is what waits for handles to close.
+    /// follows is what waits for handles to close. Requires `name`'s lock.
     pub(crate) fn move_to_trash(&self, name: &WorkspaceName, dir: &Path) -> Option<PathBuf> {
         let trash = self.layout.unique_in(self.layout.trash_dir(), name);
         match self.remover.rename_once(dir, &trash) {

@@ -1,0 +1,366 @@
+//! git through libgit2 (git2): inspect, clone, update (fetch + hard reset +
+//! clean). No git binary is needed.
+//!
+//! Credentials never enter a URL handed to libgit2: it is given the clean
+//! URL, so `remote.origin.url` on disk is clean too, and asks for the
+//! credential through its callback (`remote.rs` decides which, and for
+//! which host). `hygiene.rs` keeps a reused clone as a fresh one would be.
+
+mod hygiene;
+mod remote;
+
+pub use hygiene::{clear_stale_locks, stale_locks};
+pub use remote::{
+    GitError, Progress, ProgressFn, Remote, Stop, TransferGuard, set_network_timeouts,
+};
+
+use git2::build::{CheckoutBuilder, RepoBuilder};
+use git2::{AutotagOption, Repository, ResetType};
+use hygiene::{enable_long_paths, reset_git_dir};
+use remote::fetch_options;
+use std::cell::Cell;
+use std::collections::HashSet;
+use std::path::Path;
+
+/// What `inspect` found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepoState {
+    /// The folder exists.
+    pub exists: bool,
+    /// It opens as a git repository.
+    pub is_repository: bool,
+    /// HEAD, its commit and its tree are readable (the index is not read
+    /// here: a broken one fails the update, and the policy re-clones).
+    pub healthy: bool,
+    /// `remote.origin.url`.
+    pub remote_url: Option<String>,
+    /// HEAD's commit.
+    pub head: Option<String>,
+    /// HEAD's branch.
+    pub branch: Option<String>,
+    /// Lock files left behind, relative to `.git/`.
+    pub stale_locks: Vec<String>,
+    /// Why it is not healthy.
+    pub problem: Option<String>,
+}
+
+/// Look at `repo_dir` without changing anything.
+pub fn inspect(repo_dir: &Path) -> RepoState {
+    let mut state = RepoState {
+        exists: std::fs::symlink_metadata(repo_dir).is_ok(),
+        ..RepoState::default()
+    };
+    if !state.exists {
+        return state;
+    }
+    if std::fs::symlink_metadata(repo_dir).is_ok_and(|m| m.file_type().is_symlink()) {
+        // Never opened through: a reset and clean would act on the target.
+        state.problem = Some("repo/ is a symbolic link".into());
+        return state;
+    }
+    if !repo_dir.is_dir() {
+        state.problem = Some("repo/ is not a folder".into());
+        return state;
+    }
+    let repo = match Repository::open_ext(
+        repo_dir,
+        git2::RepositoryOpenFlags::NO_SEARCH,
+        std::iter::empty::<&std::ffi::OsStr>(),
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            state.problem = Some(e.message().to_string());
+            return state;
+        }
+    };
+    state.is_repository = true;
+    state.stale_locks = stale_locks(repo.path());
+    state.remote_url = repo
+        .find_remote("origin")
+        .ok()
+        .and_then(|r| r.url().ok().map(str::to_string));
+    let check = || -> Result<(String, Option<String>), git2::Error> {
+        let head = repo.head()?;
+        let branch = head.shorthand().ok().map(str::to_string);
+        let commit = head.peel_to_commit()?;
+        commit.tree()?;
+        // The index is not loaded here (it is large and checksummed on every
+        // load); a broken one makes the update fail, and the policy re-clones.
+        Ok((commit.id().to_string(), branch))
+    };
+    match check() {
+        Ok((head, branch)) => {
+            state.healthy = true;
+            state.head = Some(head);
+            state.branch = branch;
+        }
+        Err(e) => state.problem = Some(e.message().to_string()),
+    }
+    state
+}
+
+/// Clone `url` (clean, no credentials) at `branch` into `dest`, which must
+/// not exist. Returns HEAD's commit.
+pub fn clone(
+    url: &str,
+    branch: Option<&str>,
+    depth: Option<u32>,
+    remote: &Remote,
+    dest: &Path,
+) -> Result<String, GitError> {
+    if depth.is_some() && remote.local {
+        tracing::warn!(
+            "depth ignored for a local URL: libgit2 cannot fetch shallow over the local transport"
+        );
+    }
+    let mut builder = RepoBuilder::new();
+    builder.fetch_options(fetch_options(remote, depth));
+    // Local paths: copy (or hard-link) the object store as `git clone` does
+    // for them, rather than packing every object through the transport.
+    builder.clone_local(git2::build::CloneLocal::Auto);
+    // Set before the checkout, which happens inside the clone.
+    builder.remote_create(|repo, name, url| {
+        enable_long_paths(repo)?;
+        repo.remote(name, url)
+    });
+    if let Some(b) = branch {
+        builder.branch(b);
+    }
+    if let Some(stop) = remote.guard.as_ref().and_then(|g| g.check_start().err()) {
+        let mut err = GitError::transfer(
+            &format!("cloning {url}"),
+            git2::Error::from_str("not started"),
+            remote,
+            false,
+        );
+        err.stopped.get_or_insert(stop);
+        return Err(err);
+    }
+    let checkout_started = std::rc::Rc::new(Cell::new(false));
+    let mut checkout = CheckoutBuilder::new();
+    let started = checkout_started.clone();
+    checkout.progress(move |_, _, _| started.set(true));
+    builder.with_checkout(checkout);
+    let repo = builder.clone(url, dest).map_err(|e| {
+        GitError::transfer(&format!("cloning {url}"), e, remote, checkout_started.get())
+    })?;
+    head_commit(&repo)
+}
+
+/// Fetch `branch` (or HEAD's branch) from `url`, point the local branch and
+/// HEAD at it, hard-reset the working tree and remove untracked and ignored
+/// files. Returns HEAD's commit and the checkout's size in bytes.
+pub fn update(
+    repo_dir: &Path,
+    url: &str,
+    branch: Option<&str>,
+    depth: Option<u32>,
+    remote: &Remote,
+) -> Result<(String, u64), GitError> {
+    let repo = Repository::open(repo_dir).map_err(|e| GitError::new("opening repository", e))?;
+    // A previous user of the workspace may have left hooks or config that
+    // run commands or redirect fetches (core.hooksPath, core.fsmonitor,
+    // url.*.insteadOf, include.path...): back to what a clone has.
+    reset_git_dir(&repo)?;
+    // Clones made before this setting existed (or by the original tool).
+    enable_long_paths(&repo).map_err(|e| GitError::new("setting core.longpaths", e))?;
+    let branch = match branch {
+        Some(b) => b.to_string(),
+        None => repo
+            .head()
+            .ok()
+            .and_then(|h| h.shorthand().ok().map(str::to_string))
+            .ok_or_else(|| GitError {
+                message: "no branch given and HEAD names none".into(),
+                not_found: true,
+                stopped: None,
+            })?,
+    };
+    let current = repo
+        .find_remote("origin")
+        .ok()
+        .and_then(|r| r.url().ok().map(str::to_string));
+    if current.as_deref() != Some(url) {
+        repo.remote_set_url("origin", url)
+            .map_err(|e| GitError::new("setting origin URL", e))?;
+    }
+    let mut origin = repo
+        .find_remote("origin")
+        .map_err(|e| GitError::new("finding origin", e))?;
+    let mut fo = fetch_options(remote, depth);
+    fo.download_tags(AutotagOption::None);
+    // Drop the tracking ref first: a fetch of a branch deleted upstream
+    // succeeds without updating it, and a stale one would be checked out.
+    let tracking = format!("refs/remotes/origin/{branch}");
+    if let Ok(mut old) = repo.find_reference(&tracking) {
+        old.delete()
+            .map_err(|e| GitError::new("dropping the old tracking branch", e))?;
+    }
+    let refspec = format!("+refs/heads/{branch}:{tracking}");
+    if let Some(stop) = remote.guard.as_ref().and_then(|g| g.check_start().err()) {
+        return Err(GitError {
+            message: match &stop {
+                Stop::Cancelled => "fetch not started: the service is shutting down".into(),
+                Stop::Storage(why) => format!("fetch not started: {why}"),
+            },
+            not_found: false,
+            stopped: Some(stop),
+        });
+    }
+    origin
+        .fetch(&[refspec.as_str()], Some(&mut fo), None)
+        .map_err(|e| {
+            GitError::transfer(&format!("fetching {branch} from {url}"), e, remote, false)
+        })?;
+    let target = repo
+        .find_reference(&tracking)
+        .and_then(|r| r.peel_to_commit())
+        .map_err(|e| GitError {
+            message: format!(
+                "branch {branch} not found at {url} ({}); check the branch name",
+                e.message()
+            ),
+            not_found: true,
+            stopped: None,
+        })?;
+    let local_ref = format!("refs/heads/{branch}");
+    let already_there = repo
+        .head()
+        .ok()
+        .filter(|h| h.name().ok() == Some(local_ref.as_str()))
+        .and_then(|h| h.target())
+        == Some(target.id());
+    repo.reference(&local_ref, target.id(), true, "fixsec-workspace: update")
+        .map_err(|e| GitError::new("moving the local branch", e))?;
+    repo.set_head(&local_ref)
+        .map_err(|e| GitError::new("moving HEAD", e))?;
+    // Nothing new upstream and nothing changed here: the reset (a full
+    // checkout scan plus an index rewrite) would change nothing.
+    if !(already_there && tracked_files_pristine(&repo, &target)) {
+        let mut checkout = CheckoutBuilder::new();
+        checkout.force();
+        repo.reset(target.as_object(), ResetType::Hard, Some(&mut checkout))
+            .map_err(|e| GitError::new("resetting the working tree", e))?;
+    }
+    let tracked_bytes = clean(&repo, repo_dir)?;
+    let size = tracked_bytes + crate::adapter::fs::dir_size(repo.path());
+    Ok((target.id().to_string(), size))
+}
+
+/// Whether the index equals `commit`'s tree and every tracked file in the
+/// working tree equals the index (stat data, and content where stat data
+/// cannot tell). Untracked files do not count: the clean removes them.
+fn tracked_files_pristine(repo: &Repository, commit: &git2::Commit) -> bool {
+    let check = || -> Result<bool, git2::Error> {
+        let index = repo.index()?;
+        let tree = commit.tree()?;
+        let staged = repo.diff_tree_to_index(Some(&tree), Some(&index), None)?;
+        if staged.deltas().len() > 0 {
+            return Ok(false);
+        }
+        let mut opts = git2::DiffOptions::new();
+        opts.include_untracked(false)
+            .include_ignored(false)
+            .ignore_submodules(true);
+        let unstaged = repo.diff_index_to_workdir(Some(&index), Some(&mut opts))?;
+        Ok(unstaged.deltas().len() == 0)
+    };
+    check().unwrap_or(false)
+}
+
+/// Remove untracked and ignored files and folders (`git clean -ffdx`).
+///
+/// One walk of the working tree against the index: a tracked path is kept,
+/// a folder holding tracked paths is entered, anything else is deleted
+/// whole (links as links). No file is stat'ed or hashed, which a status
+/// scan would do for all of them a second time right after the reset.
+///
+/// Returns the bytes of the tracked regular files (the working tree's size
+/// once it is clean), from the same index read.
+fn clean(repo: &Repository, repo_dir: &Path) -> Result<u64, GitError> {
+    let index = repo
+        .index()
+        .map_err(|e| GitError::new("reading the index", e))?;
+    let mut tracked: HashSet<Vec<u8>> = HashSet::with_capacity(index.len());
+    let mut tracked_dirs: HashSet<Vec<u8>> = HashSet::new();
+    let mut tracked_bytes = 0u64;
+    for entry in index.iter() {
+        if entry.mode & 0o170000 == 0o100000 {
+            tracked_bytes += u64::from(entry.file_size);
+        }
+        let path = entry.path;
+        for (i, b) in path.iter().enumerate() {
+            if *b == b'/' {
+                tracked_dirs.insert(path[..i].to_vec());
+            }
+        }
+        tracked.insert(path);
+    }
+    let mut walk = walkdir::WalkDir::new(repo_dir)
+        .min_depth(1)
+        .follow_links(false)
+        .follow_root_links(false)
+        .into_iter();
+    while let Some(entry) = walk.next() {
+        let entry = entry.map_err(|e| GitError {
+            message: format!("walking the working tree: {e}"),
+            not_found: false,
+            stopped: None,
+        })?;
+        let rel = relative_bytes(entry.path(), repo_dir);
+        let is_dir = entry.file_type().is_dir();
+        if rel == b".git" || tracked.contains(&rel) {
+            // The git directory, a tracked file, or a submodule: keep, do not enter.
+            if is_dir {
+                walk.skip_current_dir();
+            }
+            continue;
+        }
+        if is_dir && tracked_dirs.contains(&rel) {
+            continue;
+        }
+        let result = if is_dir {
+            walk.skip_current_dir();
+            std::fs::remove_dir_all(entry.path())
+        } else {
+            std::fs::remove_file(entry.path())
+        };
+        result.map_err(|e| GitError::io("removing untracked", entry.path(), e))?;
+    }
+    Ok(tracked_bytes)
+}
+
+/// `path` relative to `root`, with `/` separators, as index paths are.
+fn relative_bytes(path: &Path, root: &Path) -> Vec<u8> {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        rel.as_os_str().as_bytes().to_vec()
+    }
+    #[cfg(not(unix))]
+    {
+        rel.to_string_lossy().replace('\\', "/").into_bytes()
+    }
+}
+
+/// Bytes of a clean checkout: the regular files the index records (after a
+/// reset and clean the working tree is exactly those) plus the git
+/// directory. Equal to walking the tree, without stat'ing every file.
+pub fn checkout_size(repo_dir: &Path) -> Option<u64> {
+    let repo = Repository::open(repo_dir).ok()?;
+    let index = repo.index().ok()?;
+    let files: u64 = index
+        .iter()
+        .filter(|e| e.mode & 0o170000 == 0o100000)
+        .map(|e| u64::from(e.file_size))
+        .sum();
+    Some(files + crate::adapter::fs::dir_size(repo.path()))
+}
+
+fn head_commit(repo: &Repository) -> Result<String, GitError> {
+    repo.head()
+        .and_then(|h| h.peel_to_commit())
+        .map(|c| c.id().to_string())
+        .map_err(|e| GitError::new("reading HEAD", e))
+}

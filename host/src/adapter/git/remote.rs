@@ -1,0 +1,391 @@
+//! The network side of git: what a transfer may carry (credentials, and to
+//! which host), its bounds (shutdown, size, free space, libgit2's
+//! timeouts), and how a failure is reported.
+
+use crate::clone_url::Credentials;
+use git2::{Cred, CredentialType, ErrorClass, ErrorCode, FetchOptions, RemoteCallbacks};
+use std::cell::Cell;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Transfer progress of a clone or fetch, as libgit2 reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Objects the remote will send.
+    pub total_objects: usize,
+    /// Objects received so far.
+    pub received_objects: usize,
+    /// Objects indexed so far.
+    pub indexed_objects: usize,
+    /// Bytes received so far.
+    pub received_bytes: usize,
+}
+
+/// A callback for transfer progress (for example a progress bar).
+pub type ProgressFn = dyn Fn(Progress) + Send + Sync;
+
+/// What a clone or update needs besides the repository: credentials, where
+/// they may go, a progress observer and the transfer's bounds.
+#[derive(Clone, Default)]
+pub struct Remote {
+    /// The credential taken out of the clone URL, if any.
+    pub credentials: Option<Credentials>,
+    /// The clone URL's host: the only host any credential is offered to.
+    pub host: Option<String>,
+    /// The deployment allows the service's own credentials (ssh-agent keys,
+    /// the Windows logon) for this host (`WORKSPACE_SERVICE_CREDENTIAL_HOSTS`).
+    pub service_credentials: bool,
+    /// Called as objects arrive.
+    pub progress: Option<Arc<ProgressFn>>,
+    /// The URL is a local path: libgit2 cannot fetch shallow over it.
+    pub local: bool,
+    /// Cancellation and size bounds, checked as data arrives.
+    pub guard: Option<Arc<TransferGuard>>,
+}
+
+/// Why a transfer was stopped by the host rather than failed by git.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// The service is shutting down.
+    Cancelled,
+    /// The transfer grew past the size limit, or would leave too little
+    /// free space; the message says which.
+    Storage(String),
+}
+
+/// Bounds a clone or fetch is held to while data arrives: a cancellation
+/// flag (shutdown), a size limit and a free-space floor.
+#[derive(Debug)]
+pub struct TransferGuard {
+    /// Set to stop every transfer (the service is shutting down).
+    pub cancel: Arc<std::sync::atomic::AtomicBool>,
+    /// Largest number of bytes a transfer may receive.
+    pub max_bytes: Option<u64>,
+    /// Free bytes the disk at `disk` must keep.
+    pub min_free_bytes: u64,
+    /// A folder on the disk workspaces are written to.
+    pub disk: std::path::PathBuf,
+    stopped: parking_lot::Mutex<Option<Stop>>,
+    next_free_check: std::sync::atomic::AtomicU64,
+}
+
+/// How often (in received bytes) free space is measured during a transfer.
+const FREE_CHECK_EVERY: u64 = 8 << 20;
+
+impl TransferGuard {
+    /// A guard with these bounds.
+    pub fn new(
+        cancel: Arc<std::sync::atomic::AtomicBool>,
+        max_bytes: Option<u64>,
+        min_free_bytes: u64,
+        disk: std::path::PathBuf,
+    ) -> Self {
+        TransferGuard {
+            cancel,
+            max_bytes,
+            min_free_bytes,
+            disk,
+            stopped: parking_lot::Mutex::new(None),
+            next_free_check: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Check before any transfer starts; `Err` says why not to start.
+    pub fn check_start(&self) -> Result<(), Stop> {
+        self.check(0)
+            .map_err(|()| self.stopped().unwrap_or(Stop::Cancelled))
+    }
+
+    /// Whether the transfer may go on having received `received` bytes;
+    /// records why not.
+    fn check(&self, received: u64) -> Result<(), ()> {
+        use std::sync::atomic::Ordering;
+        let stop = if self.cancel.load(Ordering::Relaxed) {
+            Some(Stop::Cancelled)
+        } else if let Some(max) = self.max_bytes.filter(|m| received > *m) {
+            Some(Stop::Storage(format!(
+                "the transfer passed the size limit of {} MB (WORKSPACE_MAX_WORKSPACE_MB)",
+                max >> 20
+            )))
+        } else if received >= self.next_free_check.load(Ordering::Relaxed) {
+            self.next_free_check
+                .store(received + FREE_CHECK_EVERY, Ordering::Relaxed);
+            crate::adapter::fs::free_space(&self.disk)
+                .filter(|free| *free < self.min_free_bytes)
+                .map(|free| {
+                    Stop::Storage(format!(
+                        "only {} MB would be left free on the workspace disk, under the {} MB \
+                         floor (WORKSPACE_MIN_FREE_MB); free space or run a cleanup",
+                        free >> 20,
+                        self.min_free_bytes >> 20
+                    ))
+                })
+        } else {
+            None
+        };
+        match stop {
+            Some(s) => {
+                self.stopped.lock().get_or_insert(s);
+                Err(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Why the transfer was stopped, if it was.
+    pub fn stopped(&self) -> Option<Stop> {
+        self.stopped.lock().clone()
+    }
+}
+
+/// A git failure with its class, for error mapping.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct GitError {
+    /// What failed, with what to do about it.
+    pub message: String,
+    /// The remote, branch or repository does not exist.
+    pub not_found: bool,
+    /// The host stopped the transfer (shutdown, size, free space).
+    pub stopped: Option<Stop>,
+}
+
+impl GitError {
+    pub(super) fn new(action: &str, e: git2::Error) -> Self {
+        let hint = match (e.class(), e.code()) {
+            (_, ErrorCode::Auth) => {
+                "; check the credentials in the clone URL (a token needs read access)"
+            }
+            (_, ErrorCode::NotFound) => "; check the repository URL and the branch name",
+            (ErrorClass::Net | ErrorClass::Http | ErrorClass::Ssl | ErrorClass::Ssh, _) => {
+                "; check the network and the URL, then retry"
+            }
+            (ErrorClass::Odb | ErrorClass::Object | ErrorClass::Index, _) => {
+                "; the repository is corrupt: it will be cloned afresh"
+            }
+            _ => "",
+        };
+        let not_found = e.code() == ErrorCode::NotFound
+            || e.message().contains("not found")
+            || e.message()
+                .contains("does not appear to be a git repository");
+        GitError {
+            // libgit2 on Windows ends system messages with "\r\n".
+            message: format!("{action}: {}{hint}", e.message().trim_end()),
+            not_found,
+            stopped: None,
+        }
+    }
+
+    pub(super) fn io(action: &str, path: &Path, e: std::io::Error) -> Self {
+        GitError {
+            message: format!("{action} {}: {e}", path.display()),
+            not_found: false,
+            stopped: None,
+        }
+    }
+
+    /// A failed transfer: the host's reason if it stopped it, else git's.
+    /// A network failure's detail (connection errors, HTTP status codes)
+    /// goes to the log only: in an answer it would let a caller map hosts
+    /// and ports through this service.
+    ///
+    /// libgit2 reports a refused connection or a failed read as an OS
+    /// error, like a failed write to the disk: before any checkout
+    /// (`checkout_started` false) it is the network's.
+    pub(super) fn transfer(
+        action: &str,
+        e: git2::Error,
+        remote: &Remote,
+        checkout_started: bool,
+    ) -> Self {
+        let network = match e.class() {
+            ErrorClass::Net | ErrorClass::Http | ErrorClass::Ssl | ErrorClass::Ssh => true,
+            ErrorClass::Os => !checkout_started,
+            _ => false,
+        } && e.code() != ErrorCode::Auth;
+        let (detail, class) = (e.message().trim_end().to_string(), e.class());
+        let mut err = GitError::new(action, e);
+        if network && !err.not_found {
+            tracing::warn!(action, detail, ?class, "git network failure");
+            err.message = format!(
+                "{action}: the remote could not be reached or did not answer as a git server \
+                 (git's detail is in the service log); check the URL and the network, then retry"
+            );
+        }
+        if let Some(stop) = remote.guard.as_ref().and_then(|g| g.stopped()) {
+            err.message = match &stop {
+                Stop::Cancelled => format!("{action}: stopped, the service is shutting down"),
+                Stop::Storage(why) => format!("{action}: stopped, {why}"),
+            };
+            err.stopped = Some(stop);
+        }
+        err
+    }
+}
+
+/// libgit2's process-wide network timeouts (connect, and each read or
+/// write). 0 in libgit2 means "wait for ever": a tarpit would hold a
+/// thread until the process dies.
+pub fn set_network_timeouts(connect: std::time::Duration, io: std::time::Duration) {
+    let ms = |d: std::time::Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX).max(1);
+    // SAFETY: plain integer options; libgit2 reads them at each connection.
+    let result = unsafe {
+        git2::opts::set_server_connect_timeout_in_milliseconds(ms(connect))
+            .and_then(|()| git2::opts::set_server_timeout_in_milliseconds(ms(io)))
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "cannot set libgit2's network timeouts");
+    }
+}
+
+/// The host of a URL libgit2 asks credentials for (`scheme://...` or
+/// scp-like `user@host:path`), lowercased.
+fn url_host(url: &str) -> Option<String> {
+    if let Ok(u) = url::Url::parse(url)
+        && let Some(h) = u.host_str()
+    {
+        return Some(h.trim_matches(['[', ']']).to_ascii_lowercase());
+    }
+    let (before, _) = url.split_once(':')?;
+    Some(before.rsplit('@').next()?.to_ascii_lowercase())
+}
+
+/// What to answer libgit2's request for credentials for `url`.
+///
+/// The caller's credential goes only to the clone URL's own host; the
+/// service's own (ssh-agent keys, the Windows logon via DEFAULT) only
+/// where the deployment configured it. Anything else is refused, so a
+/// redirect or a caller-chosen host never receives a secret.
+fn credential_for(
+    remote: &Remote,
+    url: &str,
+    username_from_url: Option<&str>,
+    allowed: CredentialType,
+) -> Result<Cred, git2::Error> {
+    let refuse = |msg: String| Err(git2::Error::new(ErrorCode::Auth, ErrorClass::Http, msg));
+    let asking = url_host(url);
+    if asking.is_none() || asking != remote.host {
+        return refuse(format!(
+            "refusing to send credentials to {}, which is not the clone URL's host",
+            asking.as_deref().unwrap_or("an unknown host")
+        ));
+    }
+    if let Some(c) = &remote.credentials
+        && allowed.contains(CredentialType::USER_PASS_PLAINTEXT)
+    {
+        return Cred::userpass_plaintext(&c.username, &c.secret);
+    }
+    if allowed.contains(CredentialType::USERNAME) {
+        return Cred::username(username_from_url.unwrap_or("git"));
+    }
+    if remote.service_credentials {
+        if allowed.contains(CredentialType::SSH_KEY) {
+            return Cred::ssh_key_from_agent(username_from_url.unwrap_or("git"));
+        }
+        if allowed.contains(CredentialType::DEFAULT) {
+            return Cred::default();
+        }
+    }
+    refuse(
+        "the remote asks for credentials: put a token in the clone URL \
+         (https://TOKEN@host/owner/repo.git), or list the host in \
+         WORKSPACE_SERVICE_CREDENTIAL_HOSTS to offer the service's own"
+            .into(),
+    )
+}
+
+pub(super) fn fetch_options<'a>(remote: &'a Remote, depth: Option<u32>) -> FetchOptions<'a> {
+    let mut callbacks = RemoteCallbacks::new();
+    let tries = Cell::new(0u32);
+    callbacks.credentials(move |url, username_from_url, allowed| {
+        // libgit2 asks again after a rejected credential: answer twice at
+        // most (a username first for ssh, then the key or password), then fail.
+        tries.set(tries.get() + 1);
+        if tries.get() > 2 {
+            return Err(git2::Error::new(
+                ErrorCode::Auth,
+                ErrorClass::Http,
+                "authentication failed",
+            ));
+        }
+        credential_for(remote, url, username_from_url, allowed)
+    });
+    let progress = remote.progress.clone();
+    let guard = remote.guard.clone();
+    if progress.is_some() || guard.is_some() {
+        callbacks.transfer_progress(move |p| {
+            if let Some(progress) = &progress {
+                progress(Progress {
+                    total_objects: p.total_objects(),
+                    received_objects: p.received_objects(),
+                    indexed_objects: p.indexed_objects(),
+                    received_bytes: p.received_bytes(),
+                });
+            }
+            // false aborts the transfer; the guard remembers why.
+            guard
+                .as_ref()
+                .is_none_or(|g| g.check(p.received_bytes() as u64).is_ok())
+        });
+    }
+    if let Some(guard) = remote.guard.clone() {
+        // Also while the remote is still counting objects (no data yet).
+        callbacks
+            .sideband_progress(move |_| !guard.cancel.load(std::sync::atomic::Ordering::Relaxed));
+    }
+    let mut fo = FetchOptions::new();
+    fo.remote_callbacks(callbacks);
+    // libgit2 follows an offsite redirect on the first request by default;
+    // a redirect may not take the caller anywhere the allow-list did not check.
+    fo.follow_redirects(git2::RemoteRedirect::None);
+    if let Some(d) = depth.filter(|_| !remote.local) {
+        fo.depth(i32::try_from(d).unwrap_or(i32::MAX));
+    }
+    fo
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remote(service_credentials: bool) -> Remote {
+        Remote {
+            credentials: Some(Credentials {
+                username: "x-access-token".into(),
+                secret: "SECRET".into(),
+            }),
+            host: Some("git.example".into()),
+            service_credentials,
+            ..Remote::default()
+        }
+    }
+
+    /// Item 8: the service's own credentials (ssh-agent keys, the Windows
+    /// logon) are offered only where the deployment said; the caller's
+    /// only to the clone URL's host (item 3).
+    #[test]
+    fn credentials_go_only_where_they_belong() {
+        let plain = CredentialType::USER_PASS_PLAINTEXT;
+        let key = CredentialType::SSH_KEY;
+        let logon = CredentialType::DEFAULT;
+        let caller = remote(false);
+        assert!(credential_for(&caller, "https://git.example/o/r.git", None, plain).is_ok());
+        for (url, allowed) in [
+            ("https://elsewhere.example/o/r.git", plain),
+            ("https://git.example.evil/o/r.git", plain),
+            ("ssh://git@git.example/o/r.git", key),
+            ("https://git.example/o/r.git", logon),
+            ("git@git.example:o/r.git", key),
+        ] {
+            let err = credential_for(&caller, url, Some("git"), allowed)
+                .err()
+                .unwrap_or_else(|| panic!("{url} {allowed:?} got a credential"));
+            assert_eq!(err.code(), ErrorCode::Auth);
+        }
+        let trusted = remote(true);
+        assert!(credential_for(&trusted, "https://git.example/o/r.git", None, logon).is_ok());
+        // Never to another host, configured or not.
+        assert!(credential_for(&trusted, "https://other.example/r.git", None, logon).is_err());
+    }
+}

@@ -1,0 +1,104 @@
+//! Conversions between the host's types and the WIT contract's, in one
+//! place: errors both ways, workspace listings, repository state, removal
+//! reports, health verdicts.
+
+use super::bindings::exports::fixsec::workspace::policy as wit;
+use super::bindings::fixsec::workspace::types;
+use crate::adapter::git::RepoState;
+use crate::error::{Error, ErrorKind};
+use crate::model::{HealthStatus, RemovalReport, WorkspaceSummary};
+
+/// A host error as the policy sees it: kind, and the message without the
+/// kind's prefix (it gets one again on the way back).
+impl From<Error> for types::Error {
+    fn from(e: Error) -> Self {
+        use types::ErrorKind as W;
+        let kind = match e.kind() {
+            ErrorKind::InvalidInput => W::InvalidInput,
+            ErrorKind::Refused => W::Refused,
+            ErrorKind::NotFound => W::NotFound,
+            ErrorKind::InUse | ErrorKind::Busy => W::InUse,
+            ErrorKind::Git => W::Git,
+            ErrorKind::Io | ErrorKind::InsufficientStorage => W::Io,
+            ErrorKind::Policy | ErrorKind::Config => W::Internal,
+        };
+        types::Error {
+            kind,
+            message: e.detail(),
+        }
+    }
+}
+
+/// A policy's error as a host error.
+impl From<types::Error> for Error {
+    fn from(e: types::Error) -> Self {
+        use types::ErrorKind as W;
+        let m = e.message;
+        match e.kind {
+            W::InvalidInput => Error::InvalidInput(m),
+            W::Refused => Error::Refused(m),
+            W::NotFound => Error::NotFound(m),
+            W::InUse => Error::InUse(m),
+            W::Git => Error::Git(m),
+            W::Io => Error::Filesystem(m),
+            W::Internal => Error::Policy(m),
+        }
+    }
+}
+
+impl From<WorkspaceSummary> for types::WorkspaceInfo {
+    fn from(s: WorkspaceSummary) -> Self {
+        types::WorkspaceInfo {
+            name: s.name,
+            repo_full_name: s.repo_full_name,
+            clone_url: s.clone_url,
+            branch: s.branch,
+            head: s.head,
+            size_bytes: s.size_bytes,
+            created: s.created.map(|t| t.timestamp()),
+            last_prepared: s.last_prepared.map(|t| t.timestamp()),
+            last_used: s.last_used.map(|t| t.timestamp()),
+            in_use: s.in_use,
+            has_metadata: s.has_metadata,
+        }
+    }
+}
+
+impl From<RepoState> for types::RepoState {
+    fn from(s: RepoState) -> Self {
+        types::RepoState {
+            exists: s.exists,
+            is_repository: s.is_repository,
+            healthy: s.healthy,
+            remote_url: s.remote_url,
+            head: s.head,
+            branch: s.branch,
+            stale_locks: s.stale_locks,
+            problem: s.problem,
+        }
+    }
+}
+
+impl From<&RemovalReport> for types::RemovalReport {
+    fn from(r: &RemovalReport) -> Self {
+        types::RemovalReport {
+            name: r.name.clone(),
+            removed: r.removed,
+            skipped_in_use: r.skipped_in_use,
+            attempts: r.attempts,
+            bytes_freed: r.bytes_freed,
+            remaining: r.remaining.clone(),
+            error: r.error.clone(),
+        }
+    }
+}
+
+impl From<wit::HealthStatus> for HealthStatus {
+    fn from(s: wit::HealthStatus) -> Self {
+        match s {
+            wit::HealthStatus::Healthy => HealthStatus::Healthy,
+            wit::HealthStatus::Warning => HealthStatus::Warning,
+            wit::HealthStatus::Critical => HealthStatus::Critical,
+        }
+    }
+}
