@@ -3,7 +3,7 @@
 
 use crate::support;
 
-use crate::support::{Upstream, age_workspace, builder, manager};
+use crate::support::{Fixture, Upstream, age_workspace, builder, manager};
 use fixsec_workspace::adapter::removal::{FsOps, RealFs};
 use fixsec_workspace::{ErrorKind, HealthStatus, PrepareRequest, WorkspaceManager};
 use std::io;
@@ -62,9 +62,7 @@ impl FsOps for LockedReadme {
 
 #[test]
 fn cleanup_removes_old_keeps_young_and_never_touches_leased() {
-    let up = Upstream::new();
-    let base = tempfile::tempdir().unwrap();
-    let m = manager(base.path());
+    let Fixture { up, base, m } = Fixture::new();
     let old = prepare(&m, &up, "acme/old");
     let young = prepare(&m, &up, "acme/young");
     let leased = prepare(&m, &up, "acme/leased");
@@ -98,9 +96,7 @@ fn cleanup_removes_old_keeps_young_and_never_touches_leased() {
 
 #[test]
 fn cleanup_ages_by_metadata_not_folder_mtime() {
-    let up = Upstream::new();
-    let base = tempfile::tempdir().unwrap();
-    let m = manager(base.path());
+    let Fixture { up, base, m } = Fixture::new();
     let name = prepare(&m, &up, "acme/demo");
     // Touch the folder recently but record an old use: it is old.
     age_workspace(base.path(), &name, 30);
@@ -214,9 +210,7 @@ fn removal_that_never_succeeds_is_reported_and_finished_later() {
 
 #[test]
 fn remove_answers_not_found_in_use_and_refused() {
-    let up = Upstream::new();
-    let base = tempfile::tempdir().unwrap();
-    let m = manager(base.path());
+    let Fixture { up, base: _base, m } = Fixture::new();
     let name = prepare(&m, &up, "acme/demo");
     assert_eq!(
         m.remove("nope_12345678").unwrap_err().kind(),
@@ -239,9 +233,7 @@ fn remove_answers_not_found_in_use_and_refused() {
 
 #[test]
 fn stats_report_the_guides_keys_and_ignore_links_out() {
-    let up = Upstream::new();
-    let base = tempfile::tempdir().unwrap();
-    let m = manager(base.path());
+    let Fixture { up, base, m } = Fixture::new();
     #[cfg_attr(not(unix), allow(unused_variables))]
     let a = prepare(&m, &up, "acme/a");
     prepare(&m, &up, "acme/b");
@@ -386,9 +378,7 @@ fn background_removal_frees_the_name_at_once_and_finishes() {
 
 #[test]
 fn rescan_picks_up_what_others_wrote_and_the_fast_path_reports_the_recorded_size() {
-    let up = Upstream::new();
-    let base = tempfile::tempdir().unwrap();
-    let m = manager(base.path());
+    let Fixture { up, base, m } = Fixture::new();
     let name = prepare(&m, &up, "acme/demo");
     let recorded = m.get(&name).unwrap().unwrap().size_bytes;
     std::fs::write(

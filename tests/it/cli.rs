@@ -7,13 +7,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn run(base: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fixsec-workspace"))
-        .args(args)
-        .env("WORKSPACE_BASE_PATH", base)
-        .env_remove("WORKSPACE_POLICY")
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap()
+    support::cli(base, args).output().unwrap()
 }
 
 fn json(out: &Output) -> serde_json::Value {
@@ -157,32 +151,22 @@ fn errors_have_exit_codes_and_json_bodies() {
 /// a real request, and a clean exit on SIGTERM.
 #[cfg(unix)]
 #[test]
-fn serve_prints_a_token_once_logs_json_and_stops_on_sigterm() {
-    use std::io::{BufRead, BufReader, Read};
-    use std::process::Stdio;
+fn serve_writes_its_token_to_a_private_file_logs_json_and_stops_on_sigterm() {
+    use std::io::Read;
 
     let base = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fixsec-workspace"))
-        .args(["serve", "--bind", "127.0.0.1:0"])
-        .env("WORKSPACE_BASE_PATH", base.path())
-        .env("WORKSPACE_LOG_FORMAT", "json")
-        .env_remove("WORKSPACE_API_TOKEN")
-        .env_remove("WORKSPACE_API_TOKEN_FILE")
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let (mut token, mut addr) = (None, None);
-    let mut seen = String::new();
-    while addr.is_none() {
-        let mut line = String::new();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "server exited: {seen}"
-        );
-        seen.push_str(&line);
+    let mut cmd = support::cli(base.path(), &[]);
+    cmd.env_remove("WORKSPACE_API_TOKEN")
+        .env_remove("WORKSPACE_API_TOKEN_FILE");
+    let support::Served {
+        mut child,
+        addr,
+        before,
+        mut stderr,
+    } = support::serve(cmd);
+    let mut seen = before.clone();
+    let mut token = None;
+    for line in before.lines() {
         let trimmed = line.trim();
         if token.is_none() && trimmed.contains(".api-token") {
             let file = base.path().join(".api-token");
@@ -195,23 +179,18 @@ fn serve_prints_a_token_once_logs_json_and_stops_on_sigterm() {
             }
             token = Some(std::fs::read_to_string(&file).unwrap().trim().to_string());
         }
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(trimmed)
-            && let Some(a) = v["fields"]["addr"].as_str()
-        {
-            addr = Some(a.to_string());
-        }
     }
     let token = token.expect("where the generated token is, is printed");
     assert_eq!(token.len(), 64);
     let client = reqwest::blocking::Client::new();
     let stats = client
-        .get(format!("http://{}/workspace/stats", addr.as_ref().unwrap()))
+        .get(format!("http://{addr}/workspace/stats"))
         .bearer_auth(&token)
         .send()
         .unwrap();
     assert_eq!(stats.status(), 200);
     let denied = client
-        .get(format!("http://{}/workspace/stats", addr.as_ref().unwrap()))
+        .get(format!("http://{addr}/workspace/stats"))
         .send()
         .unwrap();
     assert_eq!(denied.status(), 401);
@@ -372,33 +351,17 @@ fn a_silent_remote_times_out() {
 #[cfg(unix)]
 #[test]
 fn sigterm_ends_serve_while_a_clone_hangs() {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
     let tarpit = support::Tarpit::start();
     let base = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fixsec-workspace"))
-        .args(["serve", "--bind", "127.0.0.1:0"])
-        .env("WORKSPACE_BASE_PATH", base.path())
-        .env("WORKSPACE_API_TOKEN", "t")
-        .env("WORKSPACE_ALLOW_PRIVATE_NETWORKS", "1")
-        .env("WORKSPACE_SHUTDOWN_GRACE_SECONDS", "1")
-        .env("WORKSPACE_LOG_FORMAT", "json")
-        .env_remove("WORKSPACE_POLICY")
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let addr = loop {
-        let mut line = String::new();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "server exited");
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line.trim())
-            && let Some(a) = v["fields"]["addr"].as_str()
-        {
-            break a.to_string();
-        }
-    };
+    let mut cmd = support::cli_local(base.path(), &[]);
+    cmd.env("WORKSPACE_API_TOKEN", "t")
+        .env("WORKSPACE_SHUTDOWN_GRACE_SECONDS", "1");
+    let support::Served {
+        mut child,
+        addr,
+        mut stderr,
+        ..
+    } = support::serve(cmd);
     std::thread::spawn(move || {
         let mut rest = String::new();
         let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);

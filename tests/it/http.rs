@@ -3,7 +3,7 @@
 
 use crate::support;
 
-use crate::support::{Upstream, manager};
+use crate::support::{Fixture, Upstream, manager};
 use fixsec_workspace::WorkspaceManager;
 use fixsec_workspace::http::{self, ApiToken, RunningServer, ServerConfig};
 use reqwest::StatusCode;
@@ -854,9 +854,7 @@ fn shutdown_stops_accepting() {
 #[test]
 fn startup_cleanup_runs_the_janitor() {
     // A workspace made (and aged) before the server starts is cleaned at start-up.
-    let up = Upstream::new();
-    let base = tempfile::tempdir().unwrap();
-    let m = manager(base.path());
+    let Fixture { up, base, m } = Fixture::new();
     let name = m
         .prepare(&fixsec_workspace::PrepareRequest::new("acme/old", up.url()))
         .unwrap()

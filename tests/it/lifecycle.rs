@@ -2,14 +2,12 @@
 
 use crate::support;
 
-use crate::support::{GitDaemon, Upstream, files_containing, manager};
+use crate::support::{Fixture, GitDaemon, Upstream, files_containing, manager};
 use fixsec_workspace::{ErrorKind, PrepareRequest};
 
 #[test]
 fn fresh_prepare_clones_and_records_metadata() {
-    let up = Upstream::new();
-    let base = tempfile::tempdir().unwrap();
-    let m = manager(base.path());
+    let Fixture { up, base, m } = Fixture::new();
     let out = m
         .prepare(&PrepareRequest::new("acme/demo", up.url()).branch("main"))
         .unwrap();
@@ -39,9 +37,7 @@ fn fresh_prepare_clones_and_records_metadata() {
 
 #[test]
 fn second_prepare_reuses_and_follows_upstream() {
-    let up = Upstream::new();
-    let base = tempfile::tempdir().unwrap();
-    let m = manager(base.path());
+    let Fixture { up, base: _base, m } = Fixture::new();
     let req = PrepareRequest::new("acme/demo", up.url()).branch("main");
     let first = m.prepare(&req).unwrap();
     let created = m.get(&first.name).unwrap().unwrap().created;
@@ -62,9 +58,7 @@ fn second_prepare_reuses_and_follows_upstream() {
 
 #[test]
 fn reuse_resets_changes_and_removes_untracked_and_ignored_files() {
-    let up = Upstream::new();
-    let base = tempfile::tempdir().unwrap();
-    let m = manager(base.path());
+    let Fixture { up, base: _base, m } = Fixture::new();
     let req = PrepareRequest::new("acme/demo", up.url()).branch("main");
     let out = m.prepare(&req).unwrap();
     let repo = &out.path;
@@ -91,9 +85,7 @@ fn reuse_resets_changes_and_removes_untracked_and_ignored_files() {
 
 #[test]
 fn reuse_restores_staged_and_same_size_edits() {
-    let up = Upstream::new();
-    let base = tempfile::tempdir().unwrap();
-    let m = manager(base.path());
+    let Fixture { up, base: _base, m } = Fixture::new();
     let req = PrepareRequest::new("acme/demo", up.url()).branch("main");
     let out = m.prepare(&req).unwrap();
     let repo = git2::Repository::open(&out.path).unwrap();
@@ -123,9 +115,7 @@ fn reuse_restores_staged_and_same_size_edits() {
 
 #[test]
 fn prepare_switches_branches() {
-    let up = Upstream::new();
-    let base = tempfile::tempdir().unwrap();
-    let m = manager(base.path());
+    let Fixture { up, base: _base, m } = Fixture::new();
     m.prepare(&PrepareRequest::new("acme/demo", up.url()).branch("main"))
         .unwrap();
     let dev = m
@@ -143,9 +133,7 @@ fn prepare_switches_branches() {
 
 #[test]
 fn default_branch_is_the_remotes() {
-    let up = Upstream::new();
-    let base = tempfile::tempdir().unwrap();
-    let m = manager(base.path());
+    let Fixture { up, base: _base, m } = Fixture::new();
     let out = m
         .prepare(&PrepareRequest::new("acme/demo", up.url()))
         .unwrap();
@@ -162,9 +150,7 @@ fn default_branch_is_the_remotes() {
 
 #[test]
 fn stale_index_lock_is_cleared_and_the_clone_reused() {
-    let up = Upstream::new();
-    let base = tempfile::tempdir().unwrap();
-    let m = manager(base.path());
+    let Fixture { up, base: _base, m } = Fixture::new();
     let req = PrepareRequest::new("acme/demo", up.url()).branch("main");
     let out = m.prepare(&req).unwrap();
     std::fs::write(out.path.join(".git/index.lock"), "").unwrap();
@@ -177,9 +163,7 @@ fn stale_index_lock_is_cleared_and_the_clone_reused() {
 
 #[test]
 fn broken_clones_are_healed_by_a_fresh_clone() {
-    let up = Upstream::new();
-    let base = tempfile::tempdir().unwrap();
-    let m = manager(base.path());
+    let Fixture { up, base: _base, m } = Fixture::new();
     let req = PrepareRequest::new("acme/demo", up.url()).branch("main");
     let out = m.prepare(&req).unwrap();
     type Breakage = Box<dyn Fn(&std::path::Path)>;
@@ -243,9 +227,7 @@ fn changed_remote_is_recloned_from_the_new_one() {
 
 #[test]
 fn history_rewritten_upstream_is_followed() {
-    let up = Upstream::new();
-    let base = tempfile::tempdir().unwrap();
-    let m = manager(base.path());
+    let Fixture { up, base: _base, m } = Fixture::new();
     let req = PrepareRequest::new("acme/demo", up.url()).branch("main");
     m.prepare(&req).unwrap();
     let rewritten = up.rewrite_history();
@@ -259,9 +241,7 @@ fn history_rewritten_upstream_is_followed() {
 
 #[test]
 fn unknown_branch_is_not_found_and_leaves_nothing_behind() {
-    let up = Upstream::new();
-    let base = tempfile::tempdir().unwrap();
-    let m = manager(base.path());
+    let Fixture { up, base, m } = Fixture::new();
     let err = m
         .prepare(&PrepareRequest::new("acme/demo", up.url()).branch("no-such-branch"))
         .unwrap_err();
@@ -282,9 +262,7 @@ fn unknown_branch_is_not_found_and_leaves_nothing_behind() {
 
 #[test]
 fn branch_deleted_upstream_fails_clearly_and_keeps_the_workspace() {
-    let up = Upstream::new();
-    let base = tempfile::tempdir().unwrap();
-    let m = manager(base.path());
+    let Fixture { up, base: _base, m } = Fixture::new();
     let dev = PrepareRequest::new("acme/demo", up.url()).branch("develop");
     let first = m.prepare(&dev).unwrap();
     up.repo
@@ -305,9 +283,7 @@ fn branch_deleted_upstream_fails_clearly_and_keeps_the_workspace() {
 
 #[test]
 fn corrupt_or_missing_metadata_is_rewritten() {
-    let up = Upstream::new();
-    let base = tempfile::tempdir().unwrap();
-    let m = manager(base.path());
+    let Fixture { up, base, m } = Fixture::new();
     let req = PrepareRequest::new("acme/demo", up.url()).branch("main");
     let out = m.prepare(&req).unwrap();
     let meta = base.path().join(&out.name).join("workspace.json");
@@ -328,9 +304,7 @@ fn corrupt_or_missing_metadata_is_rewritten() {
 
 #[test]
 fn bad_requests_are_refused_before_anything_is_written() {
-    let up = Upstream::new();
-    let base = tempfile::tempdir().unwrap();
-    let m = manager(base.path());
+    let Fixture { up, base, m } = Fixture::new();
     let cases = [
         (PrepareRequest::new("", up.url()), ErrorKind::InvalidInput),
         (

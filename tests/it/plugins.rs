@@ -2,6 +2,7 @@
 //! rebuild, `policy check` tells good components from bad ones, and a
 //! running server swaps its policy (endpoint and SIGHUP) without a restart.
 
+use crate::support;
 use crate::support::{Upstream, age_workspace, component, hostile_policy};
 use fixsec_workspace::http::{self, ApiToken, ServerConfig};
 use fixsec_workspace::policy::DEFAULT_POLICY;
@@ -21,18 +22,10 @@ fn default_policy_file(dir: &Path) -> PathBuf {
 }
 
 fn cli(base: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fixsec-workspace"));
-    cmd.args(args)
-        .env("WORKSPACE_BASE_PATH", base)
-        .env("WORKSPACE_ALLOW_LOCAL_URLS", "1")
-        .env("WORKSPACE_ALLOW_PRIVATE_NETWORKS", "1")
-        .env_remove("WORKSPACE_POLICY")
-        .env_remove("WORKSPACE_POLICY_SETTINGS")
-        .env_remove("RUST_LOG");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
+    support::cli_local(base, args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
 }
 
 fn json(out: &Output) -> Value {
@@ -289,30 +282,19 @@ fn a_running_server_swaps_its_policy_and_refuses_a_broken_one() {
 #[cfg(unix)]
 #[test]
 fn sighup_reloads_the_policy_file() {
-    use std::io::{BufRead, BufReader};
+    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.wasm");
     std::fs::copy(default_policy_file(dir.path()), &policy).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fixsec-workspace"))
-        .args(["serve", "--bind", "127.0.0.1:0"])
-        .env("WORKSPACE_BASE_PATH", dir.path().join("ws"))
-        .env("WORKSPACE_POLICY", &policy)
-        .env("WORKSPACE_API_TOKEN", "t")
-        .env("WORKSPACE_LOG_FORMAT", "json")
-        .env_remove("RUST_LOG")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let addr = loop {
-        let mut line = String::new();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "server exited");
-        if let Ok(v) = serde_json::from_str::<Value>(&line)
-            && let Some(a) = v["fields"]["addr"].as_str()
-        {
-            break a.to_string();
-        }
-    };
+    let mut cmd = support::cli(&dir.path().join("ws"), &[]);
+    cmd.env("WORKSPACE_POLICY", &policy)
+        .env("WORKSPACE_API_TOKEN", "t");
+    let support::Served {
+        mut child,
+        addr,
+        stderr,
+        ..
+    } = support::serve(cmd);
     std::thread::spawn(move || for _ in stderr.lines() {});
     let url = format!("http://{addr}");
     let client = reqwest::blocking::Client::new();

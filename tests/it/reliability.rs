@@ -1,7 +1,7 @@
 //! Concurrency, crashes and deletion faults, on real repositories and real
 //! processes.
 
-use crate::support::{Upstream, manager};
+use crate::support::{Fixture, Upstream, manager};
 use fixsec_workspace::PrepareRequest;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -9,14 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn cli(base: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fixsec-workspace"));
-    cmd.args(args)
-        .env("WORKSPACE_BASE_PATH", base)
-        .env("WORKSPACE_ALLOW_LOCAL_URLS", "1")
-        .env("WORKSPACE_ALLOW_PRIVATE_NETWORKS", "1")
-        .env_remove("RUST_LOG")
-        .env_remove("WORKSPACE_POLICY");
-    cmd
+    crate::support::cli_local(base, args)
 }
 
 fn stdout(out: &Output) -> String {
@@ -34,9 +27,7 @@ fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
 
 #[test]
 fn sixteen_concurrent_prepares_make_one_clone() {
-    let up = Upstream::new();
-    let base = tempfile::tempdir().unwrap();
-    let m = manager(base.path());
+    let Fixture { up, base: _base, m } = Fixture::new();
     let req = PrepareRequest::new("acme/demo", up.url()).branch("main");
     let outcomes: Vec<_> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..16).map(|_| s.spawn(|| m.prepare(&req))).collect();
@@ -276,9 +267,7 @@ fn read_only_tree_is_removed_by_a_non_root_user() {
 #[cfg(unix)]
 #[test]
 fn paths_deeper_than_path_max_are_removed() {
-    let up = Upstream::new();
-    let base = tempfile::tempdir().unwrap();
-    let m = manager(base.path());
+    let Fixture { up, base, m } = Fixture::new();
     let out = m
         .prepare(&PrepareRequest::new("acme/demo", up.url()))
         .unwrap();

@@ -4,7 +4,7 @@
 
 use crate::support;
 
-use crate::support::{GitDaemon, HttpStub, Upstream, builder, hostile_policy, manager};
+use crate::support::{Fixture, GitDaemon, HttpStub, Upstream, builder, hostile_policy, manager};
 use fixsec_workspace::{ErrorKind, PrepareRequest, WorkspaceManager};
 use std::time::{Duration, Instant};
 
@@ -48,12 +48,8 @@ fn allow_list_bypasses_are_refused_before_any_connection() {
 /// reset, cleaned or re-cloned.
 #[test]
 fn a_prepare_never_touches_a_leased_workspace() {
-    let up = Upstream::new();
-    let base = tempfile::tempdir().unwrap();
-    let m = builder(base.path())
-        .configure(|c| c.lease_wait = Duration::from_millis(300))
-        .build()
-        .unwrap();
+    let Fixture { up, base: _base, m } =
+        Fixture::with(|b| b.configure(|c| c.lease_wait = Duration::from_millis(300)));
     let mut leased = PrepareRequest::new("acme/demo", up.url()).branch("main");
     leased.lease_seconds = Some(600);
     leased.holder = Some("scanner-7".into());
@@ -138,12 +134,7 @@ fn a_redirect_never_carries_the_token_to_another_host() {
 /// lock before it deletes.
 #[test]
 fn cleanup_never_removes_a_workspace_prepared_after_its_listing() {
-    let up = Upstream::new();
-    let base = tempfile::tempdir().unwrap();
-    let m = builder(base.path())
-        .policy_file(hostile_policy("slow-cleanup"))
-        .build()
-        .unwrap();
+    let Fixture { up, base, m } = Fixture::with(|b| b.policy_file(hostile_policy("slow-cleanup")));
     let out = m
         .prepare(&PrepareRequest::new("acme/demo", up.url()))
         .unwrap();
@@ -350,9 +341,7 @@ fn deletion_never_follows_a_link_at_the_root() {
 /// name is their prefix; lock files survive removal.
 #[test]
 fn a_prepare_clears_only_its_own_staging_and_removal_keeps_lock_files() {
-    let up = Upstream::new();
-    let base = tempfile::tempdir().unwrap();
-    let m = manager(base.path());
+    let Fixture { up, base, m } = Fixture::new();
     let name = m.workspace_name("acme/app").unwrap();
     // The in-flight clone of a workspace named `<name>.web`.
     let theirs = base
@@ -382,9 +371,7 @@ fn a_prepare_clears_only_its_own_staging_and_removal_keeps_lock_files() {
 /// fetches for whoever works there next).
 #[test]
 fn reuse_resets_hooks_and_config_left_by_a_caller() {
-    let up = Upstream::new();
-    let base = tempfile::tempdir().unwrap();
-    let m = manager(base.path());
+    let Fixture { up, base: _base, m } = Fixture::new();
     let out = m
         .prepare(&PrepareRequest::new("acme/demo", up.url()))
         .unwrap();
@@ -441,13 +428,10 @@ fn reuse_resets_hooks_and_config_left_by_a_caller() {
 /// it: `assess-health`, reached without a token, cannot remove.
 #[test]
 fn assess_health_cannot_remove_workspaces() {
-    let up = Upstream::new();
-    let base = tempfile::tempdir().unwrap();
-    let m = builder(base.path())
-        .policy_file(hostile_policy("health-remove"))
-        .configure(|c| c.size_warning_mb = 0)
-        .build()
-        .unwrap();
+    let Fixture { up, base: _base, m } = Fixture::with(|b| {
+        b.policy_file(hostile_policy("health-remove"))
+            .configure(|c| c.size_warning_mb = 0)
+    });
     let out = m
         .prepare(&PrepareRequest::new("acme/demo", up.url()))
         .unwrap();
@@ -467,12 +451,8 @@ fn assess_health_cannot_remove_workspaces() {
 /// Item 5: waiting for another prepare of the same workspace is bounded.
 #[test]
 fn waiting_for_a_busy_workspace_ends_busy() {
-    let up = Upstream::new();
-    let base = tempfile::tempdir().unwrap();
-    let m = builder(base.path())
-        .configure(|c| c.lock_wait = Duration::from_millis(200))
-        .build()
-        .unwrap();
+    let Fixture { up, base, m } =
+        Fixture::with(|b| b.configure(|c| c.lock_wait = Duration::from_millis(200)));
     let out = m
         .prepare(&PrepareRequest::new("acme/demo", up.url()))
         .unwrap();

@@ -468,3 +468,96 @@ impl Drop for Tarpit {
         self.release();
     }
 }
+
+/// What most tests start from: an upstream repository, a base directory
+/// and a manager on it (local URLs and loopback allowed, fast retries).
+/// Destructure it: `let Fixture { up, base, m } = Fixture::new();`.
+pub struct Fixture {
+    pub up: Upstream,
+    pub base: tempfile::TempDir,
+    pub m: WorkspaceManager,
+}
+
+impl Fixture {
+    /// The default manager.
+    pub fn new() -> Self {
+        Self::with(|b| b)
+    }
+
+    /// A manager with `configure` applied to the test builder.
+    pub fn with(
+        configure: impl FnOnce(WorkspaceManagerBuilder) -> WorkspaceManagerBuilder,
+    ) -> Self {
+        let up = Upstream::new();
+        let base = tempfile::tempdir().unwrap();
+        let m = configure(builder(base.path())).build().unwrap();
+        Fixture { up, base, m }
+    }
+}
+
+/// The `fixsec-workspace` binary with `args` on `base`, with nothing from
+/// the test run's own environment (policy, settings, log level).
+pub fn cli(base: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fixsec-workspace"));
+    cmd.args(args)
+        .env("WORKSPACE_BASE_PATH", base)
+        .env_remove("WORKSPACE_POLICY")
+        .env_remove("WORKSPACE_POLICY_SETTINGS")
+        .env_remove("RUST_LOG");
+    cmd
+}
+
+/// [`cli`], also accepting local paths and loopback servers as clone URLs.
+pub fn cli_local(base: &Path, args: &[&str]) -> Command {
+    let mut cmd = cli(base, args);
+    cmd.env("WORKSPACE_ALLOW_LOCAL_URLS", "1")
+        .env("WORKSPACE_ALLOW_PRIVATE_NETWORKS", "1");
+    cmd
+}
+
+/// A `serve` process, listening.
+pub struct Served {
+    pub child: Child,
+    /// `host:port` it listens on.
+    pub addr: String,
+    /// What it wrote to stderr before it listened.
+    pub before: String,
+    /// The rest of its stderr.
+    pub stderr: std::io::BufReader<std::process::ChildStderr>,
+}
+
+/// Start `serve` from `cmd` (the binary with its environment set, e.g.
+/// from [`cli`] with no arguments) on an ephemeral loopback port with JSON
+/// logs, and wait until it listens.
+#[allow(clippy::zombie_processes)] // the child goes to the caller, who waits for it
+pub fn serve(mut cmd: Command) -> Served {
+    use std::io::BufRead;
+    let mut child = cmd
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .env("WORKSPACE_LOG_FORMAT", "json")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut before = String::new();
+    loop {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            let _ = child.kill();
+            let status = child.wait();
+            panic!("serve exited before listening ({status:?}): {before}");
+        }
+        before.push_str(&line);
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line.trim())
+            && let Some(addr) = v["fields"]["addr"].as_str()
+        {
+            return Served {
+                addr: addr.to_string(),
+                child,
+                before,
+                stderr,
+            };
+        }
+    }
+}
