@@ -16,118 +16,23 @@ mod probes;
 mod routes;
 mod server;
 
+pub use crate::config::ServerConfig;
 pub use auth::ApiToken;
 use probes::isolated;
 pub use routes::ROUTES;
 pub use server::{RunningServer, start};
 
 use crate::WorkspaceManager;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use errors::ApiError;
 use futures_util::StreamExt;
 use serde::Deserialize;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
 /// The OpenAPI 3 document of every endpoint (`docs/openapi.json`).
 pub static OPENAPI: &str = include_str!("../../../docs/openapi.json");
-
-/// Settings of the standalone server.
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    /// Listen address (`WORKSPACE_BIND`, default `127.0.0.1:8080`).
-    pub bind: SocketAddr,
-    /// The bearer token; none: a random one is made at start-up.
-    pub token: Option<ApiToken>,
-    /// Largest request body accepted (`WORKSPACE_MAX_BODY_BYTES`, 64 KiB).
-    pub body_limit: u64,
-    /// Run a cleanup at start-up (`WORKSPACE_CLEANUP_ON_STARTUP=1`).
-    pub cleanup_on_startup: bool,
-    /// Run cleanups periodically (`WORKSPACE_CLEANUP_INTERVAL_MINUTES`).
-    pub cleanup_interval: Option<Duration>,
-    /// How long in-flight requests may run after SIGTERM (`WORKSPACE_SHUTDOWN_GRACE_SECONDS`, 30).
-    pub shutdown_grace: Duration,
-    /// Open connections served at once (`WORKSPACE_MAX_CONNECTIONS`, 1024);
-    /// further ones wait in the listen backlog.
-    pub max_connections: usize,
-    /// How long a client may take to send its request headers
-    /// (`WORKSPACE_HEADER_TIMEOUT_SECONDS`, 10).
-    pub header_read_timeout: Duration,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            token: None,
-            body_limit: 64 * 1024,
-            cleanup_on_startup: false,
-            cleanup_interval: None,
-            shutdown_grace: Duration::from_secs(30),
-            max_connections: 1024,
-            header_read_timeout: Duration::from_secs(10),
-        }
-    }
-}
-
-impl ServerConfig {
-    /// Defaults overridden by the environment.
-    pub fn from_env() -> Result<Self> {
-        Self::from_lookup(|k| std::env::var(k).ok())
-    }
-
-    /// Defaults overridden by `lookup`.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let mut c = ServerConfig::default();
-        let get = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
-        if let Some(v) = get("WORKSPACE_BIND") {
-            c.bind = v.trim().parse().map_err(|_| {
-                Error::Config(format!(
-                    "WORKSPACE_BIND={v:?} is not an address; e.g. 127.0.0.1:8080 or 0.0.0.0:8080"
-                ))
-            })?;
-        }
-        if let Some(v) = get("WORKSPACE_API_TOKEN") {
-            c.token = ApiToken::new(&v);
-        } else if let Some(path) = get("WORKSPACE_API_TOKEN_FILE") {
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                Error::Config(format!("cannot read WORKSPACE_API_TOKEN_FILE={path}: {e}"))
-            })?;
-            c.token = Some(ApiToken::new(&text).ok_or_else(|| {
-                Error::Config(format!("WORKSPACE_API_TOKEN_FILE={path} is empty"))
-            })?);
-        }
-        let number = |k: &str, v: &str| -> Result<u64> {
-            v.trim()
-                .parse()
-                .map_err(|_| Error::Config(format!("{k}={v:?} is not a whole number")))
-        };
-        if let Some(v) = get("WORKSPACE_MAX_BODY_BYTES") {
-            c.body_limit = number("WORKSPACE_MAX_BODY_BYTES", &v)?;
-        }
-        if let Some(v) = get("WORKSPACE_CLEANUP_ON_STARTUP") {
-            c.cleanup_on_startup = crate::config::parse_bool("WORKSPACE_CLEANUP_ON_STARTUP", &v)?;
-        }
-        if let Some(v) = get("WORKSPACE_CLEANUP_INTERVAL_MINUTES") {
-            let minutes = number("WORKSPACE_CLEANUP_INTERVAL_MINUTES", &v)?;
-            c.cleanup_interval = (minutes > 0).then(|| Duration::from_secs(minutes * 60));
-        }
-        if let Some(v) = get("WORKSPACE_SHUTDOWN_GRACE_SECONDS") {
-            c.shutdown_grace = Duration::from_secs(number("WORKSPACE_SHUTDOWN_GRACE_SECONDS", &v)?);
-        }
-        if let Some(v) = get("WORKSPACE_MAX_CONNECTIONS") {
-            c.max_connections = number("WORKSPACE_MAX_CONNECTIONS", &v)?.max(1) as usize;
-        }
-        if let Some(v) = get("WORKSPACE_HEADER_TIMEOUT_SECONDS") {
-            c.header_read_timeout =
-                Duration::from_secs(number("WORKSPACE_HEADER_TIMEOUT_SECONDS", &v)?.max(1));
-        }
-        Ok(c)
-    }
-}
 
 struct AppState {
     manager: WorkspaceManager,

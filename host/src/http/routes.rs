@@ -192,15 +192,8 @@ pub(super) fn route(state: &Arc<AppState>, method: &str, path: &str) -> Route {
                 .and(authorized(state.clone()))
                 .and_then(|state: Arc<AppState>| async move {
                     let m = state.manager.clone();
-                    // A policy file that does not load is the caller's to fix: 422,
-                    // and the old policy stays.
-                    let info = blocking(move || {
-                        m.reload_policy().map_err(|e| match e {
-                            Error::Config(msg) => Error::Refused(msg),
-                            other => other,
-                        })
-                    })
-                    .await?;
+                    // A policy file that does not load is refused (422): the old one stays.
+                    let info = blocking(move || m.reload_policy()).await?;
                     Ok::<_, Rejection>(json(
                         &serde_json::json!({"status": "Policy reloaded", "policy": info}),
                         StatusCode::OK,

@@ -114,17 +114,22 @@ impl WorkspaceManager {
     /// configured file after it changed; the same bytes for a manager
     /// built from bytes) and swap it in. Calls in flight finish on the old
     /// one. A file that does not load or does not speak the contract is
-    /// refused and the old policy stays.
+    /// `Refused` (the operator's input to fix, not a fault of the running
+    /// service) and the old policy stays.
     pub fn reload_policy(&self) -> Result<PolicyInfo> {
         let config = &self.store.config;
         let fresh = match &self.policy_bytes {
-            Some(built) => PolicyEngine::from_bytes(&built.0, &built.1, config.policy_limits)?,
+            Some(built) => PolicyEngine::from_bytes(&built.0, &built.1, config.policy_limits),
             None => PolicyEngine::load_cached(
                 &config.policy,
                 config.policy_limits,
                 Some(&self.store.layout.policy_cache_dir()),
-            )?,
-        };
+            ),
+        }
+        .map_err(|e| match e {
+            Error::Config(msg) => Error::Refused(format!("{msg}; the old policy stays")),
+            other => other,
+        })?;
         Ok(self.swap_policy(fresh))
     }
 
