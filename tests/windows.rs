@@ -2,7 +2,7 @@
 //! (`scripts/test-windows`): a file held open by another process without
 //! `FILE_SHARE_DELETE`, git's read-only files, paths over 260 characters.
 //! Elsewhere only the path-budget check runs; the same faults are injected
-//! through the removal seam in `tests/cleanup.rs`.
+//! through the removal seam in `tests/it/cleanup.rs`.
 //!
 //! The harness is libtest-mimic rather than libtest so that this executable
 //! can also be the other process: started with `FIXSEC_HOLD_FILE` set, it
@@ -330,7 +330,7 @@ mod windows {
 
         // Wine lets the folder be renamed into .trash/ with the file open
         // inside; NTFS does not, and the folder is deleted in place with a
-        // note in .trash/ (that path: tests/cleanup.rs, injected faults).
+        // note in .trash/ (that path: tests/it/cleanup.rs, injected faults).
         let trash: Vec<PathBuf> = base
             .path()
             .join(".trash")
