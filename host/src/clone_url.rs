@@ -180,12 +180,7 @@ impl CloneUrl {
         let Some(host) = &self.host else {
             return Ok(());
         };
-        if allowed.is_empty()
-            || allowed.iter().any(|a| {
-                let a = a.trim().to_ascii_lowercase();
-                host == &a || (a.starts_with('.') && host.ends_with(&a))
-            })
-        {
+        if allowed.is_empty() || host_listed(host, allowed) {
             return Ok(());
         }
         Err(Error::Refused(format!(
@@ -319,6 +314,14 @@ fn check_authority(raw: &str, scheme: &str) -> Result<()> {
         return refuse(&format!("{host:?} is not a plain host name or address"));
     }
     Ok(())
+}
+
+/// Whether `host` is one of `list` (exactly, or under a `.suffix` entry).
+pub(crate) fn host_listed(host: &str, list: &[String]) -> bool {
+    list.iter().any(|a| {
+        let a = a.trim().to_ascii_lowercase();
+        host == a || (a.starts_with('.') && host.ends_with(&a))
+    })
 }
 
 /// A public unicast address: not loopback, private (RFC 1918, unique

@@ -5,9 +5,9 @@
 //!
 //! Manager calls block (git, disk, the policy's sync WASI bindings), so
 //! they run on tokio's blocking pool. `/workspace/health` and `/metrics`
-//! (the probes) run on threads of their own, so they answer even when git
-//! work has taken every blocking thread; the git queue bounds that work
-//! anyway. The server reads request headers under a timeout and caps open
+//! (the probes) answer from a fresh snapshot, else on a two-thread probe
+//! pool of their own, so they answer even when git work has taken every
+//! blocking thread; the git queue bounds that work anyway. The server reads request headers under a timeout and caps open
 //! connections, so idle or slow clients cannot exhaust it.
 
 mod auth;

@@ -139,10 +139,9 @@ impl WorkspaceManager {
 
         let remote = Remote {
             credentials: url.credentials.clone(),
-            service_credentials: url
-                .host
-                .as_deref()
-                .is_some_and(|h| host_listed(h, &config.service_credential_hosts)),
+            service_credentials: url.host.as_deref().is_some_and(|h| {
+                crate::clone_url::host_listed(h, &config.service_credential_hosts)
+            }),
             host: url.host.clone(),
             progress,
             local: url.transport == Transport::Local,
@@ -244,12 +243,4 @@ impl WorkspaceManager {
             lease,
         })
     }
-}
-
-/// Whether `host` is one of `list` (exactly, or under a `.suffix` entry).
-pub(crate) fn host_listed(host: &str, list: &[String]) -> bool {
-    list.iter().any(|a| {
-        let a = a.trim().to_ascii_lowercase();
-        host == a || (a.starts_with('.') && host.ends_with(&a))
-    })
 }

@@ -126,16 +126,7 @@ pub fn clone(
     if let Some(b) = branch {
         builder.branch(b);
     }
-    if let Some(stop) = remote.guard.as_ref().and_then(|g| g.check_start().err()) {
-        let mut err = GitError::transfer(
-            &format!("cloning {url}"),
-            git2::Error::from_str("not started"),
-            remote,
-            false,
-        );
-        err.stopped.get_or_insert(stop);
-        return Err(err);
-    }
+    GitError::check_start(remote, &format!("cloning {url}"))?;
     let checkout_started = std::rc::Rc::new(Cell::new(false));
     let mut checkout = CheckoutBuilder::new();
     let started = checkout_started.clone();
@@ -197,16 +188,7 @@ pub fn update(
             .map_err(|e| GitError::new("dropping the old tracking branch", e))?;
     }
     let refspec = format!("+refs/heads/{branch}:{tracking}");
-    if let Some(stop) = remote.guard.as_ref().and_then(|g| g.check_start().err()) {
-        return Err(GitError {
-            message: match &stop {
-                Stop::Cancelled => "fetch not started: the service is shutting down".into(),
-                Stop::Storage(why) => format!("fetch not started: {why}"),
-            },
-            not_found: false,
-            stopped: Some(stop),
-        });
-    }
+    GitError::check_start(remote, &format!("fetching {branch} from {url}"))?;
     origin
         .fetch(&[refspec.as_str()], Some(&mut fo), None)
         .map_err(|e| {

@@ -213,14 +213,30 @@ impl GitError {
                  (git's detail is in the service log); check the URL and the network, then retry"
             );
         }
-        if let Some(stop) = remote.guard.as_ref().and_then(|g| g.stopped()) {
-            err.message = match &stop {
+        match remote.guard.as_ref().and_then(|g| g.stopped()) {
+            Some(stop) => GitError::stopped(action, stop),
+            None => err,
+        }
+    }
+
+    /// The host stopped (or never started) the transfer `action`.
+    pub(super) fn stopped(action: &str, stop: Stop) -> Self {
+        GitError {
+            message: match &stop {
                 Stop::Cancelled => format!("{action}: stopped, the service is shutting down"),
                 Stop::Storage(why) => format!("{action}: stopped, {why}"),
-            };
-            err.stopped = Some(stop);
+            },
+            not_found: false,
+            stopped: Some(stop),
         }
-        err
+    }
+
+    /// `Err` when the remote's guard says not to start `action` at all.
+    pub(super) fn check_start(remote: &Remote, action: &str) -> Result<(), Self> {
+        match remote.guard.as_ref().map(|g| g.check_start()) {
+            Some(Err(stop)) => Err(GitError::stopped(action, stop)),
+            _ => Ok(()),
+        }
     }
 }
 
