@@ -7,7 +7,8 @@
 //!   fresh clone when an update fails ([`lifecycle`]);
 //! - cleanup: remove workspaces unused for longer than the age, never one in
 //!   use ([`cleanup`]);
-//! - health: thresholds -> verdict ([`health`]).
+//! - health: thresholds -> verdict ([`health`]);
+//! - push: any branch but the default one, narrowed by settings ([`push`]).
 //!
 //! The decisions are plain Rust, tested natively; the glue below drives them
 //! through the host's imports.
@@ -16,6 +17,7 @@ pub mod cleanup;
 pub mod health;
 pub mod lifecycle;
 pub mod naming;
+pub mod push;
 
 /// Bindings generated from `wit/workspace.wit`.
 #[allow(missing_docs, clippy::all)]
@@ -32,12 +34,12 @@ pub mod bindings {
 
 use bindings::exports::fixsec::workspace::policy::{
     CleanupOutcome, CleanupRequest, Guest, HealthReport, HealthStats, PrepareOutcome,
-    PrepareRequest, SkippedWorkspace, Thresholds,
+    PrepareRequest, PushRequest, SkippedWorkspace, Thresholds,
 };
 use bindings::fixsec::workspace::git::{self, FetchOptions};
 use bindings::fixsec::workspace::log::{Level, log};
 use bindings::fixsec::workspace::types::{Error, ErrorKind};
-use bindings::fixsec::workspace::{removal, workspace_fs};
+use bindings::fixsec::workspace::{removal, settings, workspace_fs};
 
 /// The default policy.
 pub struct DefaultPolicy;
@@ -66,7 +68,12 @@ impl Guest for DefaultPolicy {
                         state.stale_locks.join(", ")
                     ));
                 }
-                match git::update(name, &request.clone_url, request.branch.as_deref(), options) {
+                match git::update(
+                    name,
+                    &request.clone_url,
+                    request.git_ref.as_deref(),
+                    options,
+                ) {
                     Ok(head) => {
                         return Ok(PrepareOutcome {
                             reused: true,
@@ -89,7 +96,12 @@ impl Guest for DefaultPolicy {
                 notes.push(format!("re-cloned: {reason}"));
             }
         }
-        let head = git::clone(name, &request.clone_url, request.branch.as_deref(), options)?;
+        let head = git::clone(
+            name,
+            &request.clone_url,
+            request.git_ref.as_deref(),
+            options,
+        )?;
         Ok(PrepareOutcome {
             reused: false,
             head,
@@ -138,6 +150,18 @@ impl Guest for DefaultPolicy {
 
     fn assess_health(stats: HealthStats, thresholds: Thresholds) -> HealthReport {
         health::assess(&stats, &thresholds)
+    }
+
+    fn authorize_push(request: PushRequest) -> Result<(), Error> {
+        let push = push::Push {
+            branch: &request.branch,
+            force: request.force,
+            default_branch: request.default_branch.as_deref(),
+        };
+        push::authorize(push, settings::get).map_err(|message| Error {
+            kind: ErrorKind::Refused,
+            message,
+        })
     }
 }
 

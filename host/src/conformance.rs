@@ -125,7 +125,10 @@ pub fn run_with(path: &Path, options: Options) -> CheckReport {
             check(
                 &mut checks,
                 &format!("implements {CONTRACT}"),
-                Ok("loaded".into()),
+                Ok(format!(
+                    "loaded; built against {}",
+                    m.policy_info().contract
+                )),
             );
             m
         }

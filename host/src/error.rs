@@ -24,6 +24,8 @@ pub enum ErrorKind {
     Git,
     /// The filesystem failed.
     Io,
+    /// The remote rejected a push (not a fast-forward, protected branch).
+    Rejected,
     /// The policy component failed (trap, limit, broken contract).
     Policy,
     /// The configuration or the policy file is unusable.
@@ -42,6 +44,7 @@ impl ErrorKind {
             ErrorKind::InsufficientStorage => "insufficient_storage",
             ErrorKind::Git => "git",
             ErrorKind::Io => "io",
+            ErrorKind::Rejected => "rejected",
             ErrorKind::Policy => "policy",
             ErrorKind::Config => "config",
         }
@@ -72,20 +75,21 @@ pub enum Error {
     /// git failed.
     #[error("git: {0}")]
     Git(String),
-    /// A filesystem operation failed.
-    #[error("{action} {}: {source}", path.display())]
+    /// A filesystem operation failed: what was being done and where, with
+    /// the OS error when there is one (one reported by the policy, or a
+    /// summary of several attempts, has none).
+    #[error("filesystem: {message}")]
     Io {
-        /// What was being done, e.g. "writing metadata".
-        action: &'static str,
-        /// Where.
-        path: PathBuf,
+        /// What failed, where, and what to do.
+        message: String,
         /// The OS error.
         #[source]
-        source: std::io::Error,
+        source: Option<std::io::Error>,
     },
-    /// A filesystem failure reported without a single path (e.g. by the policy).
-    #[error("filesystem: {0}")]
-    Filesystem(String),
+    /// Push rejected by the remote (not a fast-forward, a protected
+    /// branch, a hook said no): nothing changed there.
+    #[error("rejected: {0}")]
+    Rejected(String),
     /// The policy failed for this call.
     #[error("policy: {0}")]
     Policy(String),
@@ -105,7 +109,8 @@ impl Error {
             Error::Busy(_) => ErrorKind::Busy,
             Error::InsufficientStorage(_) => ErrorKind::InsufficientStorage,
             Error::Git(_) => ErrorKind::Git,
-            Error::Io { .. } | Error::Filesystem(_) => ErrorKind::Io,
+            Error::Io { .. } => ErrorKind::Io,
+            Error::Rejected(_) => ErrorKind::Rejected,
             Error::Policy(_) => ErrorKind::Policy,
             Error::Config(_) => ErrorKind::Config,
         }
@@ -122,20 +127,28 @@ impl Error {
             | Error::Busy(m)
             | Error::InsufficientStorage(m)
             | Error::Git(m)
-            | Error::Filesystem(m)
+            | Error::Io { message: m, .. }
+            | Error::Rejected(m)
             | Error::Policy(m)
             | Error::Config(m) => m.clone(),
             Error::InUse(name) => name.clone(),
-            Error::Io { .. } => self.to_string(),
         }
     }
 
     /// Wrap an I/O error with what was being done and where.
     pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        let path = path.into();
         Error::Io {
-            action,
-            path: path.into(),
-            source,
+            message: format!("{action} {}: {source}", path.display()),
+            source: Some(source),
+        }
+    }
+
+    /// A filesystem failure without a single OS error to carry.
+    pub fn filesystem(message: impl Into<String>) -> Self {
+        Error::Io {
+            message: message.into(),
+            source: None,
         }
     }
 }

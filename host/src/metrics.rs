@@ -33,6 +33,8 @@ pub enum Operation {
     Remove,
     /// A whole cleanup run.
     Cleanup,
+    /// A push of a workspace's branch.
+    Push,
 }
 
 impl Operation {
@@ -44,6 +46,7 @@ impl Operation {
             Operation::Update => "update",
             Operation::Remove => "remove",
             Operation::Cleanup => "cleanup",
+            Operation::Push => "push",
         }
     }
 }

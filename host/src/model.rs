@@ -24,10 +24,13 @@ pub struct PrepareRequest {
     /// Where to clone from; may hold a token (`https://TOKEN@host/...`), which
     /// never reaches the disk or the logs.
     pub clone_url: String,
-    /// The branch to check out; none for the remote's default. (JSON also
-    /// accepts `default_branch`, the original tool's name for it.)
-    #[serde(default, alias = "default_branch")]
-    pub branch: Option<String>,
+    /// What to check out: a branch or tag name, a full commit id (a
+    /// detached checkout), a full reference such as `refs/pull/7/head`, or
+    /// a refspec `src:dst`; none for the remote's default branch. JSON key
+    /// `ref`; `branch` and `default_branch` (the original tool's name) are
+    /// accepted too.
+    #[serde(default, rename = "ref", alias = "branch", alias = "default_branch")]
+    pub git_ref: Option<String>,
     /// Shallow clone of this many commits.
     #[serde(default)]
     pub depth: Option<u32>,
@@ -48,17 +51,22 @@ impl PrepareRequest {
         PrepareRequest {
             repo_full_name: repo_full_name.into(),
             clone_url: clone_url.into(),
-            branch: None,
+            git_ref: None,
             depth: None,
             lease_seconds: None,
             holder: None,
         }
     }
 
-    /// Check out `branch`.
-    pub fn branch(mut self, branch: impl Into<String>) -> Self {
-        self.branch = Some(branch.into());
+    /// Check out `git_ref` (see [`git_ref`](Self::git_ref) the field).
+    pub fn git_ref(mut self, git_ref: impl Into<String>) -> Self {
+        self.git_ref = Some(git_ref.into());
         self
+    }
+
+    /// Check out `branch` (a branch is one kind of ref).
+    pub fn branch(self, branch: impl Into<String>) -> Self {
+        self.git_ref(branch)
     }
 
     /// Fetch only the last `depth` commits.
@@ -95,6 +103,57 @@ pub struct LeaseInfo {
     pub id: u64,
     /// When the lease lapses by itself.
     pub expires_at: DateTime<Utc>,
+}
+
+/// A request to push a branch of a workspace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushRequest {
+    /// The local branch to push, to the branch of the same name.
+    pub branch: String,
+    /// Where to push, usually with the caller's credential
+    /// (`https://x-access-token:TOKEN@host/owner/repo.git`). The credential
+    /// reaches git only through its callback, for this URL's host only; it
+    /// is never written to disk or logged.
+    pub url: String,
+    /// Overwrite the remote branch when the push is not a fast-forward
+    /// (if the policy allows force).
+    #[serde(default)]
+    pub force: bool,
+}
+
+impl PushRequest {
+    /// Push `branch` to `url` without force.
+    pub fn new(branch: impl Into<String>, url: impl Into<String>) -> Self {
+        PushRequest {
+            branch: branch.into(),
+            url: url.into(),
+            force: false,
+        }
+    }
+
+    /// Allow a push that is not a fast-forward.
+    pub fn force(mut self, force: bool) -> Self {
+        self.force = force;
+        self
+    }
+}
+
+/// What a push did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushOutcome {
+    /// The workspace.
+    pub name: String,
+    /// The branch pushed.
+    pub branch: String,
+    /// The commit the remote branch now points at.
+    pub commit: String,
+    /// Where it went, without credentials.
+    pub url: String,
+    /// The push was allowed to overwrite.
+    pub forced: bool,
+    /// Wall time.
+    pub duration_ms: u64,
 }
 
 /// One workspace as listed.
@@ -256,6 +315,9 @@ pub struct PolicyInfo {
     pub source: String,
     /// MD5 of the component's bytes: changes when a reload swaps it.
     pub digest: String,
+    /// The contract version the component was built against
+    /// (`fixsec:workspace@0.2.0`, or `@0.1.0` for an older one).
+    pub contract: String,
 }
 
 /// Health with the figures it was judged on.

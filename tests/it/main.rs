@@ -12,6 +12,7 @@
 //! | `security` | the security review's findings (issue 11) |
 //! | `hostile` | policies that misbehave |
 //! | `plugins` | other policies, swapped at run time |
+//! | `pr_flow` | the guide's PR route: refs, push, jobs that share a repository |
 //! | `deploy` | the deployment manifests |
 //!
 //! The Windows run under Wine (`scripts/test-windows`) skips the modules
@@ -32,5 +33,7 @@ mod deploy;
 mod hostile;
 #[cfg(not(windows))]
 mod plugins;
+#[cfg(not(windows))]
+mod pr_flow;
 #[cfg(not(windows))]
 mod security;

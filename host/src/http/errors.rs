@@ -36,7 +36,8 @@ pub(crate) fn status_for(kind: ErrorKind) -> StatusCode {
         ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
         ErrorKind::Refused => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
-        ErrorKind::InUse => StatusCode::CONFLICT,
+        // Both mean: the state of something else stands in the way.
+        ErrorKind::InUse | ErrorKind::Rejected => StatusCode::CONFLICT,
         ErrorKind::Busy => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
         // The remote repository failed us, not this server.

@@ -7,7 +7,7 @@ use super::{
     reject, with_state,
 };
 use crate::error::Error;
-use crate::model::PrepareRequest;
+use crate::model::{PrepareRequest, PushRequest};
 use std::sync::Arc;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
@@ -26,6 +26,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/workspace/workspaces"),
     ("GET", "/workspace/workspaces/{name}"),
     ("DELETE", "/workspace/workspaces/{name}"),
+    ("POST", "/workspace/workspaces/{name}/push"),
     ("DELETE", "/workspace/leases/{id}"),
     ("POST", "/workspace/policy/reload"),
     ("GET", "/metrics"),
@@ -170,6 +171,22 @@ pub(super) fn route(state: &Arc<AppState>, method: &str, path: &str) -> Route {
                             }),
                             status,
                         ))
+                    },
+                )
+                .boxed()
+        }
+        ("POST", "/workspace/workspaces/{name}/push") => {
+            warp::path!("workspace" / "workspaces" / String / "push")
+                .and(warp::post())
+                .and(authorized(state.clone()))
+                .and(limited_body(limit))
+                .and_then(
+                    |name: String, state: Arc<AppState>, body: Vec<u8>| async move {
+                        let name = crate::clone_url::percent_decode(&name);
+                        let request: PushRequest = parse_json(&body)?;
+                        let m = state.manager.clone();
+                        let outcome = blocking(move || m.push(&name, &request)).await?;
+                        Ok::<_, Rejection>(json(&outcome, StatusCode::OK))
                     },
                 )
                 .boxed()

@@ -109,7 +109,7 @@ impl WorkspaceManager {
             self.store.clone(),
             CallContext::for_export(Export::AssessHealth),
             "assess-health",
-            |p, s| p.call_assess_health(s, stats, thresholds),
+            |p, s| p.assess_health(s, stats, thresholds),
         )?;
         Ok((verdict.status.into(), verdict))
     }

@@ -13,6 +13,7 @@ mod builder;
 mod health;
 mod lease;
 mod prepare;
+mod push;
 
 /// How old stats, health and metrics answers may be (re-exported from the store).
 pub use crate::store::{METRICS_MAX_AGE, SNAPSHOT_TTL};
@@ -207,7 +208,7 @@ impl WorkspaceManager {
             self.store.clone(),
             CallContext::cleanup(max_age_hours),
             "cleanup",
-            |p, s| p.call_cleanup(s, request),
+            |p, s| p.cleanup(s, request),
         )?;
         let outcome = outcome.map_err(Error::from)?;
         let mut report = CleanupReport {

@@ -37,7 +37,7 @@ impl WorkspaceManager {
             self.store.clone(),
             CallContext::for_export(Export::WorkspaceName),
             "workspace-name",
-            |p, s| p.call_workspace_name(s, repo_full_name),
+            |p, s| p.workspace_name(s, repo_full_name),
         )?;
         let name = name.map_err(Error::from)?;
         WorkspaceName::parse(&name).map_err(|e| {
@@ -46,6 +46,39 @@ impl WorkspaceManager {
                 policy.label()
             ))
         })
+    }
+
+    /// `raw` parsed and checked against the allow-list and the network
+    /// rules, credentials split off.
+    pub(super) fn checked_url(&self, raw: &str) -> Result<CloneUrl> {
+        let config = &self.store.config;
+        let url = CloneUrl::parse(raw, config.allow_local_urls)?;
+        url.check_host(&config.allowed_hosts)?;
+        url.check_addresses(config.allow_private_networks)?;
+        if url.credentials_in_clear() {
+            tracing::warn!(url = %url.public, "credentials are sent unencrypted over this transport; use https");
+        }
+        Ok(url)
+    }
+
+    /// What a transfer to or from `url` may carry, and its bounds.
+    pub(super) fn remote_for(&self, url: &CloneUrl, progress: Option<Arc<ProgressFn>>) -> Remote {
+        let (store, config) = (&self.store, &self.store.config);
+        Remote {
+            credentials: url.credentials.clone(),
+            service_credentials: url.host.as_deref().is_some_and(|h| {
+                crate::clone_url::host_listed(h, &config.service_credential_hosts)
+            }),
+            host: url.host.clone(),
+            progress,
+            local: url.transport == Transport::Local,
+            guard: Some(Arc::new(git::TransferGuard::new(
+                store.cancel.clone(),
+                config.max_workspace_bytes,
+                config.min_free_bytes,
+                store.layout.base().to_path_buf(),
+            ))),
+        }
     }
 
     /// The workspace's lock, once no other caller holds a lease on it:
@@ -93,13 +126,7 @@ impl WorkspaceManager {
         progress: Option<Arc<ProgressFn>>,
     ) -> Result<PrepareOutcome> {
         let started = Instant::now();
-        if let Some(b) = &request.branch
-            && !git2::Reference::is_valid_name(&format!("refs/heads/{b}"))
-        {
-            return Err(Error::InvalidInput(format!(
-                "{b:?} is not a valid branch name"
-            )));
-        }
+        crate::store::parse_ref(request.git_ref.as_deref())?;
         if request
             .lease_seconds
             .is_some_and(|s| s == 0 || s > MAX_LEASE_SECONDS)
@@ -122,13 +149,7 @@ impl WorkspaceManager {
                 "depth must be at least 1 (omit it for full history)".into(),
             ));
         }
-        let config = &self.store.config;
-        let url = CloneUrl::parse(&request.clone_url, config.allow_local_urls)?;
-        url.check_host(&config.allowed_hosts)?;
-        url.check_addresses(config.allow_private_networks)?;
-        if url.credentials_in_clear() {
-            tracing::warn!(url = %url.public, "credentials are sent unencrypted over this transport; use https");
-        }
+        let url = self.checked_url(&request.clone_url)?;
         let policy = self.policy();
         let name = self.checked_name_with(&policy, &request.repo_full_name)?;
         let store = &self.store;
@@ -137,31 +158,17 @@ impl WorkspaceManager {
         store.snapshots.invalidate(); // now in use
         store.clear_staging(&name);
 
-        let remote = Remote {
-            credentials: url.credentials.clone(),
-            service_credentials: url.host.as_deref().is_some_and(|h| {
-                crate::clone_url::host_listed(h, &config.service_credential_hosts)
-            }),
-            host: url.host.clone(),
-            progress,
-            local: url.transport == Transport::Local,
-            guard: Some(Arc::new(git::TransferGuard::new(
-                store.cancel.clone(),
-                config.max_workspace_bytes,
-                config.min_free_bytes,
-                store.layout.base().to_path_buf(),
-            ))),
-        };
+        let remote = self.remote_for(&url, progress);
         let call = CallContext::prepare(name.clone(), url.public.clone(), remote);
         let wit_request = wit::PrepareRequest {
             repo_full_name: request.repo_full_name.clone(),
             name: name.to_string(),
             clone_url: url.public.clone(),
-            branch: request.branch.clone(),
+            git_ref: request.git_ref.clone(),
             depth: request.depth,
         };
         let (outcome, mut ctx) = policy.call(store.clone(), call, "prepare", |p, s| {
-            p.call_prepare(s, &wit_request)
+            p.prepare(s, &wit_request)
         })?;
         // A host limit (queue, disk, shutdown) is the answer, whatever the
         // policy made of it.
@@ -204,7 +211,7 @@ impl WorkspaceManager {
             version: METADATA_VERSION,
             repo_full_name: request.repo_full_name.clone(),
             clone_url: url.public.clone(),
-            branch: request.branch.clone().or(state.branch),
+            branch: request.git_ref.clone().or(state.branch),
             depth: request.depth,
             head: head.clone(),
             created: previous

@@ -18,7 +18,7 @@ impl From<Error> for types::Error {
             ErrorKind::Refused => W::Refused,
             ErrorKind::NotFound => W::NotFound,
             ErrorKind::InUse | ErrorKind::Busy => W::InUse,
-            ErrorKind::Git => W::Git,
+            ErrorKind::Git | ErrorKind::Rejected => W::Git,
             ErrorKind::Io | ErrorKind::InsufficientStorage => W::Io,
             ErrorKind::Policy | ErrorKind::Config => W::Internal,
         };
@@ -40,7 +40,7 @@ impl From<types::Error> for Error {
             W::NotFound => Error::NotFound(m),
             W::InUse => Error::InUse(m),
             W::Git => Error::Git(m),
-            W::Io => Error::Filesystem(m),
+            W::Io => Error::filesystem(m),
             W::Internal => Error::Policy(m),
         }
     }

@@ -26,6 +26,8 @@ pub(crate) enum Export {
     Cleanup,
     /// `assess-health` (reached without a token): clock, settings and log only.
     AssessHealth,
+    /// `authorize-push`: a decision; clock, settings and log only.
+    AuthorizePush,
 }
 
 impl Export {
@@ -35,6 +37,7 @@ impl Export {
             Export::Prepare => "prepare",
             Export::Cleanup => "cleanup",
             Export::AssessHealth => "assess-health",
+            Export::AuthorizePush => "authorize-push",
         }
     }
 }

@@ -9,6 +9,7 @@
 //! memory limits. A trap, a limit or a broken contract is an error for that
 //! call only.
 
+mod compat;
 mod convert;
 mod host;
 
@@ -24,9 +25,11 @@ use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+pub(crate) use compat::Instance;
+pub use compat::default_push_rule;
 pub(crate) use host::{CallContext, Export};
 
-/// Bindings generated from `wit/workspace.wit`.
+/// Bindings generated from `wit/workspace.wit` (the current contract).
 #[allow(missing_docs)]
 pub mod bindings {
     wasmtime::component::bindgen!({
@@ -36,10 +39,30 @@ pub mod bindings {
     });
 }
 
-use bindings::exports::fixsec::workspace::policy::Guest as PolicyExports;
+/// Bindings for the frozen 0.1.0 contract (`wit/v0.1/`). Its shared types
+/// are the current ones (identical in both), so one implementation of the
+/// imports serves both versions (`compat.rs`).
+#[allow(missing_docs)]
+pub mod bindings_v0_1 {
+    wasmtime::component::bindgen!({
+        world: "workspace-policy",
+        path: "../wit/v0.1",
+        imports: { default: trappable },
+        with: { "fixsec:workspace/types": super::bindings::fixsec::workspace::types },
+    });
+}
 
 /// The WIT package (with version) this host speaks.
-pub const CONTRACT: &str = "fixsec:workspace@0.1.0";
+pub const CONTRACT: &str = "fixsec:workspace@0.2.0";
+
+/// The older contract versions this host still loads.
+pub const OLDER_CONTRACTS: &[&str] = &["fixsec:workspace@0.1.x"];
+
+/// A pre-instantiated policy of one contract version.
+enum Pre {
+    Current(bindings::WorkspacePolicyPre<HostState>),
+    V0_1(bindings_v0_1::WorkspacePolicyPre<HostState>),
+}
 
 /// The default policy (`guest/`), built by `build.rs` and embedded.
 pub static DEFAULT_POLICY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/default_policy.wasm"));
@@ -69,7 +92,7 @@ impl WasiView for HostState {
 /// A loaded, checked, pre-instantiated policy.
 pub struct PolicyEngine {
     engine: Engine,
-    pre: bindings::WorkspacePolicyPre<HostState>,
+    pre: Pre,
     limits: PolicyLimits,
     label: String,
     digest: String,
@@ -135,15 +158,25 @@ impl PolicyEngine {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| Error::Config(format!("linking WASI: {e:#}")))?;
         bindings::WorkspacePolicy::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .and_then(|()| {
+                bindings_v0_1::WorkspacePolicy::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            })
             .map_err(|e| Error::Config(format!("linking host imports: {e:#}")))?;
         let incompatible = |e: wasmtime::Error| {
             Error::Config(format!(
-                "policy {label} does not implement {CONTRACT}: {e:#}. It speaks {}; rebuild it against this host's wit/ (the host accepts {CONTRACT} and compatible 0.1.x versions)",
-                contract_versions(&engine, &component)
+                "policy {label} does not implement {CONTRACT}: {e:#}. It speaks {}; rebuild it against this host's wit/ (the host accepts {CONTRACT}, compatible 0.2.x versions, and {})",
+                contract_versions(&engine, &component),
+                OLDER_CONTRACTS.join(", ")
             ))
         };
         let pre = linker.instantiate_pre(&component).map_err(incompatible)?;
-        let pre = bindings::WorkspacePolicyPre::new(pre).map_err(incompatible)?;
+        let pre = match bindings::WorkspacePolicyPre::new(pre.clone()) {
+            Ok(current) => Pre::Current(current),
+            Err(e) => match bindings_v0_1::WorkspacePolicyPre::new(pre) {
+                Ok(old) => Pre::V0_1(old),
+                Err(_) => return Err(incompatible(e)),
+            },
+        };
         Ok(PolicyEngine {
             engine,
             pre,
@@ -151,6 +184,14 @@ impl PolicyEngine {
             label: label.to_string(),
             digest,
         })
+    }
+
+    /// The contract version the component was built against.
+    pub fn contract(&self) -> &'static str {
+        match self.pre {
+            Pre::Current(_) => CONTRACT,
+            Pre::V0_1(_) => "fixsec:workspace@0.1.0",
+        }
     }
 
     /// What was loaded ("default policy" or the file path).
@@ -163,6 +204,7 @@ impl PolicyEngine {
         crate::model::PolicyInfo {
             source: self.label.clone(),
             digest: self.digest.clone(),
+            contract: self.contract().to_string(),
         }
     }
 
@@ -173,7 +215,7 @@ impl PolicyEngine {
         store: Arc<WorkspaceStore>,
         call: CallContext,
         what: &str,
-        f: impl FnOnce(&PolicyExports, &mut Store<HostState>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&Instance, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<(R, CallContext)> {
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE_BYTES);
         let wasi = WasiCtx::builder()
@@ -218,8 +260,12 @@ impl PolicyEngine {
             ))
         };
         store.set_fuel(self.limits.fuel).map_err(fail)?;
-        let instance = self.pre.instantiate(&mut store).map_err(fail)?;
-        let result = f(instance.fixsec_workspace_policy(), &mut store).map_err(fail)?;
+        let instance = match &self.pre {
+            Pre::Current(pre) => pre.instantiate(&mut store).map(Instance::Current),
+            Pre::V0_1(pre) => pre.instantiate(&mut store).map(Instance::V0_1),
+        }
+        .map_err(fail)?;
+        let result = f(&instance, &mut store).map_err(fail)?;
         Ok((result, store.into_data().call))
     }
 }

@@ -1,16 +1,17 @@
 //! Checkouts: fresh clones into `.staging/` swapped in whole, updates in
-//! place, each behind the git queue and the transfer guard.
+//! place, pushes, each behind the git queue and the transfer guard.
 
 use super::Store;
 use super::trash::staging_owner;
 use crate::adapter::fs::dir_size;
-use crate::adapter::git::{self, Remote};
+use crate::adapter::git::{self, GitRef, Remote};
 use crate::error::{Error, Result};
 use crate::metrics::Operation;
 use crate::names::WorkspaceName;
 
 impl Store {
-    /// Clone into a staging folder, then swap it in as `repo/`. Returns the
+    /// Clone `git_ref` (none: the default branch) into a staging folder,
+    /// then swap it in as `repo/`. Returns the
     /// head commit and the checkout's size. Waits for a slot in the git
     /// queue; a clone over the size limit or the free-space floor is
     /// stopped and leaves nothing behind. Requires `name`'s lock.
@@ -18,7 +19,7 @@ impl Store {
         &self,
         name: &WorkspaceName,
         url: &str,
-        branch: Option<&str>,
+        git_ref: Option<&str>,
         depth: Option<u32>,
         remote: &Remote,
     ) -> Result<(String, u64)> {
@@ -27,7 +28,8 @@ impl Store {
             .enter(remote.host.as_deref().unwrap_or_default())?;
         let _timer = self.metrics.start(Operation::Clone, Some(name.as_str()));
         let staging = self.layout.unique_in(self.layout.staging_dir(), name);
-        let head = match git::clone(url, branch, depth, remote, &staging) {
+        let git_ref = parse_ref(git_ref)?;
+        let head = match git::clone(url, git_ref.as_ref(), depth, remote, &staging) {
             Ok(head) => head,
             Err(e) => {
                 self.remover.remove_tree(&staging);
@@ -56,7 +58,7 @@ impl Store {
             let outcome = self.remover.remove_tree(if moved { &old } else { &repo });
             if !moved && !outcome.removed {
                 self.remover.remove_tree(&staging);
-                return Err(Error::Filesystem(format!(
+                return Err(Error::filesystem(format!(
                     "cannot replace {}: {}; close the program holding it and prepare again",
                     repo.display(),
                     outcome.error.unwrap_or_default()
@@ -70,12 +72,13 @@ impl Store {
         Ok((head, size))
     }
 
-    /// Fetch, hard-reset and clean `repo/` in place. Requires `name`'s lock.
+    /// Fetch `git_ref` (none: the default branch), check it out,
+    /// hard-reset and clean `repo/` in place. Requires `name`'s lock.
     pub fn update_workspace(
         &self,
         name: &WorkspaceName,
         url: &str,
-        branch: Option<&str>,
+        git_ref: Option<&str>,
         depth: Option<u32>,
         remote: &Remote,
     ) -> Result<(String, u64)> {
@@ -83,7 +86,32 @@ impl Store {
             .git_queue
             .enter(remote.host.as_deref().unwrap_or_default())?;
         let _timer = self.metrics.start(Operation::Update, Some(name.as_str()));
-        git::update(&self.layout.repo_dir(name), url, branch, depth, remote).map_err(Error::from)
+        let git_ref = parse_ref(git_ref)?;
+        git::update(
+            &self.layout.repo_dir(name),
+            url,
+            git_ref.as_ref(),
+            depth,
+            remote,
+        )
+        .map_err(Error::from)
+    }
+
+    /// Push `branch` of `name` to `url` with `remote`'s credential, behind
+    /// the git queue. Requires `name`'s lock.
+    pub fn push_workspace(
+        &self,
+        name: &WorkspaceName,
+        url: &str,
+        branch: &str,
+        force: bool,
+        remote: &Remote,
+    ) -> Result<String> {
+        let _slot = self
+            .git_queue
+            .enter(remote.host.as_deref().unwrap_or_default())?;
+        let _timer = self.metrics.start(Operation::Push, Some(name.as_str()));
+        git::push(&self.layout.repo_dir(name), url, branch, force, remote).map_err(Error::from)
     }
 
     /// Delete staging folders of `name` (and only of `name`) left by a
@@ -100,12 +128,21 @@ impl Store {
     }
 }
 
+/// A ref as the caller or the policy wrote it, checked.
+pub(crate) fn parse_ref(git_ref: Option<&str>) -> Result<Option<GitRef>> {
+    git_ref
+        .map(GitRef::parse)
+        .transpose()
+        .map_err(|e| Error::InvalidInput(format!("{e}; see `ref` in the API documentation")))
+}
+
 impl From<git::GitError> for Error {
     fn from(e: git::GitError) -> Self {
         match e.stopped {
             Some(git::Stop::Cancelled) => Error::Busy(e.message),
             Some(git::Stop::Storage(_)) => Error::InsufficientStorage(e.message),
             None if e.not_found => Error::NotFound(e.message),
+            None if e.rejected => Error::Rejected(e.message),
             None => Error::Git(e.message),
         }
     }

@@ -9,6 +9,7 @@ mod checkout;
 mod snapshots;
 mod trash;
 
+pub(crate) use checkout::parse_ref;
 pub(crate) use snapshots::Snapshots;
 pub use snapshots::{METRICS_MAX_AGE, SNAPSHOT_TTL};
 

@@ -6,8 +6,8 @@
 //!   recently used ones;
 //! - health is judged against the same budget: over 80 % is a warning, over
 //!   the budget is critical;
-//! - naming and prepare are the default policy's (so folders stay
-//!   compatible).
+//! - naming, prepare and push rules are the default policy's (so folders
+//!   stay compatible).
 //!
 //! Settings (through the contract's `settings` import):
 //! `quota_mb` (default 1024) and `keep_recent` (default 1).
@@ -15,7 +15,7 @@
 use fixsec_policy_default::DefaultPolicy;
 use fixsec_policy_default::bindings::exports::fixsec::workspace::policy::{
     CleanupOutcome, CleanupRequest, Guest, HealthReport, HealthStats, HealthStatus, PrepareOutcome,
-    PrepareRequest, SkippedWorkspace, Thresholds,
+    PrepareRequest, PushRequest, SkippedWorkspace, Thresholds,
 };
 use fixsec_policy_default::bindings::fixsec::workspace::types::{Error, ErrorKind, WorkspaceInfo};
 use fixsec_policy_default::bindings::fixsec::workspace::{removal, settings, workspace_fs};
@@ -172,6 +172,10 @@ impl Guest for QuotaLru {
                 recommendations: vec!["Fix WORKSPACE_POLICY_SETTINGS".into()],
             },
         }
+    }
+
+    fn authorize_push(request: PushRequest) -> Result<(), Error> {
+        DefaultPolicy::authorize_push(request)
     }
 }
 

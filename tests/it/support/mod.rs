@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+#[cfg(not(windows))]
+pub mod smart_http;
+
 use fixsec_workspace::adapter::removal::RemovalConfig;
 use fixsec_workspace::{WorkspaceManager, WorkspaceManagerBuilder};
 use git2::{Repository, Signature};

@@ -7,7 +7,12 @@
 //! which host). `hygiene.rs` keeps a reused clone as a fresh one would be.
 
 mod hygiene;
+mod push;
+mod refs;
 mod remote;
+
+pub use push::push;
+pub use refs::GitRef;
 
 pub use hygiene::{clear_stale_locks, stale_locks};
 pub use remote::{
@@ -15,7 +20,7 @@ pub use remote::{
 };
 
 use git2::build::{CheckoutBuilder, RepoBuilder};
-use git2::{AutotagOption, Repository, ResetType};
+use git2::{Repository, ResetType};
 use hygiene::{enable_long_paths, reset_git_dir};
 use remote::fetch_options;
 use std::cell::Cell;
@@ -81,7 +86,10 @@ pub fn inspect(repo_dir: &Path) -> RepoState {
         .and_then(|r| r.url().ok().map(str::to_string));
     let check = || -> Result<(String, Option<String>), git2::Error> {
         let head = repo.head()?;
-        let branch = head.shorthand().ok().map(str::to_string);
+        let branch = head
+            .is_branch()
+            .then(|| head.shorthand().ok().map(str::to_string))
+            .flatten();
         let commit = head.peel_to_commit()?;
         commit.tree()?;
         // The index is not loaded here (it is large and checksummed on every
@@ -99,11 +107,16 @@ pub fn inspect(repo_dir: &Path) -> RepoState {
     state
 }
 
-/// Clone `url` (clean, no credentials) at `branch` into `dest`, which must
-/// not exist. Returns HEAD's commit.
+/// Clone `url` (clean, no credentials) at `git_ref` (none: the remote's
+/// default branch) into `dest`, which must not exist. Returns HEAD's commit.
+///
+/// A branch is cloned directly. Anything else (a tag, a commit, a pull
+/// request's ref) is reached from a clone of the default branch by the
+/// same fetch and checkout an update does; so is a short name that turns
+/// out to be a tag.
 pub fn clone(
     url: &str,
-    branch: Option<&str>,
+    git_ref: Option<&GitRef>,
     depth: Option<u32>,
     remote: &Remote,
     dest: &Path,
@@ -113,6 +126,35 @@ pub fn clone(
             "depth ignored for a local URL: libgit2 cannot fetch shallow over the local transport"
         );
     }
+    let branch = git_ref.map(GitRef::branch_name);
+    if let Some(Some(b)) = branch {
+        match clone_branch(url, Some(b), depth, remote, dest) {
+            Err(e) if e.not_found && matches!(git_ref, Some(GitRef::Name(_))) => {
+                // Perhaps a tag: libgit2 cleans up after itself, but be sure.
+                let _ = std::fs::remove_dir_all(dest);
+            }
+            done => return done,
+        }
+    }
+    let head = clone_branch(url, None, depth, remote, dest)?;
+    match git_ref {
+        None => Ok(head),
+        Some(r) => update(dest, url, Some(r), depth, remote)
+            .map(|(head, _)| head)
+            .map_err(|mut e| {
+                e.message = format!("cloning {url}: {}", e.message);
+                e
+            }),
+    }
+}
+
+fn clone_branch(
+    url: &str,
+    branch: Option<&str>,
+    depth: Option<u32>,
+    remote: &Remote,
+    dest: &Path,
+) -> Result<String, GitError> {
     let mut builder = RepoBuilder::new();
     builder.fetch_options(fetch_options(remote, depth));
     // Local paths: copy (or hard-link) the object store as `git clone` does
@@ -138,13 +180,15 @@ pub fn clone(
     head_commit(&repo)
 }
 
-/// Fetch `branch` (or HEAD's branch) from `url`, point the local branch and
-/// HEAD at it, hard-reset the working tree and remove untracked and ignored
-/// files. Returns HEAD's commit and the checkout's size in bytes.
+/// Fetch `git_ref` (none: the remote's default branch, as `origin/HEAD`
+/// recorded it) from `url`, check it out (a branch as the local branch,
+/// anything else detached), hard-reset the working tree and remove
+/// untracked and ignored files. Returns HEAD's commit and the checkout's
+/// size in bytes.
 pub fn update(
     repo_dir: &Path,
     url: &str,
-    branch: Option<&str>,
+    git_ref: Option<&GitRef>,
     depth: Option<u32>,
     remote: &Remote,
 ) -> Result<(String, u64), GitError> {
@@ -155,17 +199,13 @@ pub fn update(
     reset_git_dir(&repo)?;
     // Clones made before this setting existed (or by the original tool).
     enable_long_paths(&repo).map_err(|e| GitError::new("setting core.longpaths", e))?;
-    let branch = match branch {
-        Some(b) => b.to_string(),
-        None => repo
-            .head()
-            .ok()
-            .and_then(|h| h.shorthand().ok().map(str::to_string))
-            .ok_or_else(|| GitError {
-                message: "no branch given and HEAD names none".into(),
-                not_found: true,
-                stopped: None,
-            })?,
+    let default;
+    let wanted = match git_ref {
+        Some(r) => r,
+        None => {
+            default = refs::default_branch(&repo)?;
+            &default
+        }
     };
     let current = repo
         .find_remote("origin")
@@ -175,47 +215,31 @@ pub fn update(
         repo.remote_set_url("origin", url)
             .map_err(|e| GitError::new("setting origin URL", e))?;
     }
-    let mut origin = repo
-        .find_remote("origin")
-        .map_err(|e| GitError::new("finding origin", e))?;
-    let mut fo = fetch_options(remote, depth);
-    fo.download_tags(AutotagOption::None);
-    // Drop the tracking ref first: a fetch of a branch deleted upstream
-    // succeeds without updating it, and a stale one would be checked out.
-    let tracking = format!("refs/remotes/origin/{branch}");
-    if let Ok(mut old) = repo.find_reference(&tracking) {
-        old.delete()
-            .map_err(|e| GitError::new("dropping the old tracking branch", e))?;
-    }
-    let refspec = format!("+refs/heads/{branch}:{tracking}");
-    GitError::check_start(remote, &format!("fetching {branch} from {url}"))?;
-    origin
-        .fetch(&[refspec.as_str()], Some(&mut fo), None)
-        .map_err(|e| {
-            GitError::transfer(&format!("fetching {branch} from {url}"), e, remote, false)
-        })?;
+    let refs::Checkout { commit, branch } = refs::fetch(&repo, wanted, url, depth, remote)?;
     let target = repo
-        .find_reference(&tracking)
-        .and_then(|r| r.peel_to_commit())
-        .map_err(|e| GitError {
-            message: format!(
-                "branch {branch} not found at {url} ({}); check the branch name",
-                e.message()
-            ),
-            not_found: true,
-            stopped: None,
-        })?;
-    let local_ref = format!("refs/heads/{branch}");
-    let already_there = repo
-        .head()
-        .ok()
-        .filter(|h| h.name().ok() == Some(local_ref.as_str()))
-        .and_then(|h| h.target())
-        == Some(target.id());
-    repo.reference(&local_ref, target.id(), true, "fixsec-workspace: update")
-        .map_err(|e| GitError::new("moving the local branch", e))?;
-    repo.set_head(&local_ref)
-        .map_err(|e| GitError::new("moving HEAD", e))?;
+        .find_commit(commit)
+        .map_err(|e| GitError::new("reading the fetched commit", e))?;
+    let head = repo.head().ok();
+    let already_there = head.as_ref().and_then(|h| h.target()) == Some(commit)
+        && match &branch {
+            Some(b) => {
+                head.as_ref().and_then(|h| h.name().ok()) == Some(&*format!("refs/heads/{b}"))
+            }
+            None => repo.head_detached().unwrap_or(false),
+        };
+    drop(head);
+    match &branch {
+        Some(b) => {
+            let local_ref = format!("refs/heads/{b}");
+            repo.reference(&local_ref, commit, true, "fixsec-workspace: update")
+                .map_err(|e| GitError::new("moving the local branch", e))?;
+            repo.set_head(&local_ref)
+                .map_err(|e| GitError::new("moving HEAD", e))?;
+        }
+        None => repo
+            .set_head_detached(commit)
+            .map_err(|e| GitError::new("detaching HEAD", e))?,
+    }
     // Nothing new upstream and nothing changed here: the reset (a full
     // checkout scan plus an index rewrite) would change nothing.
     if !(already_there && tracked_files_pristine(&repo, &target)) {
@@ -288,6 +312,7 @@ fn clean(repo: &Repository, repo_dir: &Path) -> Result<u64, GitError> {
             message: format!("walking the working tree: {e}"),
             not_found: false,
             stopped: None,
+            rejected: false,
         })?;
         let rel = relative_bytes(entry.path(), repo_dir);
         let is_dir = entry.file_type().is_dir();
@@ -338,6 +363,11 @@ pub fn checkout_size(repo_dir: &Path) -> Option<u64> {
         .map(|e| u64::from(e.file_size))
         .sum();
     Some(files + crate::adapter::fs::dir_size(repo.path()))
+}
+
+/// The remote's default branch as the clone recorded it (`origin/HEAD`).
+pub fn remote_default_branch(repo_dir: &Path) -> Option<String> {
+    refs::remote_default_branch(&Repository::open(repo_dir).ok()?)
 }
 
 fn head_commit(repo: &Repository) -> Result<String, GitError> {

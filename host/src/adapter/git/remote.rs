@@ -3,7 +3,9 @@
 //! timeouts), and how a failure is reported.
 
 use crate::clone_url::Credentials;
-use git2::{Cred, CredentialType, ErrorClass, ErrorCode, FetchOptions, RemoteCallbacks};
+use git2::{
+    Cred, CredentialType, ErrorClass, ErrorCode, FetchOptions, PushOptions, RemoteCallbacks,
+};
 use std::cell::Cell;
 use std::path::Path;
 use std::sync::Arc;
@@ -148,6 +150,9 @@ pub struct GitError {
     pub not_found: bool,
     /// The host stopped the transfer (shutdown, size, free space).
     pub stopped: Option<Stop>,
+    /// The remote refused a pushed reference (not a fast-forward, a
+    /// protected branch, a hook).
+    pub rejected: bool,
 }
 
 impl GitError {
@@ -174,6 +179,27 @@ impl GitError {
             message: format!("{action}: {}{hint}", e.message().trim_end()),
             not_found,
             stopped: None,
+            rejected: false,
+        }
+    }
+
+    /// Something the caller named does not exist.
+    pub(super) fn not_found(message: impl Into<String>) -> Self {
+        GitError {
+            message: message.into(),
+            not_found: true,
+            stopped: None,
+            rejected: false,
+        }
+    }
+
+    /// The remote refused a push.
+    pub(super) fn rejected(message: String) -> Self {
+        GitError {
+            message,
+            not_found: false,
+            stopped: None,
+            rejected: true,
         }
     }
 
@@ -182,6 +208,7 @@ impl GitError {
             message: format!("{action} {}: {e}", path.display()),
             not_found: false,
             stopped: None,
+            rejected: false,
         }
     }
 
@@ -228,6 +255,7 @@ impl GitError {
             },
             not_found: false,
             stopped: Some(stop),
+            rejected: false,
         }
     }
 
@@ -311,7 +339,9 @@ fn credential_for(
     )
 }
 
-pub(super) fn fetch_options<'a>(remote: &'a Remote, depth: Option<u32>) -> FetchOptions<'a> {
+/// The callbacks every transfer uses: the credential (to the clone URL's
+/// host only, asked at most twice), progress, and the host's bounds.
+fn callbacks(remote: &Remote) -> RemoteCallbacks<'_> {
     let mut callbacks = RemoteCallbacks::new();
     let tries = Cell::new(0u32);
     callbacks.credentials(move |url, username_from_url, allowed| {
@@ -350,8 +380,14 @@ pub(super) fn fetch_options<'a>(remote: &'a Remote, depth: Option<u32>) -> Fetch
         callbacks
             .sideband_progress(move |_| !guard.cancel.load(std::sync::atomic::Ordering::Relaxed));
     }
+    callbacks
+}
+
+/// Fetch options for a transfer from `remote`, `depth` commits deep
+/// (none: all history; ignored for a local path).
+pub(super) fn fetch_options(remote: &Remote, depth: Option<u32>) -> FetchOptions<'_> {
     let mut fo = FetchOptions::new();
-    fo.remote_callbacks(callbacks);
+    fo.remote_callbacks(callbacks(remote));
     // libgit2 follows an offsite redirect on the first request by default;
     // a redirect may not take the caller anywhere the allow-list did not check.
     fo.follow_redirects(git2::RemoteRedirect::None);
@@ -359,6 +395,25 @@ pub(super) fn fetch_options<'a>(remote: &'a Remote, depth: Option<u32>) -> Fetch
         fo.depth(i32::try_from(d).unwrap_or(i32::MAX));
     }
     fo
+}
+
+/// Push options for `remote`: the same credential rule, no redirects, and
+/// the remote's verdict on each reference recorded in `rejected`.
+pub(super) fn push_options<'a>(
+    remote: &'a Remote,
+    rejected: &'a std::cell::RefCell<Vec<String>>,
+) -> PushOptions<'a> {
+    let mut cb = callbacks(remote);
+    cb.push_update_reference(move |refname, status| {
+        if let Some(why) = status {
+            rejected.borrow_mut().push(format!("{refname}: {why}"));
+        }
+        Ok(())
+    });
+    let mut po = PushOptions::new();
+    po.remote_callbacks(cb);
+    po.follow_redirects(git2::RemoteRedirect::None);
+    po
 }
 
 #[cfg(test)]

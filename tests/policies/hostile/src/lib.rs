@@ -1,11 +1,14 @@
 //! Hostile and broken policies for the host's tests. The behaviour is
 //! chosen by a cargo feature; the tests build each one as a component.
 
-#[cfg(not(feature = "v2"))]
+#[cfg(not(feature = "future"))]
 mod v1 {
+    // The frozen 0.1.0 contract: these tests also show that the host still
+    // loads and confines 0.1.x components (their pushes follow the host's
+    // default rule).
     wit_bindgen::generate!({
         world: "workspace-policy",
-        path: "../../../wit",
+        path: "../../../wit/v0.1",
     });
 
     use exports::fixsec::workspace::policy::{
@@ -134,11 +137,11 @@ mod v1 {
     export!(Hostile);
 }
 
-#[cfg(feature = "v2")]
-mod v2 {
+#[cfg(feature = "future")]
+mod future {
     wit_bindgen::generate!({
         world: "workspace-policy",
-        path: "wit-v2",
+        path: "wit-future",
     });
 
     pub struct FromTheFuture;

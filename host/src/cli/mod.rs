@@ -1,8 +1,14 @@
 //! The `fixsec-workspace` command line: parsing (clap), output (human or
 //! `--json` with the guide's keys), progress bars, exit codes.
 
+mod serve;
+
+pub use serve::GENERATED_TOKEN_FILE;
+
 use crate::adapter::git::Progress;
-use crate::{Config, Error, ErrorKind, PolicySource, PrepareRequest, WorkspaceManager};
+use crate::{
+    Config, Error, ErrorKind, PolicySource, PrepareRequest, PushRequest, WorkspaceManager,
+};
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 use std::io::IsTerminal;
@@ -50,12 +56,31 @@ enum Command {
         repo: String,
         /// Clone URL (https, ssh, git; local paths with --allow-local-urls)
         url: String,
-        /// Branch to check out (default: the remote's default branch)
-        #[arg(long)]
-        branch: Option<String>,
+        /// What to check out: a branch, tag, full commit id,
+        /// refs/pull/N/head or a refspec src:dst (default: the remote's
+        /// default branch)
+        #[arg(long = "ref", alias = "branch", value_name = "REF")]
+        git_ref: Option<String>,
         /// Fetch only the last N commits
         #[arg(long)]
         depth: Option<u32>,
+    },
+    /// Push a branch of a workspace with a credential that is never stored
+    Push {
+        /// Workspace folder name, as `prepare` and `list` show it
+        name: String,
+        /// The branch to push (to the branch of the same name)
+        branch: String,
+        /// Where to, with the credential (https://x-access-token:TOKEN@host/o/r.git);
+        /// prefer --url-env so the token stays out of the process list
+        #[arg(long, required_unless_present = "url_env", conflicts_with = "url_env")]
+        url: Option<String>,
+        /// Read the URL from this environment variable instead
+        #[arg(long)]
+        url_env: Option<String>,
+        /// Overwrite the remote branch if it is not a fast-forward (if the policy allows)
+        #[arg(long)]
+        force: bool,
     },
     /// List workspaces
     List,
@@ -134,7 +159,8 @@ struct ErrorBody {
 }
 
 /// Exit codes: 2 bad input or configuration, 3 not found, 4 in use, 5 busy
-/// (retry later), 6 insufficient storage, 1 other failures.
+/// (retry later), 6 insufficient storage, 7 push rejected by the remote,
+/// 1 other failures.
 fn exit_code(kind: ErrorKind) -> ExitCode {
     ExitCode::from(match kind {
         ErrorKind::InvalidInput | ErrorKind::Refused | ErrorKind::Config => 2,
@@ -142,6 +168,7 @@ fn exit_code(kind: ErrorKind) -> ExitCode {
         ErrorKind::InUse => 4,
         ErrorKind::Busy => 5,
         ErrorKind::InsufficientStorage => 6,
+        ErrorKind::Rejected => 7,
         _ => 1,
     })
 }
@@ -198,7 +225,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
     let m = manager(&cli.global)?;
     match cli.command {
         Command::Policy { .. } => unreachable!("handled above"),
-        Command::Serve { bind } => serve(m, bind)?,
+        Command::Serve { bind } => serve::serve(m, bind)?,
         Command::Name { repo } => {
             let name = m.workspace_name(&repo)?;
             if json {
@@ -210,13 +237,13 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Prepare {
             repo,
             url,
-            branch,
+            git_ref,
             depth,
         } => {
             let request = PrepareRequest {
                 repo_full_name: repo,
                 clone_url: url,
-                branch,
+                git_ref,
                 depth,
                 lease_seconds: None,
                 holder: None,
@@ -248,6 +275,35 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                 for note in &outcome.notes {
                     println!("  note: {note}");
                 }
+            }
+        }
+        Command::Push {
+            name,
+            branch,
+            url,
+            url_env,
+            force,
+        } => {
+            let url = match (url, url_env) {
+                (Some(url), _) => url,
+                (None, Some(var)) => std::env::var(&var).map_err(|_| {
+                    Error::InvalidInput(format!("--url-env {var}: the variable is not set"))
+                })?,
+                (None, None) => unreachable!("clap requires one"),
+            };
+            let outcome = m.push(&name, &PushRequest { branch, url, force })?;
+            if json {
+                print_json(&outcome);
+            } else {
+                println!(
+                    "pushed {} of {} to {} (commit {}{}, {} ms)",
+                    outcome.branch,
+                    outcome.name,
+                    outcome.url,
+                    &outcome.commit[..outcome.commit.len().min(12)],
+                    if outcome.forced { ", forced" } else { "" },
+                    outcome.duration_ms
+                );
             }
         }
         Command::List => {
@@ -371,127 +427,6 @@ fn progress_bar() -> indicatif::ProgressBar {
         .expect("valid template"),
     );
     bar
-}
-
-/// Run the HTTP service until SIGINT or SIGTERM.
-fn serve(manager: WorkspaceManager, bind: Option<std::net::SocketAddr>) -> Result<(), Error> {
-    let mut config = crate::http::ServerConfig::from_env()?;
-    if let Some(bind) = bind {
-        config.bind = bind;
-    }
-    let token = match config.token.clone() {
-        Some(t) => t,
-        None => {
-            let t = crate::http::ApiToken::generate();
-            // Never printed: stderr is the log. Written where only this
-            // user can read it, and the path printed instead.
-            let file = manager.base_path().join(GENERATED_TOKEN_FILE);
-            write_token_file(&file, t.expose())?;
-            eprintln!(
-                "No WORKSPACE_API_TOKEN set; this run's token is in {} (readable by this user only).\n\
-                 e.g. curl -H \"Authorization: Bearer $(cat {})\" http://{}/workspace/stats\n",
-                file.display(),
-                file.display(),
-                config.bind
-            );
-            t
-        }
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Config(format!("starting the async runtime: {e}")))?;
-    let result = runtime.block_on(async move {
-        let server = crate::http::start(manager.clone(), &config, token).await?;
-        tracing::info!(
-            addr = %server.addr(),
-            base_path = %manager.base_path().display(),
-            policy = manager.policy_label(),
-            "fixsec-workspace listening"
-        );
-        #[cfg(unix)]
-        let reloader = tokio::spawn(reload_on_sighup(manager.clone()));
-        shutdown_signal().await;
-        #[cfg(unix)]
-        reloader.abort();
-        tracing::info!(grace = ?config.shutdown_grace, "shutting down");
-        server.shutdown(config.shutdown_grace).await;
-        Ok::<(), Error>(())
-    });
-    // A git call blocked in the network (a tarpit) would keep the default
-    // runtime drop waiting for ever: the grace period is over, leave it.
-    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-    result
-}
-
-/// Where `serve` writes the token it generates, under the base directory.
-pub const GENERATED_TOKEN_FILE: &str = ".api-token";
-
-/// Write `token` to `file`, readable and writable by this user only.
-fn write_token_file(file: &std::path::Path, token: &str) -> Result<(), Error> {
-    use std::io::Write;
-    let tmp = file.with_extension(format!("tmp{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    options
-        .open(&tmp)
-        .and_then(|mut f| f.write_all(format!("{token}\n").as_bytes()))
-        .and_then(|()| std::fs::rename(&tmp, file))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            Error::Config(format!(
-                "cannot write the generated API token to {}: {e}; set WORKSPACE_API_TOKEN instead",
-                file.display()
-            ))
-        })
-}
-
-/// SIGHUP reloads the policy file; a broken one is refused and logged.
-#[cfg(unix)]
-async fn reload_on_sighup(manager: WorkspaceManager) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        return;
-    };
-    while hup.recv().await.is_some() {
-        let m = manager.clone();
-        match tokio::task::spawn_blocking(move || m.reload_policy()).await {
-            Ok(Ok(info)) => {
-                tracing::info!(source = %info.source, digest = %info.digest, "policy reloaded on SIGHUP")
-            }
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "policy reload refused; the old policy stays")
-            }
-            Err(e) => tracing::error!(error = %e, "policy reload did not finish"),
-        }
-    }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
 }
 
 /// `policy check`: exit 0 when every check passes, 1 otherwise.

@@ -1,0 +1,71 @@
+//! Push a workspace's branch with the caller's credential.
+//!
+//! The credential never touches the disk: the push goes through an
+//! anonymous remote (nothing written to `.git/config`) and libgit2 gets
+//! the credential from the callback, for the URL's own host only, with
+//! redirects refused. libgit2 runs no hooks, so nothing in the workspace
+//! (which a scanned repository's content may have shaped) runs either.
+
+use super::remote::{GitError, Remote, push_options};
+use git2::{ErrorCode, Repository};
+use std::cell::RefCell;
+use std::path::Path;
+
+/// Push the local branch `branch` of `repo_dir` to the branch of the same
+/// name at `url` (clean, no credentials); `force` allows a push that is
+/// not a fast-forward. Returns the commit pushed.
+pub fn push(
+    repo_dir: &Path,
+    url: &str,
+    branch: &str,
+    force: bool,
+    remote: &Remote,
+) -> Result<String, GitError> {
+    let repo = Repository::open(repo_dir).map_err(|e| GitError::new("opening repository", e))?;
+    let local = format!("refs/heads/{branch}");
+    let commit = repo
+        .find_reference(&local)
+        .and_then(|r| r.peel_to_commit())
+        .map_err(|_| {
+            GitError::not_found(format!(
+                "branch {branch} does not exist in the workspace; create it and commit before pushing"
+            ))
+        })?
+        .id();
+    let action = format!("pushing {branch} to {url}");
+    GitError::check_start(remote, &action)?;
+    let mut target = repo
+        .remote_anonymous(url)
+        .map_err(|e| GitError::new("preparing the push", e))?;
+    let rejected = RefCell::new(Vec::new());
+    let mut options = push_options(remote, &rejected);
+    let spec = format!("{}{local}:{local}", if force { "+" } else { "" });
+    let pushed = target.push(&[spec.as_str()], Some(&mut options));
+    drop(options);
+    if let Err(e) = pushed {
+        return Err(match e.code() {
+            // libgit2 checks fast-forwards itself before sending anything.
+            ErrorCode::NotFastForward => GitError::rejected(format!(
+                "{action}: not a fast-forward of the remote branch; fetch and rebase, or push \
+                 with force if the policy allows it"
+            )),
+            ErrorCode::Auth => GitError {
+                message: format!(
+                    "{action}: the remote refused the credential; the token in the URL needs \
+                     write access to the repository"
+                ),
+                ..GitError::transfer(&action, e, remote, false)
+            },
+            _ => GitError::transfer(&action, e, remote, false),
+        });
+    }
+    let rejected = rejected.into_inner();
+    if !rejected.is_empty() {
+        return Err(GitError::rejected(format!(
+            "{action}: the remote rejected {} (a protected branch or a server hook); nothing \
+             changed there",
+            rejected.join("; ")
+        )));
+    }
+    Ok(commit.to_string())
+}

@@ -1,0 +1,236 @@
+//! Components built against the frozen 0.1.0 contract (`wit/v0.1/`).
+//!
+//! As in Zed's extension host, every contract version the host accepts has
+//! its own bindings, and the older one is served by the current code: its
+//! import traits delegate to the current implementations (the shared types
+//! are the same Rust types, through bindgen's `with`), and its exports are
+//! reached through [`Instance`], which converts the records that differ.
+//! What 0.1.0 lacks, `authorize-push`, follows [`default_push_rule`].
+
+use super::HostState;
+use super::bindings::exports::fixsec::workspace::policy as current;
+use super::bindings::fixsec::workspace as now;
+use super::bindings::fixsec::workspace::types;
+use super::bindings_v0_1::exports::fixsec::workspace::policy as old;
+use super::bindings_v0_1::fixsec::workspace as then;
+use wasmtime::Store;
+
+type WitResult<T> = wasmtime::Result<Result<T, types::Error>>;
+
+/// An instantiated policy of either contract version.
+pub(crate) enum Instance {
+    /// `fixsec:workspace@0.2.0`.
+    Current(super::bindings::WorkspacePolicy),
+    /// `fixsec:workspace@0.1.x`.
+    V0_1(super::bindings_v0_1::WorkspacePolicy),
+}
+
+/// The push rule for policies without `authorize-push` (0.1.x), and the
+/// default policy's unless its settings say more: any branch but the
+/// remote's default branch, with or without force.
+pub fn default_push_rule(request: &current::PushRequest) -> Result<(), types::Error> {
+    if request.default_branch.as_deref() == Some(request.branch.as_str()) {
+        return Err(types::Error {
+            kind: types::ErrorKind::Refused,
+            message: format!(
+                "{} is the remote's default branch; push a topic branch and open a pull request",
+                request.branch
+            ),
+        });
+    }
+    Ok(())
+}
+
+impl Instance {
+    /// `workspace-name`.
+    pub fn workspace_name(&self, s: &mut Store<HostState>, repo: &str) -> WitResult<String> {
+        match self {
+            Instance::Current(i) => i.fixsec_workspace_policy().call_workspace_name(s, repo),
+            Instance::V0_1(i) => i.fixsec_workspace_policy().call_workspace_name(s, repo),
+        }
+    }
+
+    /// `prepare`.
+    pub fn prepare(
+        &self,
+        s: &mut Store<HostState>,
+        r: &current::PrepareRequest,
+    ) -> WitResult<current::PrepareOutcome> {
+        match self {
+            Instance::Current(i) => i.fixsec_workspace_policy().call_prepare(s, r),
+            Instance::V0_1(i) => {
+                let r = old::PrepareRequest {
+                    repo_full_name: r.repo_full_name.clone(),
+                    name: r.name.clone(),
+                    clone_url: r.clone_url.clone(),
+                    branch: r.git_ref.clone(),
+                    depth: r.depth,
+                };
+                let out = i.fixsec_workspace_policy().call_prepare(s, &r)?;
+                Ok(out.map(|o| current::PrepareOutcome {
+                    reused: o.reused,
+                    head: o.head,
+                    notes: o.notes,
+                }))
+            }
+        }
+    }
+
+    /// `cleanup`.
+    pub fn cleanup(
+        &self,
+        s: &mut Store<HostState>,
+        r: current::CleanupRequest,
+    ) -> WitResult<current::CleanupOutcome> {
+        match self {
+            Instance::Current(i) => i.fixsec_workspace_policy().call_cleanup(s, r),
+            Instance::V0_1(i) => {
+                let r = old::CleanupRequest {
+                    max_age_hours: r.max_age_hours,
+                };
+                let out = i.fixsec_workspace_policy().call_cleanup(s, r)?;
+                Ok(out.map(|o| current::CleanupOutcome {
+                    kept: o.kept,
+                    skipped: o
+                        .skipped
+                        .into_iter()
+                        .map(|k| current::SkippedWorkspace {
+                            name: k.name,
+                            reason: k.reason,
+                        })
+                        .collect(),
+                }))
+            }
+        }
+    }
+
+    /// `assess-health`.
+    pub fn assess_health(
+        &self,
+        s: &mut Store<HostState>,
+        st: &current::HealthStats,
+        t: current::Thresholds,
+    ) -> wasmtime::Result<current::HealthReport> {
+        match self {
+            Instance::Current(i) => i.fixsec_workspace_policy().call_assess_health(s, st, t),
+            Instance::V0_1(i) => {
+                let st = old::HealthStats {
+                    total_workspaces: st.total_workspaces,
+                    total_size_bytes: st.total_size_bytes,
+                    in_use: st.in_use,
+                    largest: st.largest.clone(),
+                    stale: st.stale,
+                    without_metadata: st.without_metadata,
+                    pending_deletions: st.pending_deletions,
+                    free_space_bytes: st.free_space_bytes,
+                };
+                let t = old::Thresholds {
+                    workspace_size_warning_mb: t.workspace_size_warning_mb,
+                    total_size_warning_mb: t.total_size_warning_mb,
+                    max_workspaces: t.max_workspaces,
+                    max_age_hours: t.max_age_hours,
+                };
+                let r = i.fixsec_workspace_policy().call_assess_health(s, &st, t)?;
+                Ok(current::HealthReport {
+                    status: match r.status {
+                        old::HealthStatus::Healthy => current::HealthStatus::Healthy,
+                        old::HealthStatus::Warning => current::HealthStatus::Warning,
+                        old::HealthStatus::Critical => current::HealthStatus::Critical,
+                    },
+                    warnings: r.warnings,
+                    recommendations: r.recommendations,
+                })
+            }
+        }
+    }
+
+    /// `authorize-push`; [`default_push_rule`] for a 0.1.x policy.
+    pub fn authorize_push(
+        &self,
+        s: &mut Store<HostState>,
+        r: &current::PushRequest,
+    ) -> WitResult<()> {
+        match self {
+            Instance::Current(i) => i.fixsec_workspace_policy().call_authorize_push(s, r),
+            Instance::V0_1(_) => Ok(default_push_rule(r)),
+        }
+    }
+}
+
+// The 0.1.0 imports, served by the current implementations.
+
+impl then::workspace_fs::Host for HostState {
+    fn list_workspaces(&mut self) -> WitResult<Vec<types::WorkspaceInfo>> {
+        now::workspace_fs::Host::list_workspaces(self)
+    }
+    fn get_workspace(&mut self, name: String) -> WitResult<Option<types::WorkspaceInfo>> {
+        now::workspace_fs::Host::get_workspace(self, name)
+    }
+    fn now(&mut self) -> wasmtime::Result<i64> {
+        now::workspace_fs::Host::now(self)
+    }
+    fn free_space_bytes(&mut self) -> wasmtime::Result<Option<u64>> {
+        now::workspace_fs::Host::free_space_bytes(self)
+    }
+}
+
+fn options(o: then::git::FetchOptions) -> now::git::FetchOptions {
+    now::git::FetchOptions { depth: o.depth }
+}
+
+impl then::git::Host for HostState {
+    fn inspect(&mut self, name: String) -> wasmtime::Result<types::RepoState> {
+        now::git::Host::inspect(self, name)
+    }
+    fn clone(
+        &mut self,
+        name: String,
+        url: String,
+        branch: Option<String>,
+        o: then::git::FetchOptions,
+    ) -> WitResult<String> {
+        now::git::Host::clone(self, name, url, branch, options(o))
+    }
+    fn update(
+        &mut self,
+        name: String,
+        url: String,
+        branch: Option<String>,
+        o: then::git::FetchOptions,
+    ) -> WitResult<String> {
+        now::git::Host::update(self, name, url, branch, options(o))
+    }
+    fn clear_stale_locks(&mut self, name: String) -> WitResult<u32> {
+        now::git::Host::clear_stale_locks(self, name)
+    }
+}
+
+impl then::removal::Host for HostState {
+    fn remove_workspace(&mut self, name: String) -> wasmtime::Result<types::RemovalReport> {
+        now::removal::Host::remove_workspace(self, name)
+    }
+}
+
+impl then::settings::Host for HostState {
+    fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        now::settings::Host::get(self, key)
+    }
+    fn all(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
+        now::settings::Host::all(self)
+    }
+}
+
+impl then::log::Host for HostState {
+    fn log(&mut self, level: then::log::Level, message: String) -> wasmtime::Result<()> {
+        use now::log::Level as L;
+        use then::log::Level as T;
+        let level = match level {
+            T::Trace => L::Trace,
+            T::Debug => L::Debug,
+            T::Info => L::Info,
+            T::Warn => L::Warn,
+            T::Error => L::Error,
+        };
+        now::log::Host::log(self, level, message)
+    }
+}

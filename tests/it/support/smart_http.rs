@@ -1,0 +1,250 @@
+//! A git smart-HTTP server with Basic auth on 127.0.0.1: `git
+//! http-backend` (the real one, from git) run as CGI behind a small HTTP/1.1
+//! front that checks the credential, as a forge would. Pushes are enabled
+//! (the backend allows receive-pack once `REMOTE_USER` is set).
+
+use super::Upstream;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// One request the server answered.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// `GET /acme/app.git/info/refs?service=git-upload-pack`, say.
+    pub line: String,
+    /// It carried the right credential.
+    pub authorized: bool,
+}
+
+/// The server; stops when dropped.
+pub struct SmartHttp {
+    port: u16,
+    user: String,
+    password: String,
+    root: tempfile::TempDir,
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<Vec<Request>>>,
+}
+
+impl SmartHttp {
+    /// Serve an empty root on an ephemeral port, accepting `user:password`.
+    pub fn start(user: &str, password: &str) -> Self {
+        use base64::Engine;
+        let root = tempfile::tempdir().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        );
+        let (stop2, seen2, dir) = (stop.clone(), seen.clone(), root.path().to_path_buf());
+        std::thread::spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let (seen, dir, expected) = (seen2.clone(), dir.clone(), expected.clone());
+                        std::thread::spawn(move || {
+                            let _ = handle(stream, &dir, &expected, &seen);
+                        });
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+                }
+            }
+        });
+        SmartHttp {
+            port,
+            user: user.into(),
+            password: password.into(),
+            root,
+            stop,
+            seen,
+        }
+    }
+
+    /// Publish `up` as `<name>.git` (a bare copy with every ref).
+    pub fn publish(&self, name: &str, up: &Upstream) -> PathBuf {
+        let bare = self.bare(name);
+        let out = Command::new("git")
+            .args(["clone", "--quiet", "--mirror"])
+            .arg(&up.path)
+            .arg(&bare)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        bare
+    }
+
+    /// The bare repository behind `<name>.git`.
+    pub fn bare(&self, name: &str) -> PathBuf {
+        self.root.path().join(format!("{name}.git"))
+    }
+
+    /// `git` run in the bare repository `name`; its trimmed stdout.
+    pub fn git(&self, name: &str, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .arg("--git-dir")
+            .arg(self.bare(name))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// The URL of `name`, without a credential.
+    pub fn url(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}/{name}.git", self.port)
+    }
+
+    /// The URL of `name` with the right credential in it.
+    pub fn url_with_credential(&self, name: &str) -> String {
+        format!(
+            "http://{}:{}@127.0.0.1:{}/{name}.git",
+            self.user, self.password, self.port
+        )
+    }
+
+    /// Every request so far.
+    pub fn seen(&self) -> Vec<Request> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for SmartHttp {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn handle(
+    stream: TcpStream,
+    root: &Path,
+    expected_auth: &str,
+    seen: &Mutex<Vec<Request>>,
+) -> std::io::Result<()> {
+    stream.set_nonblocking(false)?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let line = line.trim_end().to_string();
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h)?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    let header = |k: &str| headers.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let body = read_body(&mut reader, &header)?;
+    let authorized = header("authorization").as_deref() == Some(expected_auth);
+    seen.lock().unwrap().push(Request {
+        line: line.clone(),
+        authorized,
+    });
+    let mut stream = stream;
+    if !authorized {
+        return stream.write_all(
+            b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\n\
+              Content-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+    }
+    let mut parts = line.split(' ');
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let mut child = Command::new("git")
+        .arg("http-backend")
+        .env("GIT_PROJECT_ROOT", root)
+        .env("GIT_HTTP_EXPORT_ALL", "1")
+        .env("REQUEST_METHOD", method)
+        .env("PATH_INFO", path)
+        .env("QUERY_STRING", query)
+        .env("CONTENT_TYPE", header("content-type").unwrap_or_default())
+        .env("CONTENT_LENGTH", body.len().to_string())
+        .env(
+            "HTTP_CONTENT_ENCODING",
+            header("content-encoding").unwrap_or_default(),
+        )
+        .env("GIT_PROTOCOL", header("git-protocol").unwrap_or_default())
+        .env("REMOTE_USER", "fixsec-test")
+        .env("REMOTE_ADDR", "127.0.0.1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&body));
+    let out = child.wait_with_output()?;
+    let _ = writer.join();
+    let split = out
+        .stdout
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, 4))
+        .or_else(|| {
+            out.stdout
+                .windows(2)
+                .position(|w| w == b"\n\n")
+                .map(|i| (i, 2))
+        });
+    let (head, body) = match split {
+        Some((i, n)) => (&out.stdout[..i], &out.stdout[i + n..]),
+        None => (&out.stdout[..], &[][..]),
+    };
+    let head = String::from_utf8_lossy(head);
+    let mut status = "200 OK".to_string();
+    let mut response = Vec::new();
+    for h in head.lines().filter(|l| !l.is_empty()) {
+        match h.split_once(':') {
+            Some((k, v)) if k.eq_ignore_ascii_case("status") => status = v.trim().to_string(),
+            _ => response.extend_from_slice(format!("{h}\r\n").as_bytes()),
+        }
+    }
+    stream.write_all(format!("HTTP/1.1 {status}\r\n").as_bytes())?;
+    stream.write_all(&response)?;
+    stream.write_all(
+        format!(
+            "Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )?;
+    stream.write_all(body)
+}
+
+/// The request body: `Content-Length` bytes, or chunked.
+fn read_body(
+    reader: &mut BufReader<TcpStream>,
+    header: &dyn Fn(&str) -> Option<String>,
+) -> std::io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size)?;
+            let size = usize::from_str_radix(size.trim().split(';').next().unwrap_or("0"), 16)
+                .unwrap_or(0);
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk)?;
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+    } else if let Some(n) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        body.resize(n, 0);
+        reader.read_exact(&mut body)?;
+    }
+    Ok(body)
+}
