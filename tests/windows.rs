@@ -8,6 +8,10 @@
 //! can also be the other process: started with `FIXSEC_HOLD_FILE` set, it
 //! opens that file the way an editor, a virus scanner or a running program
 //! does, says `holding`, and keeps it open until its stdin closes.
+//!
+//! One file of about 500 lines on purpose: a second binary would link the
+//! host again under Wine (minutes per CI run), and a module tree here would
+//! split one harness's registry from the tests it lists.
 
 #[path = "it/support/mod.rs"]
 mod support;

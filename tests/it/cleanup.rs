@@ -4,12 +4,10 @@
 use crate::support;
 
 use crate::support::{Fixture, Upstream, age_workspace, builder, manager};
-use fixsec_workspace::adapter::removal::{FsOps, RealFs};
+use fixsec_workspace::adapter::removal::FaultInjector;
 use fixsec_workspace::{ErrorKind, HealthStatus, PrepareRequest, WorkspaceManager};
-use std::io;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 fn prepare(m: &WorkspaceManager, up: &Upstream, repo: &str) -> String {
     m.prepare(&PrepareRequest::new(repo, up.url()).branch("main"))
@@ -17,47 +15,9 @@ fn prepare(m: &WorkspaceManager, up: &Upstream, repo: &str) -> String {
         .name
 }
 
-/// "File in use" for paths ending in `README.md`: `remaining` times, or
-/// while `forever` is set. With `windows_rename`, a folder holding a
-/// README.md that is in use cannot be renamed either, as on NTFS (Wine lets
-/// such a rename through: docs/RELIABILITY.md).
-#[derive(Default)]
-struct LockedReadme {
-    remaining: AtomicU32,
-    forever: AtomicBool,
-    calls: AtomicU32,
-    windows_rename: AtomicBool,
-}
-
-impl FsOps for LockedReadme {
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        if path.ends_with("README.md") {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            let once = self
-                .remaining
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok();
-            if once || self.forever.load(Ordering::SeqCst) {
-                return Err(io::Error::other(
-                    "The process cannot access the file because it is being used by another process (injected)",
-                ));
-            }
-        }
-        RealFs.remove_file(path)
-    }
-    fn remove_dir(&self, path: &Path) -> io::Result<()> {
-        RealFs.remove_dir(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        let held = self.forever.load(Ordering::SeqCst) || self.remaining.load(Ordering::SeqCst) > 0;
-        if held
-            && self.windows_rename.load(Ordering::SeqCst)
-            && (from.join("repo/README.md").exists() || from.join("README.md").exists())
-        {
-            return Err(io::Error::from(io::ErrorKind::PermissionDenied));
-        }
-        RealFs.rename(from, to)
-    }
+/// The workspace's README.md "in use" (see [`FaultInjector`]).
+fn readme_in_use() -> FaultInjector {
+    FaultInjector::named("README.md")
 }
 
 #[test]
@@ -137,14 +97,14 @@ fn folders_from_the_original_tool_are_adopted_not_deleted() {
 fn removal_retries_through_a_file_in_use() {
     let up = Upstream::new();
     let base = tempfile::tempdir().unwrap();
-    let ops = Arc::new(LockedReadme::default());
+    let ops = Arc::new(readme_in_use());
     let m = builder(base.path())
         .removal(support::fast_removal(5))
         .fs_ops(ops.clone())
         .build()
         .unwrap();
     let name = prepare(&m, &up, "acme/demo");
-    ops.remaining.store(3, Ordering::SeqCst);
+    ops.fail_next(3);
     let report = m.remove(&name).unwrap();
     assert!(report.removed, "{report:?}");
     assert_eq!(report.attempts, 4);
@@ -157,13 +117,13 @@ fn removal_retries_through_a_file_in_use() {
 fn removal_that_never_succeeds_is_reported_and_finished_later() {
     let up = Upstream::new();
     let base = tempfile::tempdir().unwrap();
-    let ops = Arc::new(LockedReadme::default());
+    let ops = Arc::new(readme_in_use());
     let m = builder(base.path()).fs_ops(ops.clone()).build().unwrap();
     let doomed = prepare(&m, &up, "acme/doomed");
     let bystander = prepare(&m, &up, "acme/bystander");
     // The bystander is young; only `doomed` is old.
     age_workspace(base.path(), &doomed, 48);
-    ops.forever.store(true, Ordering::SeqCst);
+    ops.hold(true);
 
     let report = m.cleanup(Some(24.0)).unwrap();
     assert_eq!(report.cleaned_workspaces, 0);
@@ -200,7 +160,7 @@ fn removal_that_never_succeeds_is_reported_and_finished_later() {
     );
 
     // The handle goes away: the next cleanup finishes the job.
-    ops.forever.store(false, Ordering::SeqCst);
+    ops.hold(false);
     let report = m.cleanup(Some(24.0)).unwrap();
     assert_eq!(report.pending_deletions_finished, 1);
     assert!(report.bytes_freed > 0);
@@ -335,7 +295,7 @@ fn cleanup_refuses_a_negative_age() {
 fn background_removal_frees_the_name_at_once_and_finishes() {
     let up = Upstream::new();
     let base = tempfile::tempdir().unwrap();
-    let ops = Arc::new(LockedReadme::default());
+    let ops = Arc::new(readme_in_use());
     let m = builder(base.path()).fs_ops(ops.clone()).build().unwrap();
     let name = prepare(&m, &up, "acme/demo");
     let report = m.remove_in_background(&name).unwrap();
@@ -356,11 +316,11 @@ fn background_removal_frees_the_name_at_once_and_finishes() {
 
     // A deletion that keeps failing stays pending until a cleanup finishes it.
     let name = prepare(&m, &up, "acme/locked");
-    ops.forever.store(true, Ordering::SeqCst);
+    ops.hold(true);
     m.remove_in_background(&name).unwrap();
     m.wait_for_background_deletions();
     assert_eq!(m.stats().unwrap().pending_deletions, 1);
-    ops.forever.store(false, Ordering::SeqCst);
+    ops.hold(false);
     assert_eq!(m.cleanup(Some(24.0)).unwrap().pending_deletions_finished, 1);
 
     assert_eq!(
@@ -408,7 +368,7 @@ fn rescan_picks_up_what_others_wrote_and_the_fast_path_reports_the_recorded_size
 struct Held {
     up: Upstream,
     base: tempfile::TempDir,
-    ops: Arc<LockedReadme>,
+    ops: Arc<FaultInjector>,
     m: WorkspaceManager,
     name: String,
 }
@@ -416,11 +376,10 @@ struct Held {
 fn held_in_a_folder_that_cannot_be_renamed() -> Held {
     let up = Upstream::new();
     let base = tempfile::tempdir().unwrap();
-    let ops = Arc::new(LockedReadme::default());
+    let ops = Arc::new(readme_in_use().blocking_renames());
     let m = builder(base.path()).fs_ops(ops.clone()).build().unwrap();
     let name = prepare(&m, &up, "acme/held");
-    ops.windows_rename.store(true, Ordering::SeqCst);
-    ops.forever.store(true, Ordering::SeqCst);
+    ops.hold(true);
     Held {
         up,
         base,
@@ -472,7 +431,7 @@ fn a_folder_that_cannot_be_renamed_is_deleted_in_place_and_finished_by_cleanup()
     assert!(base.path().join(&name).join("repo/README.md").exists());
 
     // Released: the next cleanup finishes the job and drops the note.
-    ops.forever.store(false, Ordering::SeqCst);
+    ops.hold(false);
     let report = m.cleanup(Some(1000.0)).unwrap();
     assert_eq!(report.pending_deletions_finished, 1, "{report:?}");
     assert!(report.bytes_freed > 0);
@@ -491,7 +450,7 @@ fn an_in_place_leftover_prepared_again_is_healed_not_deleted() {
         name,
     } = held_in_a_folder_that_cannot_be_renamed();
     assert!(!m.remove(&name).unwrap().removed);
-    ops.forever.store(false, Ordering::SeqCst);
+    ops.hold(false);
 
     // A prepare replaces the leftovers with a fresh clone...
     let again = m
@@ -531,7 +490,7 @@ fn a_clone_that_cannot_replace_a_held_tree_fails_clearly_and_the_next_prepare_he
 
     // (The injector holds every README.md, the new clone's too, so its
     // staging folder could not go either; the next prepare clears it.)
-    ops.forever.store(false, Ordering::SeqCst);
+    ops.hold(false);
     let healed = m.prepare(&request).unwrap();
     assert!(!healed.reused);
     assert_eq!(healed.head, up.head_of("main"));

@@ -254,31 +254,6 @@ fn private_addresses_are_refused_by_default_and_errors_say_little() {
     }
 }
 
-/// Deletion of anything named `evil*` fails once, as a link does on
-/// Windows while its target is open or under a read-only parent on Unix.
-#[cfg(unix)]
-struct EvilInUseOnce(std::sync::atomic::AtomicU32);
-
-#[cfg(unix)]
-impl fixsec_workspace::adapter::removal::FsOps for EvilInUseOnce {
-    fn remove_file(&self, path: &std::path::Path) -> std::io::Result<()> {
-        use std::sync::atomic::Ordering;
-        let evil = path
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("evil"));
-        if evil && self.0.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
-            return Err(std::io::Error::other("in use (injected)"));
-        }
-        std::fs::remove_file(path)
-    }
-    fn remove_dir(&self, path: &std::path::Path) -> std::io::Result<()> {
-        std::fs::remove_dir(path)
-    }
-    fn rename(&self, from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
-        std::fs::rename(from, to)
-    }
-}
-
 /// Item 9: a link left in `.trash/` or `.staging/` is removed as a link,
 /// even when removing it fails at first; its target is never emptied
 /// (a walk from the link would delete through it meanwhile). A `repo/`
@@ -293,7 +268,13 @@ fn deletion_never_follows_a_link_at_the_root() {
     std::fs::write(precious.join("top"), "keep me too").unwrap();
     let base = tempfile::tempdir().unwrap();
     let m = builder(base.path())
-        .fs_ops(std::sync::Arc::new(EvilInUseOnce(Default::default())))
+        .fs_ops(std::sync::Arc::new(
+            fixsec_workspace::adapter::removal::FaultInjector::new(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("evil"))
+            })
+            .alternating(),
+        ))
         .build()
         .unwrap();
     for place in [".trash/evil.1.2", ".staging/evil.1.2"] {

@@ -1,0 +1,263 @@
+//! The service measured: stats against `du -sb`, policy calls, and the
+//! HTTP server (throughput with wrk, start-up, memory).
+
+use crate::*;
+
+pub(crate) fn stats(b: &mut Bench) {
+    let (workspaces, files) = if b.quick { (100, 100) } else { (100, 10_000) };
+    let base = b.root.join(format!("stats-v2-{workspaces}x{files}"));
+    let marker = base.join(".complete-bench");
+    if !marker.exists() {
+        eprintln!("generating {workspaces} workspaces of {files} files");
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).unwrap();
+        for w in 0..workspaces {
+            let repo = base.join(format!("ws_{w:03}")).join("repo");
+            let now = chrono::Utc::now();
+            std::fs::create_dir_all(&repo).unwrap();
+            fixsec_workspace::metadata::WorkspaceMetadata {
+                version: fixsec_workspace::metadata::METADATA_VERSION,
+                repo_full_name: format!("bench/ws{w}"),
+                clone_url: "https://example.invalid/r.git".into(),
+                branch: Some("main".into()),
+                depth: None,
+                head: "0".repeat(40),
+                created: now,
+                last_prepared: now,
+                last_used: now,
+                size_bytes: 0,
+            }
+            .write(&base.join(format!("ws_{w:03}")).join("workspace.json"))
+            .unwrap();
+            for d in 0..(files / 100).max(1) {
+                let dir = repo.join(format!("d{d:03}"));
+                std::fs::create_dir_all(&dir).unwrap();
+                for f in 0..files.min(100) {
+                    std::fs::write(dir.join(format!("f{f:03}")), b"0123456789").unwrap();
+                }
+            }
+        }
+        std::fs::write(&marker, "").unwrap();
+    }
+    let m = b.manager(&base);
+    let rescan = timed(|| {
+        m.rescan_sizes().unwrap();
+    });
+    let stats = median(
+        (0..20)
+            .map(|_| {
+                timed(|| {
+                    m.refresh_stats().unwrap();
+                })
+            })
+            .collect(),
+    );
+    b.threshold(
+        &format!(
+            "stats over {workspaces} workspaces, {} files",
+            workspaces * files
+        ),
+        ms(stats),
+        "< 20 ms",
+        stats < Duration::from_millis(20),
+    );
+    let cached = median(
+        (0..20)
+            .map(|_| timed(|| drop(m.stats().unwrap())))
+            .collect(),
+    );
+    b.report(format!(
+        "{:<46} {:>10}",
+        "stats from the 1 s snapshot",
+        ms(cached)
+    ));
+    let du = median(
+        (0..b.runs)
+            .map(|_| timed(|| sh(&base, "du -sb . > /dev/null")))
+            .collect(),
+    );
+    let rescans = median(
+        (0..b.runs)
+            .map(|_| {
+                timed(|| {
+                    m.rescan_sizes().unwrap();
+                })
+            })
+            .collect(),
+    );
+    let _ = rescan;
+    b.compare("full re-walk of sizes (rescan)", rescans, "du -sb", du, 1.0);
+}
+
+pub(crate) fn policy_calls(b: &mut Bench) {
+    let m = b.manager(&b.fresh("policy-calls"));
+    for _ in 0..100 {
+        m.workspace_name("facebook/react").unwrap();
+    }
+    let calls: Vec<Duration> = (0..2000)
+        .map(|_| {
+            timed(|| {
+                m.workspace_name("facebook/react").unwrap();
+            })
+        })
+        .collect();
+    let med = median(calls);
+    b.threshold(
+        "policy call (fresh instance + workspace-name)",
+        ms(med),
+        "< 50 µs",
+        med < Duration::from_micros(50),
+    );
+}
+
+pub(crate) fn rss_kb(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+pub(crate) fn server(b: &mut Bench, src: &Path) {
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/fixsec-workspace");
+    if !bin.exists() {
+        b.report("server figures skipped: build it with `cargo build --release` first".into());
+        return;
+    }
+    let base = b.fresh("server");
+    let start = |base: &Path| {
+        let t = Instant::now();
+        let mut child = Command::new(&bin)
+            .args(["serve", "--bind", "127.0.0.1:0"])
+            .env("WORKSPACE_BASE_PATH", base)
+            .env("WORKSPACE_API_TOKEN", "bench")
+            .env("WORKSPACE_ALLOW_LOCAL_URLS", "1")
+            .env("WORKSPACE_ALLOW_PRIVATE_NETWORKS", "1")
+            .env("WORKSPACE_LOG_FORMAT", "json")
+            .env("RUST_LOG", "warn,fixsec_workspace::cli=info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines.next().unwrap().unwrap();
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && let Some(a) = v["fields"]["addr"].as_str()
+            {
+                break a.to_string();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        while TcpStream::connect(&addr).is_err() {}
+        (child, addr, t.elapsed())
+    };
+    let (mut first, _, cold) = start(&base);
+    let _ = first.kill();
+    let _ = first.wait();
+    let (mut child, addr, warm) = start(&base);
+    b.threshold(
+        "server start-up (compile, then cached)",
+        format!("first {}, later {}", ms(cold), ms(warm)),
+        "< 300 ms",
+        warm < Duration::from_millis(300),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let idle = rss_kb(child.id(), "VmRSS:");
+    b.threshold(
+        "idle server resident set",
+        format!("{} MB", idle / 1024),
+        "< 60 MB",
+        idle < 60 * 1024,
+    );
+
+    // Load while a clone runs in the server.
+    let url = src.display().to_string();
+    let load_name = b
+        .manager(&b.fresh("names"))
+        .workspace_name("bench/load")
+        .unwrap();
+    let body = format!(r#"{{"repo_full_name":"bench/load","clone_url":"{url}"}}"#);
+    let cloning = {
+        let addr = addr.clone();
+        std::thread::spawn(move || {
+            for _ in 0..3 {
+                let _ = Command::new("curl")
+                    .args([
+                        "-s",
+                        "-o",
+                        "/dev/null",
+                        "-X",
+                        "POST",
+                        "-H",
+                        "Authorization: Bearer bench",
+                    ])
+                    .args(["-d", &body])
+                    .arg(format!("http://{addr}/workspace/prepare"))
+                    .status();
+                let _ = Command::new("curl")
+                    .args([
+                        "-s",
+                        "-o",
+                        "/dev/null",
+                        "-X",
+                        "DELETE",
+                        "-H",
+                        "Authorization: Bearer bench",
+                    ])
+                    .arg(format!("http://{addr}/workspace/workspaces/{load_name}"))
+                    .status();
+            }
+        })
+    };
+    for path in ["/workspace/health", "/workspace/stats"] {
+        let out = Command::new("wrk")
+            .args([
+                "-t2",
+                "-c32",
+                "-d5s",
+                "--latency",
+                "-H",
+                "Authorization: Bearer bench",
+            ])
+            .arg(format!("http://{addr}{path}"))
+            .output();
+        match out {
+            Ok(o) if o.status.success() => {
+                let text = String::from_utf8_lossy(&o.stdout);
+                let rps = text
+                    .lines()
+                    .find(|l| l.starts_with("Requests/sec:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(0.0);
+                let p99 = text
+                    .lines()
+                    .find(|l| l.trim_start().starts_with("99%"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .unwrap_or("?")
+                    .to_string();
+                b.threshold(
+                    &format!("GET {path} under wrk, clone running"),
+                    format!("{rps:.0} req/s, p99 {p99}"),
+                    ">= 10000 req/s",
+                    rps >= 10_000.0,
+                );
+            }
+            _ => b.report(format!(
+                "GET {path}: wrk not available (apt-get install wrk)"
+            )),
+        }
+    }
+    let _ = cloning.join();
+    let peak = rss_kb(child.id(), "VmHWM:");
+    b.report(format!(
+        "{:<46} {:>7} MB  (idle {} MB)",
+        "server peak resident set after clones and load",
+        peak / 1024,
+        idle / 1024
+    ));
+    let _ = child.kill();
+    let _ = child.wait();
+}
