@@ -43,6 +43,14 @@ pub struct PrepareRequest {
     /// callers whose prepare finds the workspace leased.
     #[serde(default)]
     pub holder: Option<String>,
+    /// Check out submodules too, recursively (their URLs held to the
+    /// clone URL's rules; the credential only for the clone URL's host).
+    #[serde(default)]
+    pub submodules: bool,
+    /// Fetch Git LFS objects in place of their pointer files (needs
+    /// `git-lfs` on the host; the credential only for the clone URL's host).
+    #[serde(default)]
+    pub lfs: bool,
 }
 
 impl PrepareRequest {
@@ -55,6 +63,8 @@ impl PrepareRequest {
             depth: None,
             lease_seconds: None,
             holder: None,
+            submodules: false,
+            lfs: false,
         }
     }
 

@@ -12,6 +12,7 @@
 //! | `security` | the security review's findings (issue 11) |
 //! | `hostile` | policies that misbehave |
 //! | `plugins` | other policies, swapped at run time |
+//! | `extras` | submodules and Git LFS, against loopback servers |
 //! | `pr_flow` | the guide's PR route: refs, push, jobs that share a repository |
 //! | `deploy` | the deployment manifests |
 //!
@@ -29,6 +30,8 @@ mod reliability;
 
 #[cfg(not(windows))]
 mod deploy;
+#[cfg(not(windows))]
+mod extras;
 #[cfg(not(windows))]
 mod hostile;
 #[cfg(not(windows))]

@@ -64,6 +64,12 @@ enum Command {
         /// Fetch only the last N commits
         #[arg(long)]
         depth: Option<u32>,
+        /// Check out submodules too, recursively
+        #[arg(long)]
+        submodules: bool,
+        /// Fetch Git LFS objects (needs git-lfs on this host)
+        #[arg(long)]
+        lfs: bool,
     },
     /// Push a branch of a workspace with a credential that is never stored
     Push {
@@ -239,6 +245,8 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             url,
             git_ref,
             depth,
+            submodules,
+            lfs,
         } => {
             let request = PrepareRequest {
                 repo_full_name: repo,
@@ -247,6 +255,8 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                 depth,
                 lease_seconds: None,
                 holder: None,
+                submodules,
+                lfs,
             };
             let bar = (!json && std::io::stderr().is_terminal()).then(progress_bar);
             let progress = bar.clone().map(|bar| {

@@ -159,7 +159,11 @@ impl WorkspaceManager {
         store.clear_staging(&name);
 
         let remote = self.remote_for(&url, progress);
-        let call = CallContext::prepare(name.clone(), url.public.clone(), remote);
+        let mut call = CallContext::prepare(name.clone(), url.public.clone(), remote);
+        call.extras = git::Extras {
+            submodules: request.submodules,
+            lfs: request.lfs,
+        };
         let wit_request = wit::PrepareRequest {
             repo_full_name: request.repo_full_name.clone(),
             name: name.to_string(),

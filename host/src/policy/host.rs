@@ -69,6 +69,8 @@ pub(crate) struct CallContext {
     pub url: Option<String>,
     /// Credentials and progress for that URL.
     pub remote: Remote,
+    /// Submodules and LFS, as the caller asked.
+    pub extras: crate::adapter::git::Extras,
     /// The policy cloned (so the workspace was not reused).
     pub cloned: bool,
     /// The policy updated an existing clone.
@@ -260,6 +262,7 @@ impl git::Host for HostState {
             branch.as_deref(),
             options.depth,
             &self.call.remote,
+            self.call.extras,
         );
         Ok(match result {
             Ok((head, size)) => {
@@ -287,6 +290,7 @@ impl git::Host for HostState {
             branch.as_deref(),
             options.depth,
             &self.call.remote,
+            self.call.extras,
         ) {
             Ok((head, size)) => {
                 self.call.measured_size = Some(size);

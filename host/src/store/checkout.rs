@@ -4,7 +4,7 @@
 use super::Store;
 use super::trash::staging_owner;
 use crate::adapter::fs::dir_size;
-use crate::adapter::git::{self, GitRef, Remote};
+use crate::adapter::git::{self, Extras, GitRef, Remote};
 use crate::error::{Error, Result};
 use crate::metrics::Operation;
 use crate::names::WorkspaceName;
@@ -22,6 +22,7 @@ impl Store {
         git_ref: Option<&str>,
         depth: Option<u32>,
         remote: &Remote,
+        extras: Extras,
     ) -> Result<(String, u64)> {
         let _slot = self
             .git_queue
@@ -29,11 +30,17 @@ impl Store {
         let _timer = self.metrics.start(Operation::Clone, Some(name.as_str()));
         let staging = self.layout.unique_in(self.layout.staging_dir(), name);
         let git_ref = parse_ref(git_ref)?;
-        let head = match git::clone(url, git_ref.as_ref(), depth, remote, &staging) {
+        let cloned = git::clone(url, git_ref.as_ref(), depth, remote, &staging)
+            .map_err(Error::from)
+            .and_then(|head| {
+                self.add_extras(&staging, url, remote, extras)
+                    .map(|()| head)
+            });
+        let head = match cloned {
             Ok(head) => head,
             Err(e) => {
                 self.remover.remove_tree(&staging);
-                return Err(e.into());
+                return Err(e);
             }
         };
         // The pack is bounded as it arrives; the checkout can be larger.
@@ -73,7 +80,8 @@ impl Store {
     }
 
     /// Fetch `git_ref` (none: the default branch), check it out,
-    /// hard-reset and clean `repo/` in place. Requires `name`'s lock.
+    /// hard-reset and clean `repo/` in place, then add what `extras`
+    /// asks. Requires `name`'s lock.
     pub fn update_workspace(
         &self,
         name: &WorkspaceName,
@@ -81,20 +89,49 @@ impl Store {
         git_ref: Option<&str>,
         depth: Option<u32>,
         remote: &Remote,
+        extras: Extras,
     ) -> Result<(String, u64)> {
         let _slot = self
             .git_queue
             .enter(remote.host.as_deref().unwrap_or_default())?;
         let _timer = self.metrics.start(Operation::Update, Some(name.as_str()));
         let git_ref = parse_ref(git_ref)?;
-        git::update(
-            &self.layout.repo_dir(name),
-            url,
-            git_ref.as_ref(),
-            depth,
-            remote,
-        )
-        .map_err(Error::from)
+        let repo = self.layout.repo_dir(name);
+        let updated = git::update(&repo, url, git_ref.as_ref(), depth, remote)?;
+        self.add_extras(&repo, url, remote, extras)?;
+        Ok(updated)
+    }
+
+    /// Submodules and LFS objects into the checkout at `repo`, as asked.
+    fn add_extras(
+        &self,
+        repo: &std::path::Path,
+        url: &str,
+        remote: &Remote,
+        extras: Extras,
+    ) -> Result<()> {
+        if extras.submodules {
+            let count = git::update_submodules(repo, url, remote, &|raw: &str| {
+                self.checked_submodule_url(raw)
+            })?;
+            tracing::info!(repo = %repo.display(), count, "submodules checked out");
+        }
+        if extras.lfs {
+            git::lfs_pull(repo, url, remote)?;
+        }
+        Ok(())
+    }
+
+    /// A submodule's URL (already resolved), held to the rules a clone URL
+    /// is: the repository's content chose it, not the caller. Any
+    /// credential in it is dropped.
+    fn checked_submodule_url(&self, raw: &str) -> std::result::Result<String, String> {
+        let config = &self.config;
+        let url = crate::clone_url::CloneUrl::parse(raw, config.allow_local_urls)
+            .and_then(|u| u.check_host(&config.allowed_hosts).map(|()| u))
+            .and_then(|u| u.check_addresses(config.allow_private_networks).map(|()| u))
+            .map_err(|e| format!("refused: {}", e.detail()))?;
+        Ok(url.public)
     }
 
     /// Push `branch` of `name` to `url` with `remote`'s credential, behind

@@ -22,6 +22,7 @@ pub struct Request {
 
 /// The server; stops when dropped.
 pub struct SmartHttp {
+    ip: String,
     port: u16,
     user: String,
     password: String,
@@ -31,11 +32,17 @@ pub struct SmartHttp {
 }
 
 impl SmartHttp {
-    /// Serve an empty root on an ephemeral port, accepting `user:password`.
+    /// Serve an empty root on an ephemeral port of 127.0.0.1, accepting
+    /// `user:password`.
     pub fn start(user: &str, password: &str) -> Self {
+        Self::start_on("127.0.0.1", user, password)
+    }
+
+    /// [`start`](Self::start) on another loopback address (another "host").
+    pub fn start_on(ip: &str, user: &str, password: &str) -> Self {
         use base64::Engine;
         let root = tempfile::tempdir().unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = TcpListener::bind(format!("{ip}:0")).unwrap();
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
@@ -45,13 +52,15 @@ impl SmartHttp {
             base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
         );
         let (stop2, seen2, dir) = (stop.clone(), seen.clone(), root.path().to_path_buf());
+        let origin = format!("http://{ip}:{port}");
         std::thread::spawn(move || {
             while !stop2.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
                         let (seen, dir, expected) = (seen2.clone(), dir.clone(), expected.clone());
+                        let origin = origin.clone();
                         std::thread::spawn(move || {
-                            let _ = handle(stream, &dir, &expected, &seen);
+                            let _ = handle(stream, &dir, &origin, &expected, &seen);
                         });
                     }
                     Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
@@ -59,6 +68,7 @@ impl SmartHttp {
             }
         });
         SmartHttp {
+            ip: ip.into(),
             port,
             user: user.into(),
             password: password.into(),
@@ -70,10 +80,15 @@ impl SmartHttp {
 
     /// Publish `up` as `<name>.git` (a bare copy with every ref).
     pub fn publish(&self, name: &str, up: &Upstream) -> PathBuf {
+        self.publish_dir(name, &up.path)
+    }
+
+    /// Publish the repository at `dir` as `<name>.git`.
+    pub fn publish_dir(&self, name: &str, dir: &Path) -> PathBuf {
         let bare = self.bare(name);
         let out = Command::new("git")
             .args(["clone", "--quiet", "--mirror"])
-            .arg(&up.path)
+            .arg(dir)
             .arg(&bare)
             .output()
             .unwrap();
@@ -100,14 +115,30 @@ impl SmartHttp {
 
     /// The URL of `name`, without a credential.
     pub fn url(&self, name: &str) -> String {
-        format!("http://127.0.0.1:{}/{name}.git", self.port)
+        format!("http://{}:{}/{name}.git", self.ip, self.port)
     }
 
     /// The URL of `name` with the right credential in it.
     pub fn url_with_credential(&self, name: &str) -> String {
         format!(
-            "http://{}:{}@127.0.0.1:{}/{name}.git",
-            self.user, self.password, self.port
+            "http://{}:{}@{}:{}/{name}.git",
+            self.user, self.password, self.ip, self.port
+        )
+    }
+
+    /// Store `content` as a Git LFS object; the pointer file for it.
+    pub fn add_lfs_object(&self, content: &[u8]) -> String {
+        use sha2::Digest;
+        let oid: String = sha2::Sha256::digest(content)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let store = self.root.path().join("lfs-objects");
+        std::fs::create_dir_all(&store).unwrap();
+        std::fs::write(store.join(&oid), content).unwrap();
+        format!(
+            "version https://git-lfs.github.com/spec/v1\noid sha256:{oid}\nsize {}\n",
+            content.len()
         )
     }
 
@@ -126,6 +157,7 @@ impl Drop for SmartHttp {
 fn handle(
     stream: TcpStream,
     root: &Path,
+    origin: &str,
     expected_auth: &str,
     seen: &Mutex<Vec<Request>>,
 ) -> std::io::Result<()> {
@@ -163,6 +195,9 @@ fn handle(
     let mut parts = line.split(' ');
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    if let Some(answer) = lfs(method, path, &body, root, origin) {
+        return stream.write_all(&answer);
+    }
     let mut child = Command::new("git")
         .arg("http-backend")
         .env("GIT_PROJECT_ROOT", root)
@@ -221,6 +256,48 @@ fn handle(
         .as_bytes(),
     )?;
     stream.write_all(body)
+}
+
+/// The Git LFS API: the batch endpoint (downloads only) and the objects.
+fn lfs(method: &str, path: &str, body: &[u8], root: &Path, origin: &str) -> Option<Vec<u8>> {
+    let store = root.join("lfs-objects");
+    let respond = |status: &str, kind: &str, body: Vec<u8>| {
+        let mut out = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        out.extend(body);
+        out
+    };
+    if method == "POST" && path.ends_with("/info/lfs/objects/batch") {
+        let request: serde_json::Value = serde_json::from_slice(body).ok()?;
+        let objects: Vec<serde_json::Value> = request["objects"]
+            .as_array()?
+            .iter()
+            .map(|o| {
+                let oid = o["oid"].as_str().unwrap_or_default();
+                if store.join(oid).is_file() {
+                    serde_json::json!({"oid": oid, "size": o["size"], "actions": {
+                        "download": {"href": format!("{origin}/lfs-objects/{oid}")}}})
+                } else {
+                    serde_json::json!({"oid": oid, "size": o["size"],
+                        "error": {"code": 404, "message": "no such object"}})
+                }
+            })
+            .collect();
+        let answer = serde_json::json!({"transfer": "basic", "objects": objects});
+        return Some(respond(
+            "200 OK",
+            "application/vnd.git-lfs+json",
+            answer.to_string().into_bytes(),
+        ));
+    }
+    let oid = path.strip_prefix("/lfs-objects/")?;
+    Some(match std::fs::read(store.join(oid)) {
+        Ok(data) if method == "GET" => respond("200 OK", "application/octet-stream", data),
+        _ => respond("404 Not Found", "text/plain", b"no such object".to_vec()),
+    })
 }
 
 /// The request body: `Content-Length` bytes, or chunked.

@@ -7,12 +7,16 @@
 //! which host). `hygiene.rs` keeps a reused clone as a fresh one would be.
 
 mod hygiene;
+mod lfs;
 mod push;
 mod refs;
 mod remote;
+mod submodules;
 
+pub use lfs::pull as lfs_pull;
 pub use push::push;
 pub use refs::GitRef;
+pub use submodules::{UrlCheck, resolve_url, update_submodules};
 
 pub use hygiene::{clear_stale_locks, stale_locks};
 pub use remote::{
@@ -26,6 +30,16 @@ use remote::fetch_options;
 use std::cell::Cell;
 use std::collections::HashSet;
 use std::path::Path;
+
+/// What a checkout brings besides the repository's own files; both off
+/// unless a prepare asks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Extras {
+    /// Submodules, recursively.
+    pub submodules: bool,
+    /// Git LFS objects in place of their pointer files.
+    pub lfs: bool,
+}
 
 /// What `inspect` found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
