@@ -1,0 +1,76 @@
+"""Exceptions raised by fixsec_workspace: one class per kind of host error.
+
+Every exception carries the host's message (what failed and what to do) and
+``kind``, the stable label the HTTP API and the CLI's ``--json`` also use.
+"""
+
+from __future__ import annotations
+
+
+class WorkspaceError(Exception):
+    """Base class: anything the workspace host reports."""
+
+    def __init__(self, message: str, kind: str = "internal") -> None:
+        super().__init__(message)
+        self.message = message
+        self.kind = kind
+
+
+class InvalidInput(WorkspaceError, ValueError):
+    """Malformed input: an empty name, a bad ref, a bad age."""
+
+
+class Refused(WorkspaceError):
+    """Well-formed but not allowed: an unsafe URL, a push the policy refuses."""
+
+
+class NotFound(WorkspaceError, LookupError):
+    """No such workspace, branch, ref or repository."""
+
+
+class InUse(WorkspaceError):
+    """The workspace is leased by another caller (the message says by whom)."""
+
+
+class Busy(WorkspaceError):
+    """The host is at one of its own limits (git queue, a lock wait): retry later."""
+
+
+class InsufficientStorage(WorkspaceError):
+    """The disk is too full, or the clone over the size limit; nothing was kept."""
+
+
+class GitError(WorkspaceError):
+    """git failed: network, authentication, corruption."""
+
+
+class Rejected(GitError):
+    """The remote rejected a push (not a fast-forward, a protected branch)."""
+
+
+class FilesystemError(WorkspaceError, OSError):
+    """The filesystem failed."""
+
+
+class PolicyError(WorkspaceError):
+    """The policy component failed (trap, limit, broken contract)."""
+
+
+class ConfigError(WorkspaceError):
+    """The configuration or the policy file is unusable."""
+
+
+__all__ = [
+    "WorkspaceError",
+    "InvalidInput",
+    "Refused",
+    "NotFound",
+    "InUse",
+    "Busy",
+    "InsufficientStorage",
+    "GitError",
+    "Rejected",
+    "FilesystemError",
+    "PolicyError",
+    "ConfigError",
+]
