@@ -261,3 +261,86 @@ pub(crate) fn server(b: &mut Bench, src: &Path) {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// What the Python package adds per call, against the library in this
+/// process, on the same calls: `workspace_name` (a policy call, no I/O)
+/// and a warm prepare of the fixture. Needs the package built in release:
+/// `(cd python && maturin develop --release)` into the interpreter named
+/// by `FIXSEC_PYTHON` (default `target/python-venv/bin/python`).
+pub(crate) fn python(b: &mut Bench, src: &Path) {
+    let python = std::env::var("FIXSEC_PYTHON").unwrap_or_else(|_| {
+        b.root
+            .join("../python-venv/bin/python")
+            .display()
+            .to_string()
+    });
+    // Warm prepares vary most in their first runs after a clone: more runs
+    // than elsewhere, after two warm-ups, on both sides alike.
+    let runs = b.runs.max(10);
+    let rust_base = b.fresh("python-rust");
+    let m = b.manager(&rust_base);
+    let names: Vec<Duration> = (0..2000)
+        .map(|i| timed(|| drop(m.workspace_name(&format!("acme/r{}", i % 50)).unwrap())))
+        .collect();
+    let request = PrepareRequest::new("acme/app", src.display().to_string());
+    for _ in 0..3 {
+        m.prepare(&request).unwrap();
+    }
+    let prepares: Vec<Duration> = (0..runs)
+        .map(|_| timed(|| drop(m.prepare(&request).unwrap())))
+        .collect();
+    let py_base = b.fresh("python-py");
+    let script = format!(
+        r#"
+import json, time, statistics, fixsec_workspace as f
+m = f.WorkspaceManager({base:?}, allow_local_urls=True)
+names = []
+for i in range(2000):
+    t = time.perf_counter(); m.workspace_name("acme/r%d" % (i % 50)); names.append(time.perf_counter() - t)
+for _ in range(3):
+    m.prepare("acme/app", {src:?})
+prepares = []
+for _ in range({runs}):
+    t = time.perf_counter(); m.prepare("acme/app", {src:?}); prepares.append(time.perf_counter() - t)
+print(json.dumps({{"name": statistics.median(names), "prepare": statistics.median(prepares)}}))
+"#,
+        base = py_base.display().to_string(),
+        src = src.display().to_string(),
+    );
+    let out = Command::new(&python).args(["-c", &script]).output();
+    let figures = match out {
+        Ok(o) if o.status.success() => {
+            serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap_or_default()
+        }
+        other => {
+            b.report(format!(
+                "python: skipped ({python} could not run the package: {}); build it with \
+                 `(cd python && maturin develop --release)`",
+                other
+                    .map(|o| String::from_utf8_lossy(&o.stderr)
+                        .lines()
+                        .last()
+                        .unwrap_or("")
+                        .to_string())
+                    .unwrap_or_else(|e| e.to_string())
+            ));
+            return;
+        }
+    };
+    let secs = |k: &str| Duration::from_secs_f64(figures[k].as_f64().unwrap_or(0.0));
+    let (rust_name, py_name) = (median(names), secs("name"));
+    b.report(format!(
+        "{:<46} python {:>10}  rust {:>10}  overhead {:>8.1} µs/call",
+        "python: workspace_name per call",
+        ms(py_name),
+        ms(rust_name),
+        (py_name.as_secs_f64() - rust_name.as_secs_f64()) * 1e6
+    ));
+    b.compare(
+        "python: warm prepare (fetch, reset, clean)",
+        secs("prepare"),
+        "rust",
+        median(prepares),
+        1.10,
+    );
+}

@@ -23,6 +23,8 @@ def test_each_kind_of_failure_is_its_own_exception(manager, upstream):
         assert "library lease" in str(held.value) and held.value.kind == "in_use"
     cases = [
         (lambda: manager.prepare("", str(upstream)), InvalidInput),
+        # The name is checked before the clone host is looked up.
+        (lambda: manager.prepare("", "https://unresolvable.invalid/x.git"), InvalidInput),
         (lambda: manager.prepare("acme/app", str(upstream), ref="a..b"), InvalidInput),
         (lambda: manager.prepare("acme/app", "ext::sh -c touch% /tmp/x"), Refused),
         (lambda: manager.prepare("acme/other", str(upstream), ref="no-such-branch"), NotFound),

@@ -149,9 +149,11 @@ impl WorkspaceManager {
                 "depth must be at least 1 (omit it for full history)".into(),
             ));
         }
-        let url = self.checked_url(&request.clone_url)?;
+        // The name first: a bad one is the caller's to fix, found without
+        // any lookup of the clone host.
         let policy = self.policy();
         let name = self.checked_name_with(&policy, &request.repo_full_name)?;
+        let url = self.checked_url(&request.clone_url)?;
         let store = &self.store;
         store.layout.ensure()?;
         let _guard = self.lock_unleased(&name)?;
