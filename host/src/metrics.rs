@@ -95,6 +95,7 @@ pub struct Metrics {
     listing_scans: Counter,
     running: parking_lot::Mutex<HashMap<u64, InFlight>>,
     next_id: AtomicU64,
+    recent: parking_lot::Mutex<std::collections::VecDeque<RecentOperation>>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -121,6 +122,7 @@ impl Default for Metrics {
             listing_scans: Counter::default(),
             running: parking_lot::Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
+            recent: Default::default(),
             registry: Registry::default(),
         };
         registry.register("workspaces", "Workspaces on disk", m.workspaces.clone());
@@ -201,7 +203,34 @@ pub struct OperationTimer<'a> {
     id: u64,
     operation: Operation,
     started: Instant,
+    workspace: Option<String>,
+    error: parking_lot::Mutex<Option<String>>,
 }
+
+impl OperationTimer<'_> {
+    /// Record that the operation failed (kept with it in the recent list).
+    pub fn fail(&self, error: &crate::Error) {
+        *self.error.lock() = Some(error.to_string());
+    }
+}
+
+/// A finished operation, for the dashboard's recent list.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RecentOperation {
+    /// `prepare`, `clone`, `update`, `push`, `remove`, `cleanup`.
+    pub operation: &'static str,
+    /// The workspace (or repository) it was for.
+    pub workspace: Option<String>,
+    /// When it started.
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    /// How long it took.
+    pub duration_ms: u64,
+    /// Why it failed, if it did (as far as the host knows).
+    pub error: Option<String>,
+}
+
+/// How many finished operations the recent list keeps.
+pub const RECENT_OPERATIONS: usize = 100;
 
 impl Drop for OperationTimer<'_> {
     fn drop(&mut self) {
@@ -213,10 +242,28 @@ impl Drop for OperationTimer<'_> {
             .observe(self.started.elapsed().as_secs_f64());
         self.metrics.running.lock().remove(&self.id);
         self.metrics.in_flight.dec();
+        let elapsed = self.started.elapsed();
+        let mut recent = self.metrics.recent.lock();
+        if recent.len() == RECENT_OPERATIONS {
+            recent.pop_front();
+        }
+        recent.push_back(RecentOperation {
+            operation: self.operation.as_str(),
+            workspace: self.workspace.take(),
+            started_at: chrono::Utc::now()
+                - chrono::Duration::from_std(elapsed).unwrap_or_default(),
+            duration_ms: elapsed.as_millis() as u64,
+            error: self.error.lock().take(),
+        });
     }
 }
 
 impl Metrics {
+    /// The last [`RECENT_OPERATIONS`] finished operations, newest first.
+    pub fn recent(&self) -> Vec<RecentOperation> {
+        self.recent.lock().iter().rev().cloned().collect()
+    }
+
     /// Start timing `operation` (on `workspace`).
     pub fn start(&self, operation: Operation, workspace: Option<&str>) -> OperationTimer<'_> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -230,6 +277,8 @@ impl Metrics {
             id,
             operation,
             started,
+            workspace: workspace.map(str::to_string),
+            error: parking_lot::Mutex::new(None),
         }
     }
 

@@ -191,6 +191,12 @@ pub struct WorkspaceSummary {
     pub last_used: Option<DateTime<Utc>>,
     /// Being prepared or leased.
     pub in_use: bool,
+    /// Who holds the lease, when one is held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leased_by: Option<String>,
+    /// When that lease lapses (none: when its holder releases it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leased_until: Option<DateTime<Utc>>,
     /// `workspace.json` was readable.
     pub has_metadata: bool,
 }
@@ -330,6 +336,19 @@ pub struct PolicyInfo {
     pub contract: String,
 }
 
+/// The deployment's health thresholds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Thresholds {
+    /// One workspace above this is a warning.
+    pub workspace_size_warning_mb: u64,
+    /// All workspaces together above this is a warning.
+    pub total_size_warning_mb: u64,
+    /// More workspaces than this is a warning.
+    pub max_workspaces: u32,
+    /// The cleanup age.
+    pub max_age_hours: f64,
+}
+
 /// Health with the figures it was judged on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HealthReport {
@@ -337,6 +356,8 @@ pub struct HealthReport {
     pub status: HealthStatus,
     /// The policy that judged it.
     pub policy: PolicyInfo,
+    /// What it was judged against.
+    pub thresholds: Thresholds,
     /// The figures.
     pub workspace_stats: Stats,
     /// What is wrong.

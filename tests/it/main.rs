@@ -14,6 +14,7 @@
 //! | `plugins` | other policies, swapped at run time |
 //! | `extras` | submodules and Git LFS, against loopback servers |
 //! | `pr_flow` | the guide's PR route: refs, push, jobs that share a repository |
+//! | `ui` | the dashboard in chromium, through chromedriver |
 //! | `deploy` | the deployment manifests |
 //!
 //! The Windows run under Wine (`scripts/test-windows`) skips the modules
@@ -40,3 +41,5 @@ mod plugins;
 mod pr_flow;
 #[cfg(not(windows))]
 mod security;
+#[cfg(not(windows))]
+mod ui;

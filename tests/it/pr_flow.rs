@@ -38,9 +38,7 @@ fn assert_secret_nowhere(base: &Path) {
 fn the_guides_pr_route_end_to_end_over_http() {
     let forge = Forge::new();
     let base = tempfile::tempdir().unwrap();
-    let mut cmd = cli_local(base.path(), &[]);
-    cmd.env("WORKSPACE_API_TOKEN", API_TOKEN);
-    let mut served = support::serve(cmd);
+    let mut served = support::serve_local(base.path(), API_TOKEN);
     let client = reqwest::blocking::Client::new();
     let call = |path: &str, body: Value| {
         let r = client

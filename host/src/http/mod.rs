@@ -15,6 +15,7 @@ mod errors;
 mod probes;
 mod routes;
 mod server;
+pub mod ui;
 
 pub use crate::config::ServerConfig;
 pub use auth::ApiToken;
@@ -142,7 +143,8 @@ fn cleanup_age(query: &str, body: &[u8]) -> std::result::Result<Option<f64>, Rej
     Ok(None)
 }
 
-/// Every endpoint of [`ROUTES`], with JSON errors and request logging: a
+/// Every endpoint of [`ROUTES`] and the dashboard (`/ui/`, which expects
+/// the API at the root), with JSON errors and request logging: a
 /// warp `Filter` another service can mount under its own prefix.
 pub fn routes(
     manager: WorkspaceManager,
@@ -159,6 +161,8 @@ pub fn routes(
         .map(|(method, path)| routes::route(&state, method, path))
         .reduce(|all, one| all.or(one).unify().boxed())
         .expect("ROUTES is not empty")
+        .or(ui::routes())
+        .unify()
         .recover(errors::recover)
         .unify()
         .with(warp::log::custom(|info| {

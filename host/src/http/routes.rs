@@ -28,6 +28,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/workspace/workspaces/{name}"),
     ("POST", "/workspace/workspaces/{name}/push"),
     ("DELETE", "/workspace/leases/{id}"),
+    ("GET", "/workspace/operations"),
     ("POST", "/workspace/policy/reload"),
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
@@ -201,6 +202,16 @@ pub(super) fn route(state: &Arc<AppState>, method: &str, path: &str) -> Route {
                     &serde_json::json!({"released": true, "id": id, "name": name}),
                     StatusCode::OK,
                 ))
+            })
+            .boxed(),
+        ("GET", "/workspace/operations") => warp::path!("workspace" / "operations")
+            .and(warp::get())
+            .and(authorized(state.clone()))
+            .map(|state: Arc<AppState>| {
+                json(
+                    &serde_json::json!({ "operations": state.manager.recent_operations() }),
+                    StatusCode::OK,
+                )
             })
             .boxed(),
         ("POST", "/workspace/policy/reload") => {

@@ -93,6 +93,12 @@ impl WorkspaceManager {
         Ok(HealthReport {
             status,
             policy: self.policy_info(),
+            thresholds: crate::model::Thresholds {
+                workspace_size_warning_mb: config.size_warning_mb,
+                total_size_warning_mb: config.total_size_warning_mb,
+                max_workspaces: config.max_workspaces,
+                max_age_hours: config.max_age_hours,
+            },
             workspace_stats: stats,
             warnings,
             recommendations,
@@ -117,6 +123,12 @@ impl WorkspaceManager {
     /// The manager's metrics (for `GET /metrics` or an embedder's registry).
     pub fn metrics(&self) -> &Metrics {
         &self.store.metrics
+    }
+
+    /// The last finished operations (prepares, clones, updates, pushes,
+    /// removals, cleanups), newest first, with durations and failures.
+    pub fn recent_operations(&self) -> Vec<crate::metrics::RecentOperation> {
+        self.store.metrics.recent()
     }
 
     /// The metrics in Prometheus text format. The disk gauges come from

@@ -143,6 +143,19 @@ impl WorkspaceManager {
     }
 
     /// Count an error by kind in the metrics, and pass the result on.
+    /// [`counted`](Self::counted), and a failure recorded with `timer`'s
+    /// operation in the recent list.
+    fn counted_as<T>(
+        &self,
+        timer: &crate::metrics::OperationTimer<'_>,
+        result: Result<T>,
+    ) -> Result<T> {
+        if let Err(e) = &result {
+            timer.fail(e);
+        }
+        self.counted(result)
+    }
+
     fn counted<T>(&self, result: Result<T>) -> Result<T> {
         // Every counted operation may have changed the disk or what is in use.
         self.store.snapshots.invalidate();
@@ -188,8 +201,8 @@ impl WorkspaceManager {
     /// Remove workspaces unused for longer than `max_age_hours` (default from
     /// the configuration), as the policy selects them; never one in use.
     pub fn cleanup(&self, max_age_hours: Option<f64>) -> Result<CleanupReport> {
-        let _timer = self.store.metrics.start(Operation::Cleanup, None);
-        let result = self.counted(self.cleanup_inner(max_age_hours));
+        let timer = self.store.metrics.start(Operation::Cleanup, None);
+        let result = self.counted_as(&timer, self.cleanup_inner(max_age_hours));
         let clean = result.as_ref().is_ok_and(|r| r.failed.is_empty());
         self.store.metrics.cleanup_run(clean);
         result

@@ -113,11 +113,11 @@ impl WorkspaceManager {
         request: &PrepareRequest,
         progress: Option<Arc<ProgressFn>>,
     ) -> Result<PrepareOutcome> {
-        let _timer = self
+        let timer = self
             .store
             .metrics
             .start(Operation::Prepare, Some(&request.repo_full_name));
-        self.counted(self.prepare_inner(request, progress))
+        self.counted_as(&timer, self.prepare_inner(request, progress))
     }
 
     fn prepare_inner(

@@ -27,8 +27,8 @@ impl WorkspaceManager {
     /// - A push the remote refuses is [`Error::Rejected`]; one the policy
     ///   refuses is [`Error::Refused`].
     pub fn push(&self, name: &str, request: &PushRequest) -> Result<PushOutcome> {
-        let _timer = self.store.metrics.start(Operation::Push, Some(name));
-        self.counted(self.push_inner(name, request))
+        let timer = self.store.metrics.start(Operation::Push, Some(name));
+        self.counted_as(&timer, self.push_inner(name, request))
     }
 
     fn push_inner(&self, name: &str, request: &PushRequest) -> Result<PushOutcome> {

@@ -27,7 +27,7 @@ impl Store {
         let _slot = self
             .git_queue
             .enter(remote.host.as_deref().unwrap_or_default())?;
-        let _timer = self.metrics.start(Operation::Clone, Some(name.as_str()));
+        let timer = self.metrics.start(Operation::Clone, Some(name.as_str()));
         let staging = self.layout.unique_in(self.layout.staging_dir(), name);
         let git_ref = parse_ref(git_ref)?;
         let cloned = git::clone(url, git_ref.as_ref(), depth, remote, &staging)
@@ -39,6 +39,7 @@ impl Store {
         let head = match cloned {
             Ok(head) => head,
             Err(e) => {
+                timer.fail(&e);
                 self.remover.remove_tree(&staging);
                 return Err(e);
             }
@@ -94,12 +95,16 @@ impl Store {
         let _slot = self
             .git_queue
             .enter(remote.host.as_deref().unwrap_or_default())?;
-        let _timer = self.metrics.start(Operation::Update, Some(name.as_str()));
+        let timer = self.metrics.start(Operation::Update, Some(name.as_str()));
         let git_ref = parse_ref(git_ref)?;
         let repo = self.layout.repo_dir(name);
-        let updated = git::update(&repo, url, git_ref.as_ref(), depth, remote)?;
-        self.add_extras(&repo, url, remote, extras)?;
-        Ok(updated)
+        let updated = git::update(&repo, url, git_ref.as_ref(), depth, remote)
+            .map_err(Error::from)
+            .and_then(|u| self.add_extras(&repo, url, remote, extras).map(|()| u));
+        if let Err(e) = &updated {
+            timer.fail(e);
+        }
+        updated
     }
 
     /// Submodules and LFS objects into the checkout at `repo`, as asked.
@@ -147,7 +152,6 @@ impl Store {
         let _slot = self
             .git_queue
             .enter(remote.host.as_deref().unwrap_or_default())?;
-        let _timer = self.metrics.start(Operation::Push, Some(name.as_str()));
         git::push(&self.layout.repo_dir(name), url, branch, force, remote).map_err(Error::from)
     }
 

@@ -56,6 +56,7 @@ impl Store {
         let size_bytes = meta
             .as_ref()
             .map_or_else(|| dir_size(&self.layout.repo_dir(name)), |m| m.size_bytes);
+        let lease = self.locks.lease_holder(name);
         Some(WorkspaceSummary {
             name: name.to_string(),
             repo_full_name: meta.as_ref().map(|m| m.repo_full_name.clone()),
@@ -68,6 +69,8 @@ impl Store {
             last_prepared: meta.as_ref().map(|m| m.last_prepared),
             last_used: meta.as_ref().map(|m| m.last_used),
             in_use: self.locks.is_busy(name),
+            leased_by: lease.as_ref().map(|l| l.holder.clone()),
+            leased_until: lease.and_then(|l| l.until),
             has_metadata: meta.is_some(),
         })
     }

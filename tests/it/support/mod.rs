@@ -8,6 +8,8 @@ pub mod forge;
 mod servers;
 #[cfg(not(windows))]
 pub mod smart_http;
+#[cfg(not(windows))]
+pub mod webdriver;
 
 #[allow(unused_imports)] // the Windows harness includes this file too
 pub use servers::{GitDaemon, HttpStub, Tarpit};
@@ -306,6 +308,14 @@ pub fn cli_local(base: &Path, args: &[&str]) -> Command {
     cmd.env("WORKSPACE_ALLOW_LOCAL_URLS", "1")
         .env("WORKSPACE_ALLOW_PRIVATE_NETWORKS", "1");
     cmd
+}
+
+/// `serve` on `base` with local URLs and loopback allowed and `token` as
+/// the API token.
+pub fn serve_local(base: &Path, token: &str) -> Served {
+    let mut cmd = cli_local(base, &[]);
+    cmd.env("WORKSPACE_API_TOKEN", token);
+    serve(cmd)
 }
 
 /// A `serve` process, listening.
