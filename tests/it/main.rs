@@ -14,6 +14,7 @@
 //! | `plugins` | other policies, swapped at run time |
 //! | `extras` | submodules and Git LFS, against loopback servers |
 //! | `pr_flow` | the guide's PR route: refs, push, jobs that share a repository |
+//! | `router` | three nodes behind a real haproxy with the shipped config |
 //! | `ui` | the dashboard in chromium, through chromedriver |
 //! | `deploy` | the deployment manifests |
 //!
@@ -39,6 +40,8 @@ mod hostile;
 mod plugins;
 #[cfg(not(windows))]
 mod pr_flow;
+#[cfg(not(windows))]
+mod router;
 #[cfg(not(windows))]
 mod security;
 #[cfg(not(windows))]

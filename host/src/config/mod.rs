@@ -291,6 +291,9 @@ pub struct ServerConfig {
     /// How long a client may take to send its request headers
     /// (`WORKSPACE_HEADER_TIMEOUT_SECONDS`, 10).
     pub header_read_timeout: Duration,
+    /// This node's name in the `X-Served-By` header of every answer
+    /// (`WORKSPACE_NODE_ID`; else `HOSTNAME`, a pod's name in Kubernetes).
+    pub node_id: String,
 }
 
 impl Default for ServerConfig {
@@ -304,6 +307,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(30),
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(10),
+            node_id: "fixsec-workspace".into(),
         }
     }
 }
@@ -351,6 +355,15 @@ impl ServerConfig {
         }
         if let Some(v) = get("WORKSPACE_MAX_CONNECTIONS") {
             c.max_connections = number("WORKSPACE_MAX_CONNECTIONS", &v)?.max(1) as usize;
+        }
+        if let Some(v) = get("WORKSPACE_NODE_ID").or_else(|| get("HOSTNAME")) {
+            let v = v.trim();
+            if !v.bytes().all(|b| b.is_ascii_graphic()) || v.len() > 253 {
+                return Err(Error::Config(format!(
+                    "WORKSPACE_NODE_ID={v:?} must be printable ASCII without spaces, at most 253 characters"
+                )));
+            }
+            c.node_id = v.to_string();
         }
         if let Some(v) = get("WORKSPACE_HEADER_TIMEOUT_SECONDS") {
             c.header_read_timeout =

@@ -192,10 +192,17 @@ pub(super) fn route(state: &Arc<AppState>, method: &str, path: &str) -> Route {
                 )
                 .boxed()
         }
-        ("DELETE", "/workspace/leases/{id}") => warp::path!("workspace" / "leases" / u64)
+        ("DELETE", "/workspace/leases/{id}") => warp::path!("workspace" / "leases" / String)
             .and(warp::delete())
             .and(authorized(state.clone()))
-            .and_then(|id: u64, state: Arc<AppState>| async move {
+            .and_then(|id: String, state: Arc<AppState>| async move {
+                // Any id that is not one a prepare could have handed out
+                // (not a number, past u64) is simply not a lease here.
+                let id: u64 = id.parse().map_err(|_| {
+                    reject(ApiError::Manager(Error::NotFound(format!(
+                        "no lease with id {id:?}; lease ids are the numbers prepare returns"
+                    ))))
+                })?;
                 let m = state.manager.clone();
                 let name = blocking(move || m.release_lease(id)).await?;
                 Ok::<_, Rejection>(json(

@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use warp::Filter;
 
 /// A server running on a bound address.
 #[derive(Debug)]
@@ -66,7 +67,16 @@ pub async fn start(
             config.cleanup_interval,
         ))
     });
-    let routes = routes(manager.clone(), token, config.body_limit);
+    // Every answer names the node that gave it: behind a router (HAProxy,
+    // deploy/haproxy/) that is how a caller and a test see where a
+    // repository lives.
+    let routes = routes(manager.clone(), token, config.body_limit)
+        .with(warp::reply::with::header(
+            "x-served-by",
+            config.node_id.clone(),
+        ))
+        .map(warp::Reply::into_response)
+        .boxed();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(serve_connections(
         listener,

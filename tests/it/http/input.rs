@@ -160,3 +160,19 @@ fn bad_input_gets_clear_4xx_and_loses_nothing() {
             .is_file()
     );
 }
+
+/// Found by the API fuzzer: an id past u64 fell through to "method not
+/// allowed". Any id no prepare could have returned is no lease: 404.
+#[test]
+fn a_lease_id_no_prepare_could_return_is_404() {
+    let s = TestServer::start();
+    for id in ["18446744073709551616", "abc", "-1", "7"] {
+        let (status, body) = send(
+            s.client
+                .delete(format!("{}/workspace/leases/{id}", s.url))
+                .bearer_auth(TOKEN),
+        );
+        assert_eq!(status, StatusCode::NOT_FOUND, "{id}: {body}");
+        assert_eq!(body["error"], "not_found", "{id}");
+    }
+}

@@ -332,11 +332,16 @@ pub struct Served {
 /// Start `serve` from `cmd` (the binary with its environment set, e.g.
 /// from [`cli`] with no arguments) on an ephemeral loopback port with JSON
 /// logs, and wait until it listens.
+pub fn serve(cmd: Command) -> Served {
+    serve_at(cmd, "127.0.0.1:0")
+}
+
+/// [`serve`] on `bind` (a node restarted on its old address, say).
 #[allow(clippy::zombie_processes)] // the child goes to the caller, who waits for it
-pub fn serve(mut cmd: Command) -> Served {
+pub fn serve_at(mut cmd: Command, bind: &str) -> Served {
     use std::io::BufRead;
     let mut child = cmd
-        .args(["serve", "--bind", "127.0.0.1:0"])
+        .args(["serve", "--bind", bind])
         .env("WORKSPACE_LOG_FORMAT", "json")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())

@@ -1,0 +1,190 @@
+//! Beyond one node (issue 15): three `serve` processes behind Debian's real
+//! haproxy with the configuration we ship (`deploy/haproxy/haproxy.cfg`), on
+//! loopback. Repositories keep landing on the node that holds their
+//! workspace; losing a node moves only its repositories, and they return
+//! when it does.
+
+use crate::support::{Upstream, cli_local, serve_at};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "router-token-0123456789abcdef";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn node(base: &Path, id: &str, port: u16) -> crate::support::Served {
+    let mut cmd = cli_local(base, &[]);
+    cmd.env("WORKSPACE_API_TOKEN", TOKEN)
+        .env("WORKSPACE_NODE_ID", id);
+    serve_at(cmd, &format!("127.0.0.1:{port}"))
+}
+
+struct Router {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn router(nodes: &[u16]) -> Router {
+    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/haproxy/haproxy.cfg");
+    let port = free_port();
+    let mut cmd = Command::new("haproxy");
+    cmd.arg("-db")
+        .arg("-f")
+        .arg(&cfg)
+        .env("LISTEN", format!("127.0.0.1:{port}"));
+    for (i, p) in nodes.iter().enumerate() {
+        cmd.env(format!("NODE{}", i + 1), format!("127.0.0.1:{p}"));
+    }
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("haproxy (Debian: haproxy; scripts/setup --test installs it)");
+    Router {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+/// Prepare `repo` through the router; the node that served it, or none
+/// while the router still sends it to a node that is gone.
+fn try_prepare(
+    client: &reqwest::blocking::Client,
+    router: &str,
+    up: &Upstream,
+    repo: &str,
+) -> Option<String> {
+    let r = client
+        .post(format!("{router}/workspace/prepare"))
+        .bearer_auth(TOKEN)
+        .header("X-Fixsec-Shard", repo)
+        .json(&json!({"repo_full_name": repo, "clone_url": up.url()}))
+        .send()
+        .ok()?;
+    let node = r.headers().get("x-served-by")?.to_str().ok()?.to_string();
+    let status = r.status();
+    let body: Value = r.json().unwrap_or_default();
+    assert!(status.is_success(), "{repo} on {node}: {body}");
+    Some(node)
+}
+
+fn prepare(client: &reqwest::blocking::Client, router: &str, up: &Upstream, repo: &str) -> String {
+    try_prepare(client, router, up, repo).unwrap_or_else(|| panic!("{repo} was not served"))
+}
+
+/// Wait until every node in `expected` answers through the router.
+fn wait_for_nodes(
+    client: &reqwest::blocking::Client,
+    router: &str,
+    up: &Upstream,
+    repos: &[String],
+    expected: usize,
+) -> BTreeMap<String, String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let placed: Option<BTreeMap<String, String>> = repos
+            .iter()
+            .map(|r| try_prepare(client, router, up, r).map(|n| (r.clone(), n)))
+            .collect();
+        let nodes: std::collections::BTreeSet<String> =
+            placed.iter().flat_map(|p| p.values().cloned()).collect();
+        if let Some(placed) = placed.filter(|_| nodes.len() == expected) {
+            return placed;
+        }
+        assert!(Instant::now() < deadline, "only {nodes:?} serve after 20 s");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn repositories_stay_on_their_node_and_only_a_lost_nodes_move() {
+    let up = Upstream::new();
+    let bases: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut nodes: Vec<crate::support::Served> = (0..3)
+        .map(|i| node(bases[i].path(), &format!("node{}", i + 1), ports[i]))
+        .collect();
+    let router = router(&ports);
+    let client = reqwest::blocking::Client::new();
+    let repos: Vec<String> = (0..12).map(|i| format!("acme/repo-{i}")).collect();
+
+    // A request without the shard key is the router's 400.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let missing = loop {
+        match client
+            .post(format!("{}/workspace/prepare", router.url))
+            .bearer_auth(TOKEN)
+            .json(&json!({"repo_full_name": "acme/x", "clone_url": up.url()}))
+            .send()
+        {
+            Ok(r) => break r,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) => panic!("the router never listened: {e}"),
+        }
+    };
+    assert_eq!(missing.status().as_u16(), 400);
+    assert_eq!(missing.json::<Value>().unwrap()["error"], "missing_shard");
+
+    // Prepared twice, each repository lands on the same node both times.
+    let first = wait_for_nodes(&client, &router.url, &up, &repos, 3);
+    let second: BTreeMap<String, String> = repos
+        .iter()
+        .map(|r| (r.clone(), prepare(&client, &router.url, &up, r)))
+        .collect();
+    assert_eq!(first, second);
+    for (repo, node) in &first {
+        let i: usize = node.trim_start_matches("node").parse::<usize>().unwrap() - 1;
+        let m = fixsec_workspace::WorkspaceManager::builder()
+            .base_path(bases[i].path())
+            .build()
+            .unwrap();
+        assert!(
+            m.get(&m.workspace_name(repo).unwrap()).unwrap().is_some(),
+            "{repo} not on {node}"
+        );
+    }
+
+    // Lose node2: only its repositories move, to the other two.
+    let _ = nodes[1].child.kill();
+    let _ = nodes[1].child.wait();
+    let moved = wait_for_nodes(&client, &router.url, &up, &repos, 2);
+    for repo in &repos {
+        if first[repo] == "node2" {
+            assert_ne!(moved[repo], "node2", "{repo}");
+        } else {
+            assert_eq!(
+                moved[repo], first[repo],
+                "{repo} moved though its node lives"
+            );
+        }
+    }
+    assert!(
+        first.values().any(|n| n == "node2"),
+        "node2 held nothing: {first:?}"
+    );
+
+    // Back again: the original mapping returns.
+    nodes[1] = node(bases[1].path(), "node2", ports[1]);
+    let back = wait_for_nodes(&client, &router.url, &up, &repos, 3);
+    assert_eq!(back, first);
+    for n in &mut nodes {
+        let _ = n.child.kill();
+        let _ = n.child.wait();
+    }
+}
