@@ -78,6 +78,12 @@ impl Layout {
         self.base.join(".locks")
     }
 
+    /// `<base>/.leases`: one file per live lease, shared by every process
+    /// on this base directory.
+    pub fn leases_dir(&self) -> PathBuf {
+        self.base.join(".leases")
+    }
+
     /// `<base>/.cache/policies`: compiled policy components.
     pub fn policy_cache_dir(&self) -> PathBuf {
         self.base.join(".cache").join("policies")

@@ -27,17 +27,22 @@ use std::time::{Duration, Instant};
 pub struct WorkspaceLocks {
     layout: Layout,
     mutexes: Mutex<HashMap<WorkspaceName, Arc<Mutex<()>>>>,
-    leases: Mutex<HashMap<u64, LeaseEntry>>,
+    /// Serializes id choice among this process's threads.
+    leases: Mutex<()>,
+    /// The leases this process took (also on disk).
+    own: Mutex<HashMap<u64, LeaseEntry>>,
 }
 
-/// One lease: on which workspace, who holds it, and until when (none:
-/// until released).
-#[derive(Debug, Clone)]
+/// One lease, as stored in `<base>/.leases/<id>.json`: on which
+/// workspace, who holds it, until when (none: until released, or until
+/// the process that took it ends), and that process.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct LeaseEntry {
     name: WorkspaceName,
     holder: String,
-    expires: Option<Instant>,
     expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    pid: u32,
+    created: chrono::DateTime<chrono::Utc>,
 }
 
 /// Who holds a lease on a workspace, for an "in use" answer.
@@ -61,9 +66,22 @@ impl std::fmt::Display for LeaseHolder {
 /// How often a wait for a lock held by another process polls.
 const POLL: Duration = Duration::from_millis(25);
 
+/// An open-ended lease of a process whose liveness cannot be checked (off
+/// Linux) counts for this long at most.
+const UNCHECKED_LEASE_MAX: chrono::Duration = chrono::Duration::hours(24);
+
 impl LeaseEntry {
+    /// A timed lease lives until it lapses (wall clock, so across
+    /// restarts); an open-ended one while the process that took it runs.
     fn live(&self) -> bool {
-        self.expires.is_none_or(|t| t > Instant::now())
+        match self.expires_at {
+            Some(t) => t > chrono::Utc::now(),
+            None if cfg!(target_os = "linux") => process_alive(self.pid),
+            None => {
+                self.pid == std::process::id()
+                    || chrono::Utc::now() - self.created < UNCHECKED_LEASE_MAX
+            }
+        }
     }
 }
 
@@ -88,7 +106,8 @@ impl WorkspaceLocks {
         WorkspaceLocks {
             layout,
             mutexes: Mutex::new(HashMap::new()),
-            leases: Mutex::new(HashMap::new()),
+            leases: Mutex::new(()),
+            own: Mutex::new(HashMap::new()),
         }
     }
 
@@ -185,71 +204,137 @@ impl WorkspaceLocks {
         }
     }
 
-    /// Whether a live lease is held on the workspace in this process.
+    /// Whether a live lease is held on the workspace, by any process.
     pub fn is_leased(&self, name: &WorkspaceName) -> bool {
-        let mut leases = self.leases.lock();
-        leases.retain(|_, l| l.live());
-        leases.values().any(|l| &l.name == name)
+        self.lease_holder(name).is_some()
     }
 
     /// Who holds a live lease on the workspace, if anyone (the lease that
-    /// lasts longest when there are several).
+    /// lasts longest when there are several). Leases are read from
+    /// `<base>/.leases`, so one taken by the server is seen by the CLI.
     pub fn lease_holder(&self, name: &WorkspaceName) -> Option<LeaseHolder> {
-        let mut leases = self.leases.lock();
-        leases.retain(|_, l| l.live());
-        leases
-            .values()
-            .filter(|l| &l.name == name)
-            .max_by_key(|l| l.expires_at.map_or(i64::MAX, |t| t.timestamp()))
-            .map(|l| LeaseHolder {
-                holder: l.holder.clone(),
+        self.live_leases()
+            .into_iter()
+            .filter(|(_, l)| &l.name == name)
+            .max_by_key(|(_, l)| l.expires_at.map_or(i64::MAX, |t| t.timestamp()))
+            .map(|(_, l)| LeaseHolder {
+                holder: l.holder,
                 until: l.expires_at,
             })
     }
 
-    /// Add a lease held by `holder` for `ttl` (none: until released).
-    /// Returns its id (random, so one caller cannot release another's) and
-    /// when it lapses.
+    /// Every live lease on disk; lapsed ones (and those of a process that
+    /// is gone) are deleted on the way.
+    fn live_leases(&self) -> Vec<(u64, LeaseEntry)> {
+        let dir = self.layout.leases_dir();
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        let mut live = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some(id) = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| s.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            let Some(lease) = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<LeaseEntry>(&b).ok())
+            else {
+                continue;
+            };
+            if lease.live() {
+                live.push((id, lease));
+            } else {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+        live
+    }
+
+    fn lease_file(&self, id: u64) -> std::path::PathBuf {
+        self.layout.leases_dir().join(format!("{id}.json"))
+    }
+
+    /// Add a lease held by `holder` for `ttl` (none: until released, or
+    /// until this process ends). Returns its id (random, so one caller
+    /// cannot release another's) and when it lapses. The lease is a file
+    /// under `<base>/.leases`: other processes see it, and a timed lease
+    /// outlives a restart of the process that took it.
     pub(crate) fn add_lease(
         &self,
         name: &WorkspaceName,
         holder: &str,
         ttl: Option<Duration>,
     ) -> (u64, Option<chrono::DateTime<chrono::Utc>>) {
-        let mut leases = self.leases.lock();
-        let id = loop {
-            // Ids are shown to callers as JSON numbers: keep them exact in
-            // JavaScript's doubles (53 bits), and never 0.
-            let id = rand::random::<u64>() >> 11;
-            if id != 0 && !leases.contains_key(&id) {
-                break id;
-            }
-        };
         let expires_at = ttl.and_then(|t| {
             chrono::Duration::from_std(t)
                 .ok()
                 .and_then(|d| chrono::Utc::now().checked_add_signed(d))
         });
-        leases.insert(
-            id,
-            LeaseEntry {
-                name: name.clone(),
-                holder: holder.to_string(),
-                expires: ttl.and_then(|t| Instant::now().checked_add(t)),
-                expires_at,
-            },
-        );
+        let entry = LeaseEntry {
+            name: name.clone(),
+            holder: holder.to_string(),
+            expires_at,
+            pid: std::process::id(),
+            created: chrono::Utc::now(),
+        };
+        let _ = std::fs::create_dir_all(self.layout.leases_dir());
+        let _registry = self.leases.lock();
+        let id = loop {
+            // Ids are shown to callers as JSON numbers: keep them exact in
+            // JavaScript's doubles (53 bits), and never 0.
+            let id = rand::random::<u64>() >> 11;
+            if id != 0 && !self.lease_file(id).exists() {
+                break id;
+            }
+        };
+        if let Err(e) = write_atomically(
+            &self.lease_file(id),
+            &serde_json::to_vec(&entry).expect("a lease serializes"),
+        ) {
+            // Still held in this process; other processes will not see it.
+            tracing::warn!(workspace = %name, error = %e, "could not record the lease on disk");
+        }
+        self.own.lock().insert(id, entry);
         (id, expires_at)
     }
 
-    /// Release a lease by id. Returns the workspace it held, if it was live.
+    /// Release a lease by id, whichever process took it. Returns the
+    /// workspace it held, if it was live.
     pub(crate) fn release_lease(&self, id: u64) -> Option<WorkspaceName> {
-        self.leases
-            .lock()
-            .remove(&id)
-            .filter(LeaseEntry::live)
-            .map(|l| l.name)
+        let own = self.own.lock().remove(&id);
+        let path = self.lease_file(id);
+        let on_disk = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<LeaseEntry>(&b).ok());
+        let _ = std::fs::remove_file(&path);
+        on_disk.or(own).filter(LeaseEntry::live).map(|l| l.name)
     }
+}
+
+/// Write `data` to `path` whole or not at all (a temporary file renamed).
+fn write_atomically(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+/// Whether the process `pid` still runs (on Linux, from /proc; elsewhere
+/// only this process is known to run).
+fn process_alive(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    if cfg!(target_os = "linux") {
+        return std::path::Path::new(&format!("/proc/{pid}")).exists();
+    }
+    false
 }
 
 /// What one try at an opened lock file gave.

@@ -13,6 +13,22 @@ pub const MAX_NAME_LEN: usize = 200;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct WorkspaceName(String);
 
+/// As its string.
+impl serde::Serialize for WorkspaceName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// Validated as [`WorkspaceName::parse`] does: a name read from a file is
+/// as untrusted as one from a caller.
+impl<'de> serde::Deserialize<'de> for WorkspaceName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        WorkspaceName::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
 impl WorkspaceName {
     /// Check `name` and wrap it. Refuses separators, `..`, NUL and control
     /// characters, characters Windows forbids, trailing dots and spaces,

@@ -1,8 +1,8 @@
-//! Beyond one node (issue 15): three `serve` processes behind Debian's real
-//! haproxy with the configuration we ship (`deploy/haproxy/haproxy.cfg`), on
-//! loopback. Repositories keep landing on the node that holds their
-//! workspace; losing a node moves only its repositories, and they return
-//! when it does.
+//! Beyond one process and one node (issue 15): leases every process on a
+//! node sees, and three `serve` processes behind Debian's real haproxy with
+//! the configuration we ship (`deploy/haproxy/haproxy.cfg`), on loopback.
+//! Repositories keep landing on the node that holds their workspace; losing
+//! a node moves only its repositories, and they return when it does.
 
 use crate::support::{Upstream, cli_local, serve_at};
 use serde_json::{Value, json};
@@ -24,7 +24,8 @@ fn free_port() -> u16 {
 fn node(base: &Path, id: &str, port: u16) -> crate::support::Served {
     let mut cmd = cli_local(base, &[]);
     cmd.env("WORKSPACE_API_TOKEN", TOKEN)
-        .env("WORKSPACE_NODE_ID", id);
+        .env("WORKSPACE_NODE_ID", id)
+        .env("WORKSPACE_LEASE_WAIT_SECONDS", "0");
     serve_at(cmd, &format!("127.0.0.1:{port}"))
 }
 
@@ -88,7 +89,9 @@ fn prepare(client: &reqwest::blocking::Client, router: &str, up: &Upstream, repo
     try_prepare(client, router, up, repo).unwrap_or_else(|| panic!("{repo} was not served"))
 }
 
-/// Wait until every node in `expected` answers through the router.
+/// Where each repository lands once `expected` nodes serve and the
+/// placement has settled (two passes in a row agree: a node coming up or
+/// going down mid-pass gives a mixed one).
 fn wait_for_nodes(
     client: &reqwest::blocking::Client,
     router: &str,
@@ -96,7 +99,8 @@ fn wait_for_nodes(
     repos: &[String],
     expected: usize,
 ) -> BTreeMap<String, String> {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last: Option<BTreeMap<String, String>> = None;
     loop {
         let placed: Option<BTreeMap<String, String>> = repos
             .iter()
@@ -104,10 +108,15 @@ fn wait_for_nodes(
             .collect();
         let nodes: std::collections::BTreeSet<String> =
             placed.iter().flat_map(|p| p.values().cloned()).collect();
-        if let Some(placed) = placed.filter(|_| nodes.len() == expected) {
-            return placed;
+        let placed = placed.filter(|_| nodes.len() == expected);
+        if let Some(settled) = placed.as_ref().filter(|_| placed == last) {
+            return settled.clone();
         }
-        assert!(Instant::now() < deadline, "only {nodes:?} serve after 20 s");
+        assert!(
+            Instant::now() < deadline,
+            "no settled placement on {expected} nodes; last {nodes:?}"
+        );
+        last = placed;
         std::thread::sleep(Duration::from_millis(300));
     }
 }
@@ -187,4 +196,68 @@ fn repositories_stay_on_their_node_and_only_a_lost_nodes_move() {
         let _ = n.child.kill();
         let _ = n.child.wait();
     }
+}
+
+#[test]
+fn a_lease_taken_through_the_server_holds_for_the_cli_and_across_a_restart() {
+    let up = Upstream::new();
+    let base = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = node(base.path(), "node1", port);
+    let client = reqwest::blocking::Client::new();
+    let url = format!("http://127.0.0.1:{port}");
+    let prepare = |holder: &str| {
+        let r = client
+            .post(format!("{url}/workspace/prepare"))
+            .bearer_auth(TOKEN)
+            .json(
+                &json!({"repo_full_name": "acme/held", "clone_url": up.url(),
+                          "lease_seconds": 600, "holder": holder}),
+            )
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().unwrap())
+    };
+    let (status, held) = prepare("scan-9");
+    assert_eq!(status, 200, "{held}");
+    let name = held["name"].as_str().unwrap().to_string();
+    let id = held["lease"]["id"].as_u64().unwrap();
+
+    // The CLI, another process, sees the server's lease.
+    let cli = |args: &[&str]| cli_local(base.path(), args).output().unwrap();
+    let out = cli(&["remove", &name]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("scan-9"),
+        "{out:?}"
+    );
+    let out = cli(&["--json", "cleanup", "--max-age-hours", "0"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        base.path().join(&name).join("repo").is_dir(),
+        "cleanup removed a leased workspace"
+    );
+    let listed: Value = serde_json::from_slice(&cli(&["--json", "list"]).stdout).unwrap();
+    assert_eq!(listed[0]["leased_by"], "scan-9");
+
+    // A timed lease outlives a restart of the server that granted it.
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    let mut server = node(base.path(), "node1", port);
+    let (status, busy) = prepare("fix-1");
+    assert_eq!(status, 409, "{busy}");
+    assert!(
+        busy["detail"].as_str().unwrap().contains("scan-9"),
+        "{busy}"
+    );
+    let released = client
+        .delete(format!("{url}/workspace/leases/{id}"))
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap();
+    assert_eq!(released.status().as_u16(), 200);
+    let out = cli(&["remove", &name]);
+    assert!(out.status.success(), "{out:?}");
+    let _ = server.child.kill();
+    let _ = server.child.wait();
 }

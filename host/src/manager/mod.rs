@@ -280,9 +280,17 @@ impl WorkspaceManager {
         }
         let report = self.store.remove_workspace(&name);
         if report.skipped_in_use {
-            return Err(Error::InUse(name.to_string()));
+            return Err(self.in_use(&name));
         }
         Ok(report)
+    }
+
+    /// `InUse` for `name`, naming the lease holder when there is one.
+    fn in_use(&self, name: &WorkspaceName) -> Error {
+        Error::InUse(match self.store.locks.lease_holder(name) {
+            Some(holder) => format!("{name} ({holder})"),
+            None => name.to_string(),
+        })
     }
 
     /// Remove one workspace, answering as soon as its name is free: the
@@ -295,7 +303,7 @@ impl WorkspaceManager {
         let name = WorkspaceName::parse(name)?;
         let store = &self.store;
         let Some(guard) = store.locks.try_lock_idle(&name)? else {
-            return Err(Error::InUse(name.to_string()));
+            return Err(self.in_use(&name));
         };
         let dir = store.layout.workspace_dir(&name);
         if std::fs::symlink_metadata(&dir).is_err() {
