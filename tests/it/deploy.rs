@@ -163,3 +163,130 @@ fn the_dockerfile_is_multi_stage_with_the_guides_volume() {
         "runs as a non-root user"
     );
 }
+
+/// The multi-node option (`deploy/k8s/nodes/`): the StatefulSet, its
+/// headless Service and the router agree on names, ports, probes and
+/// server ids, and the router's configuration is the shipped one's.
+#[test]
+fn the_node_manifests_agree_with_each_other_and_the_router() {
+    let dir = deploy_dir().join("k8s/nodes");
+    let mut docs = Vec::new();
+    for file in ["statefulset.yaml", "router.yaml"] {
+        docs.extend(load(&dir.join(file)));
+    }
+    let set = of_kind(&docs, "StatefulSet");
+    let set_name = set["metadata"]["name"].as_str().unwrap();
+    let service_name = set["spec"]["serviceName"].as_str().unwrap();
+    let headless = docs
+        .iter()
+        .find(|d| {
+            d["kind"].as_str() == Some("Service")
+                && d["metadata"]["name"].as_str() == Some(service_name)
+        })
+        .expect("the StatefulSet's headless Service");
+    assert_eq!(headless["spec"]["clusterIP"].as_str(), Some("None"));
+    let pod = &set["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let port = container["ports"][0]["containerPort"].as_i64().unwrap();
+    let port_name = container["ports"][0]["name"].as_str().unwrap();
+    let claim = &set["spec"]["volumeClaimTemplates"][0];
+    assert_eq!(
+        container["volumeMounts"][0]["name"],
+        claim["metadata"]["name"]
+    );
+    assert_eq!(
+        claim["spec"]["accessModes"][0].as_str(),
+        Some("ReadWriteOnce")
+    );
+    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+        assert_eq!(
+            container[probe]["httpGet"]["path"].as_str(),
+            Some(path),
+            "{probe}"
+        );
+        assert_eq!(
+            container[probe]["httpGet"]["port"].as_str(),
+            Some(port_name),
+            "{probe}"
+        );
+    }
+    let env = container["env"].as_vec().unwrap();
+    let var = |name: &str| {
+        env.iter()
+            .find(|e| e["name"].as_str() == Some(name))
+            .unwrap()
+    };
+    assert_eq!(
+        var("WORKSPACE_NODE_ID")["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
+        Some("metadata.name")
+    );
+    assert_eq!(
+        var("WORKSPACE_BIND")["value"].as_str(),
+        Some(format!("0.0.0.0:{port}").as_str())
+    );
+    let readme = std::fs::read_to_string(deploy_dir().join("../README.md")).unwrap();
+    for e in env {
+        let name = e["name"].as_str().unwrap();
+        assert!(
+            readme.contains(&format!("`{name}`")),
+            "{name} is not documented in the README"
+        );
+    }
+
+    // The router: two replicas of one configuration.
+    let router = docs
+        .iter()
+        .find(|d| d["kind"].as_str() == Some("Deployment"))
+        .unwrap();
+    assert_eq!(router["spec"]["replicas"].as_i64(), Some(2));
+    let config = of_kind(&docs, "ConfigMap");
+    assert_eq!(
+        router["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"],
+        config["metadata"]["name"]
+    );
+    let cfg = config["data"]["haproxy.cfg"].as_str().unwrap();
+    let mut ids = std::collections::BTreeSet::new();
+    for (slot, line) in cfg
+        .lines()
+        .filter(|l| l.trim_start().starts_with("server "))
+        .enumerate()
+    {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(
+            words[2],
+            format!("{set_name}-{slot}.{service_name}:{port}"),
+            "{line}"
+        );
+        let id = words[words.iter().position(|w| *w == "id").unwrap() + 1];
+        assert!(ids.insert(id.to_string()), "duplicate server id {id}");
+        assert_eq!(id, (slot + 1).to_string(), "ids are fixed by slot: {line}");
+    }
+    assert!(ids.len() >= 3, "fewer slots than replicas");
+    // The routing rules are the shipped configuration's, line for line.
+    let shipped = std::fs::read_to_string(deploy_dir().join("haproxy/haproxy.cfg")).unwrap();
+    let rules = |text: &str| -> Vec<String> {
+        text.lines()
+            .map(str::trim)
+            .filter(|l| {
+                [
+                    "balance ",
+                    "hash-type ",
+                    "hash-balance-factor ",
+                    "option httpchk ",
+                    "http-check ",
+                    "retries ",
+                    "option redispatch",
+                    "acl ",
+                ]
+                .iter()
+                .any(|k| l.starts_with(k))
+            })
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(rules(cfg), rules(&shipped));
+    assert!(cfg.contains(&format!(
+        "option httpchk GET {}",
+        container["readinessProbe"]["httpGet"]["path"].as_str().unwrap()
+    )));
+}

@@ -261,3 +261,51 @@ fn a_lease_taken_through_the_server_holds_for_the_cli_and_across_a_restart() {
     let _ = server.child.kill();
     let _ = server.child.wait();
 }
+
+/// After SIGTERM a node drains: `/readyz` answers 503 (the router and
+/// Kubernetes stop sending it work) while requests are still served, then
+/// it exits. `/healthz` (liveness) stays 200 throughout.
+#[test]
+fn a_draining_node_fails_readiness_but_keeps_serving() {
+    let base = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut cmd = cli_local(base.path(), &[]);
+    cmd.env("WORKSPACE_API_TOKEN", TOKEN)
+        .env("WORKSPACE_DRAIN_SECONDS", "3")
+        .env("WORKSPACE_SHUTDOWN_GRACE_SECONDS", "1");
+    let mut served = serve_at(cmd, &format!("127.0.0.1:{port}"));
+    let client = reqwest::blocking::Client::new();
+    let get = |path: &str| {
+        client
+            .get(format!("http://127.0.0.1:{port}{path}"))
+            .bearer_auth(TOKEN)
+            .send()
+            .map(|r| r.status().as_u16())
+    };
+    assert_eq!(get("/readyz").unwrap(), 200);
+    assert_eq!(get("/healthz").unwrap(), 200);
+    let term = Command::new("kill")
+        .args(["-TERM", &served.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while get("/readyz").unwrap() != 503 {
+        assert!(Instant::now() < deadline, "readiness never failed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(get("/healthz").unwrap(), 200);
+    assert_eq!(
+        get("/workspace/stats").unwrap(),
+        200,
+        "work is still served"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while served.child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the node did not exit after draining"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -47,6 +47,13 @@ pub(super) fn serve(
         shutdown_signal().await;
         #[cfg(unix)]
         reloader.abort();
+        if !config.drain.is_zero() {
+            // Readiness fails first, so the load balancer stops sending new
+            // work; what it already sent is still served.
+            manager.begin_draining();
+            tracing::info!(drain = ?config.drain, "draining");
+            tokio::time::sleep(config.drain).await;
+        }
         tracing::info!(grace = ?config.shutdown_grace, "shutting down");
         server.shutdown(config.shutdown_grace).await;
         Ok::<(), Error>(())

@@ -291,6 +291,9 @@ pub struct ServerConfig {
     /// How long a client may take to send its request headers
     /// (`WORKSPACE_HEADER_TIMEOUT_SECONDS`, 10).
     pub header_read_timeout: Duration,
+    /// After SIGTERM, how long `/readyz` fails while requests are still
+    /// accepted, before the grace period (`WORKSPACE_DRAIN_SECONDS`, 0).
+    pub drain: Duration,
     /// This node's name in the `X-Served-By` header of every answer
     /// (`WORKSPACE_NODE_ID`; else `HOSTNAME`, a pod's name in Kubernetes).
     pub node_id: String,
@@ -308,6 +311,7 @@ impl Default for ServerConfig {
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(10),
             node_id: "fixsec-workspace".into(),
+            drain: Duration::ZERO,
         }
     }
 }
@@ -355,6 +359,9 @@ impl ServerConfig {
         }
         if let Some(v) = get("WORKSPACE_MAX_CONNECTIONS") {
             c.max_connections = number("WORKSPACE_MAX_CONNECTIONS", &v)?.max(1) as usize;
+        }
+        if let Some(v) = get("WORKSPACE_DRAIN_SECONDS") {
+            c.drain = Duration::from_secs(number("WORKSPACE_DRAIN_SECONDS", &v)?);
         }
         if let Some(v) = get("WORKSPACE_NODE_ID").or_else(|| get("HOSTNAME")) {
             let v = v.trim();

@@ -31,6 +31,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/workspace/operations"),
     ("POST", "/workspace/policy/reload"),
     ("GET", "/metrics"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
     ("GET", "/openapi.json"),
 ];
 
@@ -236,6 +238,24 @@ pub(super) fn route(state: &Arc<AppState>, method: &str, path: &str) -> Route {
                 })
                 .boxed()
         }
+        ("GET", "/healthz") => warp::path!("healthz")
+            .and(warp::get())
+            .map(|| json(&serde_json::json!({"status": "alive"}), StatusCode::OK))
+            .boxed(),
+        ("GET", "/readyz") => warp::path!("readyz")
+            .and(warp::get())
+            .and(with_state(state.clone()))
+            .map(|state: Arc<AppState>| {
+                if state.manager.is_draining() {
+                    json(
+                        &serde_json::json!({"status": "draining"}),
+                        StatusCode::SERVICE_UNAVAILABLE,
+                    )
+                } else {
+                    json(&serde_json::json!({"status": "ready"}), StatusCode::OK)
+                }
+            })
+            .boxed(),
         ("GET", "/metrics") => warp::path!("metrics")
             .and(warp::get())
             .and(with_state(state.clone()))

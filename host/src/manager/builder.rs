@@ -101,6 +101,7 @@ impl WorkspaceManagerBuilder {
             remover: Remover::new(self.fs_ops, self.config.removal),
             git_queue: crate::git_queue::GitQueue::new(self.config.git, metrics.git_queue.clone()),
             cancel: Default::default(),
+            draining: Default::default(),
             metrics,
             background: Default::default(),
             snapshots: Snapshots::default(),

@@ -145,6 +145,21 @@ impl WorkspaceManager {
         Ok(self.store.metrics.encode())
     }
 
+    /// Start draining: `/readyz` answers 503 so a load balancer stops
+    /// sending new work, while requests keep being served. Irreversible.
+    pub fn begin_draining(&self) {
+        self.store
+            .draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether the service is draining (readiness fails).
+    pub fn is_draining(&self) -> bool {
+        self.store
+            .draining
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Stop git transfers in flight at their next chunk of data, and any
     /// about to start (shutdown, after the grace period). Irreversible.
     pub fn cancel_git_operations(&self) {

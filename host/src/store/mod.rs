@@ -41,6 +41,8 @@ pub(crate) struct Store {
     pub git_queue: crate::git_queue::GitQueue,
     /// Set at shutdown: transfers in flight stop at their next chunk.
     pub cancel: Arc<std::sync::atomic::AtomicBool>,
+    /// Set when the service begins to drain: readiness fails, work goes on.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 impl Store {
