@@ -37,6 +37,19 @@ fn of_kind<'a>(docs: &'a [Yaml], kind: &str) -> &'a Yaml {
         .unwrap_or_else(|| panic!("no {kind}"))
 }
 
+/// Every environment variable a manifest sets is one the server reads:
+/// documented in the README's configuration table.
+fn assert_documented(env: &[Yaml]) {
+    let readme = std::fs::read_to_string(deploy_dir().join("../README.md")).unwrap();
+    for e in env {
+        let name = e["name"].as_str().unwrap();
+        assert!(
+            readme.contains(&format!("`{name}`")),
+            "{name} is not documented in the README"
+        );
+    }
+}
+
 #[test]
 fn manifests_wire_storage_probes_and_the_secret() {
     let docs = all_manifests();
@@ -90,15 +103,7 @@ fn manifests_wire_storage_probes_and_the_secret() {
     };
     assert_eq!(value("WORKSPACE_BIND"), Some("0.0.0.0:8080"));
     assert_eq!(value("WORKSPACE_BASE_PATH"), Some("/app/backend/workspace"));
-    // Every environment variable set is one the server reads.
-    let readme = std::fs::read_to_string(deploy_dir().join("../README.md")).unwrap();
-    for e in env {
-        let name = e["name"].as_str().unwrap();
-        assert!(
-            readme.contains(&format!("`{name}`")),
-            "{name} is not documented in the README"
-        );
-    }
+    assert_documented(env);
 }
 
 /// Metric names (`fixsec_workspace_*`) in a PromQL expression.
@@ -224,14 +229,7 @@ fn the_node_manifests_agree_with_each_other_and_the_router() {
         var("WORKSPACE_BIND")["value"].as_str(),
         Some(format!("0.0.0.0:{port}").as_str())
     );
-    let readme = std::fs::read_to_string(deploy_dir().join("../README.md")).unwrap();
-    for e in env {
-        let name = e["name"].as_str().unwrap();
-        assert!(
-            readme.contains(&format!("`{name}`")),
-            "{name} is not documented in the README"
-        );
-    }
+    assert_documented(env);
 
     // The router: two replicas of one configuration.
     let router = docs
