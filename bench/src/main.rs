@@ -15,7 +15,7 @@ mod git;
 mod service;
 
 use git::{clone_and_reuse, removal, shallow};
-use service::{policy_calls, python, server, stats};
+use service::{policy_calls, python, router, server, stats};
 
 use fixsec_workspace::{PrepareRequest, WorkspaceManager};
 use std::io::{BufRead, BufReader};
@@ -130,7 +130,7 @@ fn main() {
         b.runs,
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
     );
-    // `--only clone,daemon,removal,stats,policy,server,python` runs a subset.
+    // `--only clone,daemon,removal,stats,policy,server,router,python` runs a subset.
     let only: Option<Vec<String>> = args
         .iter()
         .position(|a| a == "--only")
@@ -154,6 +154,9 @@ fn main() {
     }
     if wanted("server") {
         server(&mut b, &src);
+    }
+    if wanted("router") {
+        router(&mut b, &src);
     }
     if wanted("python") {
         python(&mut b, &src);

@@ -120,6 +120,152 @@ pub(crate) fn rss_kb(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Start the release binary's server on `base`; the child, its address
+/// and how long it took to listen.
+fn start_server(bin: &Path, base: &Path) -> (std::process::Child, String, Duration) {
+    let t = Instant::now();
+    let mut child = Command::new(bin)
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .env("WORKSPACE_BASE_PATH", base)
+        .env("WORKSPACE_API_TOKEN", "bench")
+        .env("WORKSPACE_ALLOW_LOCAL_URLS", "1")
+        .env("WORKSPACE_ALLOW_PRIVATE_NETWORKS", "1")
+        .env("WORKSPACE_LOG_FORMAT", "json")
+        .env("RUST_LOG", "warn,fixsec_workspace::cli=info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().unwrap().unwrap();
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+            && let Some(a) = v["fields"]["addr"].as_str()
+        {
+            break a.to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    while TcpStream::connect(&addr).is_err() {}
+    (child, addr, t.elapsed())
+}
+
+/// One HTTP/1.1 request on a fresh connection (as a client without
+/// keep-alive makes it); the status code.
+fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(addr).unwrap();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// What HAProxy (Debian's, with `deploy/haproxy/haproxy.cfg`) adds to a
+/// warm prepare: the same request straight to a node and through the
+/// router, alternating, medians.
+pub(crate) fn router(b: &mut Bench, src: &Path) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let bin = root.join("target/release/fixsec-workspace");
+    if !bin.exists() || Command::new("haproxy").arg("-v").output().is_err() {
+        b.report("router figures skipped: needs `cargo build --release` and haproxy".into());
+        return;
+    }
+    let (mut node, addr, _) = start_server(&bin, &b.fresh("router"));
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let mut haproxy = Command::new("haproxy")
+        .arg("-db")
+        .arg("-f")
+        .arg(root.join("deploy/haproxy/haproxy.cfg"))
+        .env("LISTEN", &listen)
+        .envs((1..=3).map(|i| (format!("NODE{i}"), addr.clone())))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(&listen).is_err() || http(&listen, "GET", "/readyz", &[], "") != 200 {
+        assert!(Instant::now() < deadline, "haproxy did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let body = format!(
+        r#"{{"repo_full_name":"bench/routed","clone_url":"{}"}}"#,
+        src.display()
+    );
+    let headers = [
+        ("Authorization", "Bearer bench"),
+        ("Content-Type", "application/json"),
+        ("X-Fixsec-Shard", "bench/routed"),
+    ];
+    let prepare = |to: &str| {
+        timed(|| assert_eq!(http(to, "POST", "/workspace/prepare", &headers, &body), 200))
+    };
+    for _ in 0..3 {
+        prepare(&addr);
+    }
+    let runs = b.runs.max(10);
+    let (mut direct, mut routed) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        direct.push(prepare(&addr));
+        routed.push(prepare(&listen));
+    }
+    let (direct, routed) = (median(direct), median(routed));
+    let added = routed.as_secs_f64() - direct.as_secs_f64();
+    b.threshold(
+        "router: warm prepare through haproxy",
+        format!(
+            "{} vs {} direct, {:+.2} ms",
+            ms(routed),
+            ms(direct),
+            added * 1000.0
+        ),
+        "adds < 1 ms",
+        added < 0.001,
+    );
+    // A prepare varies by more than a millisecond from run to run; the
+    // hop itself, on a request that does almost nothing, 500 times each.
+    let light =
+        |to: &str| timed(|| assert_eq!(http(to, "GET", "/workspace/stats", &headers, ""), 200));
+    let (mut direct, mut routed) = (Vec::new(), Vec::new());
+    for _ in 0..500 {
+        direct.push(light(&addr));
+        routed.push(light(&listen));
+    }
+    let (direct, routed) = (median(direct), median(routed));
+    let hop = routed.as_secs_f64() - direct.as_secs_f64();
+    b.threshold(
+        "router: the haproxy hop on one request",
+        format!(
+            "{} vs {} direct, {:+.3} ms",
+            ms(routed),
+            ms(direct),
+            hop * 1000.0
+        ),
+        "< 1 ms",
+        hop < 0.001,
+    );
+    let _ = haproxy.kill();
+    let _ = haproxy.wait();
+    let _ = node.kill();
+    let _ = node.wait();
+}
+
 pub(crate) fn server(b: &mut Bench, src: &Path) {
     let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/fixsec-workspace");
     if !bin.exists() {
@@ -127,32 +273,7 @@ pub(crate) fn server(b: &mut Bench, src: &Path) {
         return;
     }
     let base = b.fresh("server");
-    let start = |base: &Path| {
-        let t = Instant::now();
-        let mut child = Command::new(&bin)
-            .args(["serve", "--bind", "127.0.0.1:0"])
-            .env("WORKSPACE_BASE_PATH", base)
-            .env("WORKSPACE_API_TOKEN", "bench")
-            .env("WORKSPACE_ALLOW_LOCAL_URLS", "1")
-            .env("WORKSPACE_ALLOW_PRIVATE_NETWORKS", "1")
-            .env("WORKSPACE_LOG_FORMAT", "json")
-            .env("RUST_LOG", "warn,fixsec_workspace::cli=info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines.next().unwrap().unwrap();
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                && let Some(a) = v["fields"]["addr"].as_str()
-            {
-                break a.to_string();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        while TcpStream::connect(&addr).is_err() {}
-        (child, addr, t.elapsed())
-    };
+    let start = |base: &Path| start_server(&bin, base);
     let (mut first, _, cold) = start(&base);
     let _ = first.kill();
     let _ = first.wait();
