@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Union
 from contextlib import contextmanager
 
-from . import _native
+from . import _native, errors
 from .errors import (
     Busy,
     ConfigError,
@@ -246,16 +246,5 @@ __all__ = [
     "PreparedWorkspace",
     "PushResult",
     "get_workspace_manager",
-    "WorkspaceError",
-    "InvalidInput",
-    "Refused",
-    "NotFound",
-    "InUse",
-    "Busy",
-    "InsufficientStorage",
-    "GitError",
-    "Rejected",
-    "FilesystemError",
-    "PolicyError",
-    "ConfigError",
+    *errors.__all__,
 ]
