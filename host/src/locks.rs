@@ -190,7 +190,13 @@ impl WorkspaceLocks {
     /// A read: it never creates a lock file (every holder creates one first,
     /// so a missing file means no other process holds the lock).
     pub fn is_busy(&self, name: &WorkspaceName) -> bool {
-        if self.is_leased(name) || self.mutex(name).is_locked() {
+        self.is_leased(name) || self.is_locked(name)
+    }
+
+    /// Whether the workspace's lock is held (a prepare or removal, here or
+    /// in another process); leases aside. Never creates a lock file.
+    pub fn is_locked(&self, name: &WorkspaceName) -> bool {
+        if self.mutex(name).is_locked() {
             return true;
         }
         match OpenOptions::new()

@@ -70,7 +70,8 @@ impl Store {
             created: meta.as_ref().map(|m| m.created),
             last_prepared: meta.as_ref().map(|m| m.last_prepared),
             last_used: meta.as_ref().map(|m| m.last_used),
-            in_use: self.locks.is_busy(name),
+            // One read of the leases serves both fields.
+            in_use: lease.is_some() || self.locks.is_locked(name),
             leased_by: lease.as_ref().map(|l| l.holder.clone()),
             leased_until: lease.and_then(|l| l.until),
             has_metadata: meta.is_some(),
