@@ -158,3 +158,103 @@ pub fn advance(dir: &Path, rng: &mut Rng, files: usize, n: usize) {
     }
     git(dir, &["commit", "-q", "-a", "-m", &format!("change {n}")]);
 }
+
+/// A repository whose history dwarfs its checkout, as a mature project's
+/// does: 400 files (about 2.4 MB checked out) and 1,200 commits, each
+/// rewriting 20 files (about 140 MB of blobs over the history). Bare, at
+/// `<root>/history/src.git`; `<root>/history/fork.git` is a fork of it
+/// with 3 commits of its own.
+pub fn ensure_history(root: &Path) -> (PathBuf, PathBuf) {
+    let dir = root.join("history");
+    let (src, fork) = (dir.join("src.git"), dir.join("fork.git"));
+    let marker = dir.join(".complete");
+    if marker.exists() {
+        return (src, fork);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    eprintln!("generating fixture history: 400 files, 1,200 commits");
+    git(&dir, &["init", "-q", "--bare", "-b", "main", "src.git"]);
+    let mut rng = Rng::new(7);
+    let mut stream = Vec::new();
+    let mut mark = 0usize;
+    let commit = |stream: &mut Vec<u8>,
+                  rng: &mut Rng,
+                  n: usize,
+                  files: &[usize],
+                  from: Option<&str>| {
+        let mut blobs = Vec::new();
+        for &f in files {
+            let body = text(rng, 6_000);
+            let m = n * 1000 + f + 1;
+            stream.extend_from_slice(format!("blob\nmark :{m}\ndata {}\n", body.len()).as_bytes());
+            stream.extend_from_slice(&body);
+            stream.push(b'\n');
+            blobs.push((f, m));
+        }
+        let message = format!("change {n}");
+        stream.extend_from_slice(
+            format!(
+                "commit refs/heads/main\ncommitter bench <bench@example.invalid> {} +0000\ndata {}\n{message}\n",
+                1_700_000_000 + n,
+                message.len()
+            )
+            .as_bytes(),
+        );
+        if let Some(from) = from {
+            stream.extend_from_slice(format!("from {from}\n").as_bytes());
+        }
+        for (f, m) in blobs {
+            stream.extend_from_slice(format!("M 100644 :{m} src/f{f:03}.rs\n").as_bytes());
+        }
+        stream.push(b'\n');
+    };
+    let all: Vec<usize> = (0..400).collect();
+    commit(&mut stream, &mut rng, mark, &all, None);
+    for n in 1..1_200 {
+        mark = n;
+        let files: Vec<usize> = (0..20).map(|_| (rng.next() % 400) as usize).collect();
+        let mut files = files;
+        files.sort_unstable();
+        files.dedup();
+        commit(&mut stream, &mut rng, mark, &files, None);
+    }
+    fast_import(&src, &stream);
+    git(&dir, &["clone", "-q", "--bare", "src.git", "fork.git"]);
+    let head = String::from_utf8(
+        Command::new("git")
+            .args(["--git-dir", "src.git", "rev-parse", "main"])
+            .current_dir(&dir)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let mut stream = Vec::new();
+    for n in 0..3 {
+        let files = [n, n + 100];
+        commit(
+            &mut stream,
+            &mut rng,
+            5_000 + n,
+            &files,
+            (n == 0).then_some(head.trim()),
+        );
+    }
+    fast_import(&fork, &stream);
+    std::fs::write(marker, "").unwrap();
+    (src, fork)
+}
+
+fn fast_import(git_dir: &Path, stream: &[u8]) {
+    use std::io::Write;
+    let mut child = Command::new("git")
+        .arg("--git-dir")
+        .arg(git_dir)
+        .args(["fast-import", "--quiet"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stream).unwrap();
+    assert!(child.wait().unwrap().success(), "git fast-import");
+}

@@ -101,13 +101,14 @@ pub(crate) fn clone_and_reuse(b: &mut Bench, src: &Path, spec: fixtures::Spec) {
     );
 }
 
-pub(crate) fn shallow(b: &mut Bench, src: &Path) {
+/// A `git daemon` serving every repository under `dir` on a loopback
+/// port; its process and port.
+pub(crate) fn git_daemon(dir: &Path) -> (std::process::Child, u16) {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let parent = src.parent().unwrap();
-    let mut daemon = Command::new("git")
+    let daemon = Command::new("git")
         .args([
             "daemon",
             "--export-all",
@@ -115,14 +116,19 @@ pub(crate) fn shallow(b: &mut Bench, src: &Path) {
             "--listen=127.0.0.1",
         ])
         .arg(format!("--port={port}"))
-        .arg(format!("--base-path={}", parent.display()))
-        .arg(parent)
+        .arg(format!("--base-path={}", dir.display()))
+        .arg(dir)
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         std::thread::sleep(Duration::from_millis(20));
     }
+    (daemon, port)
+}
+
+pub(crate) fn shallow(b: &mut Bench, src: &Path) {
+    let (mut daemon, port) = git_daemon(src.parent().unwrap());
     let url = format!("git://127.0.0.1:{port}/src");
     let mut full = Vec::new();
     let mut shallow = Vec::new();

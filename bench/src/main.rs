@@ -12,9 +12,11 @@
 
 mod fixtures;
 mod git;
+mod mirror;
 mod service;
 
 use git::{clone_and_reuse, removal, shallow};
+use mirror::mirror;
 use service::{policy_calls, python, router, server, stats};
 
 use fixsec_workspace::{PrepareRequest, WorkspaceManager};
@@ -130,7 +132,7 @@ fn main() {
         b.runs,
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
     );
-    // `--only clone,daemon,removal,stats,policy,server,router,python` runs a subset.
+    // `--only clone,daemon,mirror,removal,stats,policy,server,router,python` runs a subset.
     let only: Option<Vec<String>> = args
         .iter()
         .position(|a| a == "--only")
@@ -142,6 +144,9 @@ fn main() {
     }
     if wanted("daemon") {
         shallow(&mut b, &src);
+    }
+    if wanted("mirror") {
+        mirror(&mut b);
     }
     if wanted("removal") {
         removal(&mut b, &src);

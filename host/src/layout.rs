@@ -6,6 +6,8 @@
 //! <base>/.trash/                 renamed-away workspaces being deleted
 //! <base>/.locks/                 lock files (one per workspace)
 //! <base>/.staging/               clones in progress, swapped in when complete
+//! <base>/.mirrors/<name>/        bare mirror of a repository network (objects borrowed)
+//! <base>/.mirrors/.locks/        lock files (one per mirror)
 //! <base>/.cache/policies/        compiled policy components (0700), sealed
 //! <base>/.api-token              a token `serve` generated (0600)
 //! ```
@@ -92,6 +94,21 @@ impl Layout {
     /// `<base>/.staging`.
     pub fn staging_dir(&self) -> PathBuf {
         self.base.join(".staging")
+    }
+
+    /// `<base>/.mirrors`: one bare mirror per repository network.
+    pub fn mirrors_dir(&self) -> PathBuf {
+        self.base.join(".mirrors")
+    }
+
+    /// `<base>/.mirrors/<name>`.
+    pub fn mirror_dir(&self, name: &WorkspaceName) -> PathBuf {
+        self.mirrors_dir().join(name.as_str())
+    }
+
+    /// `<base>/.mirrors/.locks`: the mirrors' lock files.
+    pub fn mirror_locks_dir(&self) -> PathBuf {
+        self.mirrors_dir().join(".locks")
     }
 
     /// A fresh, unique path in `dir` for `name` (for staging and trash).

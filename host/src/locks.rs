@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct WorkspaceLocks {
     layout: Layout,
+    /// Where the lock files are: `<base>/.locks`, or the mirrors' own.
+    lock_dir: std::path::PathBuf,
     mutexes: Mutex<HashMap<WorkspaceName, Arc<Mutex<()>>>>,
     /// Serializes id choice among this process's threads.
     leases: Mutex<()>,
@@ -103,8 +105,22 @@ impl std::fmt::Debug for WorkspaceGuard {
 impl WorkspaceLocks {
     /// A registry for `layout`'s base directory.
     pub fn new(layout: Layout) -> Self {
+        let lock_dir = layout.locks_dir();
+        Self::with_lock_dir(layout, lock_dir)
+    }
+
+    /// A registry for the mirrors of `layout`'s base directory (lock files
+    /// in `<base>/.mirrors/.locks`, so a mirror and a workspace of the same
+    /// name never share a lock). Leases are for workspaces only.
+    pub fn for_mirrors(layout: Layout) -> Self {
+        let lock_dir = layout.mirror_locks_dir();
+        Self::with_lock_dir(layout, lock_dir)
+    }
+
+    fn with_lock_dir(layout: Layout, lock_dir: std::path::PathBuf) -> Self {
         WorkspaceLocks {
             layout,
+            lock_dir,
             mutexes: Mutex::new(HashMap::new()),
             leases: Mutex::new(()),
             own: Mutex::new(HashMap::new()),
@@ -115,8 +131,12 @@ impl WorkspaceLocks {
         self.mutexes.lock().entry(name.clone()).or_default().clone()
     }
 
+    fn lock_path(&self, name: &WorkspaceName) -> std::path::PathBuf {
+        self.lock_dir.join(format!("{name}.lock"))
+    }
+
     fn open_lock_file(&self, name: &WorkspaceName) -> Result<File> {
-        let path = self.layout.lock_path(name);
+        let path = self.lock_path(name);
         OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -172,7 +192,7 @@ impl WorkspaceLocks {
     /// Try the cross-process lock once: the file locked, and still the
     /// file at its path once locked.
     fn try_lock_file(&self, name: &WorkspaceName) -> Result<Option<File>> {
-        let path = self.layout.lock_path(name);
+        let path = self.lock_path(name);
         for _ in 0..3 {
             match lock_if_current(self.open_lock_file(name)?, &path)? {
                 Attempt::Locked(file) => return Ok(Some(file)),
@@ -199,10 +219,7 @@ impl WorkspaceLocks {
         if self.mutex(name).is_locked() {
             return true;
         }
-        match OpenOptions::new()
-            .write(true)
-            .open(self.layout.lock_path(name))
-        {
+        match OpenOptions::new().write(true).open(self.lock_path(name)) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
             Ok(file) => !matches!(file.try_lock(), Ok(())),
             // Cannot open the lock file: report busy, the safe answer.

@@ -8,7 +8,9 @@
 //! `cleanup_failures_since_success`, `removed_workspaces_total`,
 //! `removal_failures_total`, `errors_total{kind}`, `git_operations_running`,
 //! `git_operations_queued`, `git_operations_rejected_total`,
-//! `listing_scans_total` (full reads of every `workspace.json`).
+//! `listing_scans_total` (full reads of every `workspace.json`),
+//! `mirror_fetches_total{outcome}` (fetched, shared with a concurrent
+//! prepare, failed), `mirror_received_bytes_total`, `mirror_size_bytes`.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -57,6 +59,11 @@ struct OperationLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
     kind: String,
 }
@@ -93,6 +100,9 @@ pub struct Metrics {
     /// The git queue's gauges (shared with [`crate::git_queue::GitQueue`]).
     pub(crate) git_queue: crate::git_queue::QueueGauges,
     listing_scans: Counter,
+    mirror_fetches: Family<OutcomeLabel, Counter>,
+    mirror_received_bytes: Counter,
+    mirror_size_bytes: Gauge,
     running: parking_lot::Mutex<HashMap<u64, InFlight>>,
     next_id: AtomicU64,
     recent: parking_lot::Mutex<std::collections::VecDeque<RecentOperation>>,
@@ -120,6 +130,9 @@ impl Default for Metrics {
             errors: Family::default(),
             git_queue: Default::default(),
             listing_scans: Counter::default(),
+            mirror_fetches: Family::default(),
+            mirror_received_bytes: Counter::default(),
+            mirror_size_bytes: Gauge::default(),
             running: parking_lot::Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
             recent: Default::default(),
@@ -191,6 +204,21 @@ impl Default for Metrics {
             "listing_scans",
             "Full listings of the base directory (every workspace.json read)",
             m.listing_scans.clone(),
+        );
+        registry.register(
+            "mirror_fetches",
+            "Mirror updates before a clone: fetched, shared (a concurrent prepare had just fetched), failed",
+            m.mirror_fetches.clone(),
+        );
+        registry.register(
+            "mirror_received_bytes",
+            "Bytes received by mirror updates",
+            m.mirror_received_bytes.clone(),
+        );
+        registry.register(
+            "mirror_size_bytes",
+            "Bytes on disk of all object mirrors",
+            m.mirror_size_bytes.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -344,6 +372,20 @@ impl Metrics {
         self.workspaces.set(workspaces as i64);
         self.size_bytes.set(size_bytes as i64);
         self.pending_deletions.set(pending_deletions as i64);
+    }
+
+    /// A mirror update's outcome (`fetched`, `shared`, `failed`) and the
+    /// bytes it received.
+    pub(crate) fn mirror_fetch(&self, outcome: &'static str, received_bytes: u64) {
+        self.mirror_fetches
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+        self.mirror_received_bytes.inc_by(received_bytes);
+    }
+
+    /// The mirrors' size, from the last stats.
+    pub(crate) fn set_mirror_size(&self, bytes: u64) {
+        self.mirror_size_bytes.set(bytes as i64);
     }
 
     /// The text exposition format.

@@ -51,6 +51,12 @@ pub struct PrepareRequest {
     /// `git-lfs` on the host; the credential only for the clone URL's host).
     #[serde(default)]
     pub lfs: bool,
+    /// The repository network this repository belongs to: the full name of
+    /// the fork network's root (`facebook/react` for a fork of it). Forks
+    /// of one network share one object mirror, and a router sends them to
+    /// one node. None: the repository is its own network.
+    #[serde(default)]
+    pub network: Option<String>,
 }
 
 impl PrepareRequest {
@@ -65,7 +71,15 @@ impl PrepareRequest {
             holder: None,
             submodules: false,
             lfs: false,
+            network: None,
         }
+    }
+
+    /// The repository network: [`network`](Self::network) if given, else
+    /// the repository's own name. Also the routing key a client sends as
+    /// `X-Fixsec-Shard`.
+    pub fn network_key(&self) -> &str {
+        self.network.as_deref().unwrap_or(&self.repo_full_name)
     }
 
     /// Check out `git_ref` (see [`git_ref`](Self::git_ref) the field).
@@ -231,6 +245,24 @@ pub struct Stats {
     pub free_space_bytes: Option<u64>,
     /// Per-workspace sizes, largest first.
     pub workspaces: Vec<WorkspaceSize>,
+    /// The object mirrors workspaces borrow from (not counted in the
+    /// workspace totals above; on the same disk).
+    #[serde(default)]
+    pub mirrors: MirrorStats,
+}
+
+/// The object mirrors under the base directory.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MirrorStats {
+    /// Number of mirrors.
+    pub count: usize,
+    /// Their size in bytes, as measured after their last fetch.
+    pub size_bytes: u64,
+    /// The same in MB.
+    pub size_mb: f64,
+    /// Mirrors no workspace borrows from now (removed once unreferenced
+    /// for the cleanup age).
+    pub unreferenced: usize,
 }
 
 /// The truth about one removal.
@@ -299,6 +331,10 @@ pub struct CleanupReport {
     pub kept: u32,
     /// Earlier deletions finished by this cleanup.
     pub pending_deletions_finished: usize,
+    /// Object mirrors removed: no workspace had borrowed from them for the
+    /// cleanup age.
+    #[serde(default)]
+    pub mirrors_removed: Vec<String>,
 }
 
 /// The health verdict.

@@ -13,6 +13,7 @@
 //! | `hostile` | policies that misbehave |
 //! | `plugins` | other policies, swapped at run time |
 //! | `extras` | submodules and Git LFS, against loopback servers |
+//! | `mirrors` | the shared object store: bytes a re-clone and a fork transfer, mirror lifetime |
 //! | `pr_flow` | the guide's PR route: refs, push, jobs that share a repository |
 //! | `router` | three nodes behind a real haproxy with the shipped config |
 //! | `ui` | the dashboard in chromium, through chromedriver |
@@ -36,6 +37,8 @@ mod deploy;
 mod extras;
 #[cfg(not(windows))]
 mod hostile;
+#[cfg(not(windows))]
+mod mirrors;
 #[cfg(not(windows))]
 mod plugins;
 #[cfg(not(windows))]

@@ -158,9 +158,11 @@ fn kill_9_mid_clone_leaves_nothing_half_made() {
 
     // Same repository, a remote that accepts and then never answers: the
     // policy re-clones (remote changed) and the clone hangs, lock held.
+    // (A direct clone, into staging; the mirror's crash is the next test's.)
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let hanging_url = format!("git://127.0.0.1:{}/r", silent.local_addr().unwrap().port());
     let mut child = cli(base.path(), &["prepare", "acme/demo", &hanging_url])
+        .env("WORKSPACE_MIRRORS", "0")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -210,6 +212,75 @@ fn kill_9_mid_clone_leaves_nothing_half_made() {
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
     assert_eq!(v["reused"], true);
+}
+
+/// A process killed while it updates a mirror leaves the mirror usable:
+/// its lock goes with it, and the next prepare fetches into the same
+/// mirror and borrows from it.
+#[cfg(unix)]
+#[test]
+fn kill_9_mid_mirror_update_leaves_the_mirror_usable() {
+    let up = Upstream::new();
+    let served = tempfile::tempdir().unwrap();
+    let bare = served.path().join("demo.git");
+    let cloned = Command::new("git")
+        .args(["clone", "-q", "--bare"])
+        .arg(&up.path)
+        .arg(&bare)
+        .status()
+        .unwrap();
+    assert!(cloned.success());
+    let daemon = crate::support::GitDaemon::start(served.path());
+    let base = tempfile::tempdir().unwrap();
+
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hanging_url = format!("git://127.0.0.1:{}/r", silent.local_addr().unwrap().port());
+    let mut child = cli(base.path(), &["prepare", "acme/demo", &hanging_url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (_conn, _) = silent.accept().unwrap();
+    let mirrors = base.path().join(".mirrors");
+    let mirror_dirs = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&mirrors)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    wait_for(
+        "the mirror update to start",
+        Duration::from_secs(10),
+        || !mirror_dirs().is_empty(),
+    );
+    child.kill().unwrap(); // SIGKILL, mid-fetch, mirror lock held
+    child.wait().unwrap();
+
+    let good = cli(
+        base.path(),
+        &["--json", "prepare", "acme/demo", &daemon.url("demo.git")],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&good.stdout).unwrap();
+    assert_eq!(v["head"], up.head_of("main").as_str());
+    let repo = Path::new(v["path"].as_str().unwrap());
+    let alternates = std::fs::read_to_string(repo.join(".git/objects/info/alternates")).unwrap();
+    assert_eq!(mirror_dirs().len(), 1, "the same mirror");
+    assert!(
+        alternates
+            .trim()
+            .starts_with(&*mirror_dirs()[0].to_string_lossy()),
+        "{alternates}"
+    );
 }
 
 /// A read-only folder and read-only files, removed by a non-root user.

@@ -25,6 +25,7 @@
 //! | `WORKSPACE_LEASE_WAIT_SECONDS` | `10` longest wait for another caller's lease to end |
 //! | `WORKSPACE_MIN_FREE_MB` | `256` free space a clone must leave |
 //! | `WORKSPACE_MAX_WORKSPACE_MB` | none (no per-clone size limit) |
+//! | `WORKSPACE_MIRRORS` | `1` (full-history clones borrow objects from a mirror per repository network) |
 //!
 //! The server's own settings (`WORKSPACE_BIND`, the token, body limit,
 //! janitor, shutdown grace, connection cap, header timeout) are
@@ -132,6 +133,9 @@ pub struct Config {
     pub min_free_bytes: u64,
     /// Largest checkout a clone may make; none for no limit.
     pub max_workspace_bytes: Option<u64>,
+    /// Full-history clones from a network URL go through a bare mirror per
+    /// repository network and borrow its objects (`WORKSPACE_MIRRORS`).
+    pub mirrors: bool,
     /// Deletion retries.
     pub removal: RemovalConfig,
     /// Per-call policy limits.
@@ -158,6 +162,7 @@ impl Default for Config {
             lease_wait: Duration::from_secs(10),
             min_free_bytes: 256 * 1024 * 1024,
             max_workspace_bytes: None,
+            mirrors: true,
             removal: RemovalConfig::default(),
             policy_limits: PolicyLimits::default(),
             policy_settings: Default::default(),
@@ -201,6 +206,9 @@ impl Config {
         }
         if let Some(v) = get("WORKSPACE_ALLOW_PRIVATE_NETWORKS") {
             c.allow_private_networks = parse_bool("WORKSPACE_ALLOW_PRIVATE_NETWORKS", &v)?;
+        }
+        if let Some(v) = get("WORKSPACE_MIRRORS") {
+            c.mirrors = parse_bool("WORKSPACE_MIRRORS", &v)?;
         }
         if let Some(v) = get("WORKSPACE_SERVICE_CREDENTIAL_HOSTS") {
             c.service_credential_hosts = host_list(&v);

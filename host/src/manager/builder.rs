@@ -98,6 +98,7 @@ impl WorkspaceManagerBuilder {
         let metrics = Metrics::default();
         let store = Store {
             locks: WorkspaceLocks::new(layout.clone()),
+            mirror_locks: WorkspaceLocks::for_mirrors(layout.clone()),
             remover: Remover::new(self.fs_ops, self.config.removal),
             git_queue: crate::git_queue::GitQueue::new(self.config.git, metrics.git_queue.clone()),
             cancel: Default::default(),

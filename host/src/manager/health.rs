@@ -39,7 +39,9 @@ impl WorkspaceManager {
         let size_limit = config.size_warning_mb * 1024 * 1024;
         let wit_stats = wit::HealthStats {
             total_workspaces: stats.total_workspaces as u32,
-            total_size_bytes: stats.total_size_bytes,
+            // The disk the service uses: workspaces and the mirrors they
+            // borrow from.
+            total_size_bytes: stats.total_size_bytes + stats.mirrors.size_bytes,
             in_use: stats.in_use as u32,
             largest: list
                 .iter()

@@ -240,6 +240,7 @@ impl WorkspaceManager {
                 .collect(),
             kept: outcome.kept,
             pending_deletions_finished: pending_finished,
+            mirrors_removed: Vec::new(),
         };
         for r in ctx.removals {
             report.bytes_freed += r.bytes_freed;
@@ -257,6 +258,8 @@ impl WorkspaceManager {
             }
         }
         report.cleaned_workspaces = report.removed.len();
+        // After the workspaces: one removed now stops borrowing now.
+        report.mirrors_removed = self.store.clean_mirrors(max_age_hours);
         tracing::info!(
             cleaned = report.cleaned_workspaces,
             failed = report.failed.len(),

@@ -144,6 +144,15 @@ impl WorkspaceManager {
                 "holder must be 1 to 200 characters without control characters".into(),
             ));
         }
+        if request.network.as_ref().is_some_and(|n| {
+            n.trim().is_empty() || n.len() > 200 || n.chars().any(char::is_control)
+        }) {
+            return Err(Error::InvalidInput(
+                "network must be the fork network root's full name (owner/repo): \
+                 1 to 200 characters without control characters"
+                    .into(),
+            ));
+        }
         if request.depth == Some(0) {
             return Err(Error::InvalidInput(
                 "depth must be at least 1 (omit it for full history)".into(),
@@ -162,6 +171,7 @@ impl WorkspaceManager {
 
         let remote = self.remote_for(&url, progress);
         let mut call = CallContext::prepare(name.clone(), url.public.clone(), remote);
+        call.network = Some(request.network_key().to_string());
         call.extras = git::Extras {
             submodules: request.submodules,
             lfs: request.lfs,

@@ -67,6 +67,8 @@ pub(crate) struct CallContext {
     pub preparing: Option<WorkspaceName>,
     /// The clean URL the caller asked for: the only one git may fetch.
     pub url: Option<String>,
+    /// The repository network whose mirror a clone borrows from.
+    pub network: Option<String>,
     /// Credentials and progress for that URL.
     pub remote: Remote,
     /// Submodules and LFS, as the caller asked.
@@ -258,6 +260,7 @@ impl git::Host for HostState {
         self.call.cloned = true;
         let result = self.store.clone_workspace(
             &name,
+            self.call.network.as_deref(),
             &url,
             branch.as_deref(),
             options.depth,

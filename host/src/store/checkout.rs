@@ -11,13 +11,16 @@ use crate::names::WorkspaceName;
 
 impl Store {
     /// Clone `git_ref` (none: the default branch) into a staging folder,
-    /// then swap it in as `repo/`. Returns the
+    /// borrowing objects from `network`'s mirror when mirrors apply
+    /// (`mirrors.rs`), then swap it in as `repo/`. Returns the
     /// head commit and the checkout's size. Waits for a slot in the git
     /// queue; a clone over the size limit or the free-space floor is
     /// stopped and leaves nothing behind. Requires `name`'s lock.
+    #[allow(clippy::too_many_arguments)] // one call site: the policy's `clone` import
     pub fn clone_workspace(
         &self,
         name: &WorkspaceName,
+        network: Option<&str>,
         url: &str,
         git_ref: Option<&str>,
         depth: Option<u32>,
@@ -30,12 +33,16 @@ impl Store {
         let timer = self.metrics.start(Operation::Clone, Some(name.as_str()));
         let staging = self.layout.unique_in(self.layout.staging_dir(), name);
         let git_ref = parse_ref(git_ref)?;
-        let cloned = git::clone(url, git_ref.as_ref(), depth, remote, &staging)
-            .map_err(Error::from)
-            .and_then(|head| {
-                self.add_extras(&staging, url, remote, extras)
-                    .map(|()| head)
-            });
+        let cloned = match network.filter(|_| self.uses_mirror(depth, remote)) {
+            Some(network) => {
+                self.clone_through_mirror(network, url, git_ref.as_ref(), remote, &staging)
+            }
+            None => git::clone(url, git_ref.as_ref(), depth, remote, &staging).map_err(Error::from),
+        }
+        .and_then(|head| {
+            self.add_extras(&staging, url, remote, extras)
+                .map(|()| head)
+        });
         let head = match cloned {
             Ok(head) => head,
             Err(e) => {

@@ -6,6 +6,7 @@
 //! the manager on both.
 
 mod checkout;
+mod mirrors;
 mod snapshots;
 mod trash;
 
@@ -31,6 +32,8 @@ pub(crate) struct Store {
     pub config: Config,
     pub layout: Layout,
     pub locks: WorkspaceLocks,
+    /// The object mirrors' locks (`<base>/.mirrors/.locks`).
+    pub mirror_locks: WorkspaceLocks,
     pub remover: Remover,
     pub metrics: Metrics,
     /// Background deletions still running (count, and a signal when one ends).
@@ -116,6 +119,7 @@ impl Store {
             pending_deletions,
             free_space_bytes: free_space(self.layout.base()),
             workspaces,
+            mirrors: self.mirror_stats(),
         }
     }
 }

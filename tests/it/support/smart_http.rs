@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// One request the server answered.
@@ -29,6 +29,7 @@ pub struct SmartHttp {
     root: tempfile::TempDir,
     stop: Arc<AtomicBool>,
     seen: Arc<Mutex<Vec<Request>>>,
+    sent: Arc<AtomicU64>,
 }
 
 impl SmartHttp {
@@ -47,20 +48,22 @@ impl SmartHttp {
         let port = listener.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let sent = Arc::new(AtomicU64::new(0));
         let expected = format!(
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
         );
-        let (stop2, seen2, dir) = (stop.clone(), seen.clone(), root.path().to_path_buf());
+        let (stop2, seen2, sent2) = (stop.clone(), seen.clone(), sent.clone());
+        let dir = root.path().to_path_buf();
         let origin = format!("http://{ip}:{port}");
         std::thread::spawn(move || {
             while !stop2.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
                         let (seen, dir, expected) = (seen2.clone(), dir.clone(), expected.clone());
-                        let origin = origin.clone();
+                        let (origin, sent) = (origin.clone(), sent2.clone());
                         std::thread::spawn(move || {
-                            let _ = handle(stream, &dir, &origin, &expected, &seen);
+                            let _ = handle(stream, &dir, &origin, &expected, &seen, &sent);
                         });
                     }
                     Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
@@ -75,6 +78,7 @@ impl SmartHttp {
             root,
             stop,
             seen,
+            sent,
         }
     }
 
@@ -142,6 +146,12 @@ impl SmartHttp {
         )
     }
 
+    /// Bytes of git's answers sent so far (response bodies of
+    /// `git http-backend`): what clones and fetches transferred.
+    pub fn bytes_sent(&self) -> u64 {
+        self.sent.load(Ordering::SeqCst)
+    }
+
     /// Every request so far.
     pub fn seen(&self) -> Vec<Request> {
         self.seen.lock().unwrap().clone()
@@ -160,6 +170,7 @@ fn handle(
     origin: &str,
     expected_auth: &str,
     seen: &Mutex<Vec<Request>>,
+    sent: &AtomicU64,
 ) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     let mut reader = BufReader::new(stream.try_clone()?);
@@ -255,7 +266,9 @@ fn handle(
         )
         .as_bytes(),
     )?;
-    stream.write_all(body)
+    stream.write_all(body)?;
+    sent.fetch_add(body.len() as u64, Ordering::SeqCst);
+    Ok(())
 }
 
 /// The Git LFS API: the batch endpoint (downloads only) and the objects.

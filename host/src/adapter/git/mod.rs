@@ -8,6 +8,7 @@
 
 mod hygiene;
 mod lfs;
+pub mod mirror;
 mod push;
 mod refs;
 mod remote;

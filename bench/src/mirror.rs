@@ -1,0 +1,84 @@
+//! The shared object store: a re-prepare after cleanup, and the clone of a
+//! fork, through the network's mirror, against `git clone` from the same
+//! loopback `git daemon`.
+
+use crate::git::git_daemon;
+use crate::*;
+
+pub(crate) fn mirror(b: &mut Bench) {
+    let (src, fork) = fixtures::ensure_history(&b.root);
+    let (mut daemon, port) = git_daemon(src.parent().unwrap());
+    let url = |repo: &Path| {
+        format!(
+            "git://127.0.0.1:{port}/{}",
+            repo.file_name().unwrap().to_string_lossy()
+        )
+    };
+    let (src_url, fork_url) = (url(&src), url(&fork));
+    let (mut git_clone, mut git_fork) = (Vec::new(), Vec::new());
+    let (mut first, mut again, mut forked) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..b.runs {
+        for (times, from) in [(&mut git_clone, &src_url), (&mut git_fork, &fork_url)] {
+            let dst = b.fresh(&format!("mirror-git-{i}"));
+            times.push(timed(|| {
+                sh(
+                    &b.scratch,
+                    &format!("git clone -q {from} {}", dst.display()),
+                )
+            }));
+        }
+        // A fresh base each run: the first prepare builds the mirror.
+        let m = b.manager(&b.fresh(&format!("mirror-base-{i}")));
+        let root = PrepareRequest::new("bench/history", src_url.as_str());
+        first.push(timed(|| {
+            m.prepare(&root).unwrap();
+        }));
+        let report = m.cleanup(Some(0.0)).unwrap();
+        assert_eq!(
+            report.cleaned_workspaces, 1,
+            "the cleanup removed the workspace"
+        );
+        again.push(timed(|| {
+            let outcome = m.prepare(&root).unwrap();
+            assert!(!outcome.reused, "cloned anew, through the mirror");
+        }));
+        let mut fork_request = PrepareRequest::new("someone/history", fork_url.as_str());
+        fork_request.network = Some("bench/history".into());
+        forked.push(timed(|| {
+            m.prepare(&fork_request).unwrap();
+        }));
+        let stats = m.stats().unwrap();
+        if i == 0 {
+            b.report(format!(
+                "{:<46} mirror {:>7.1} MB  workspaces {:>7.1} MB (2 checkouts)",
+                "disk: one mirror, two borrowing workspaces",
+                stats.mirrors.size_mb,
+                stats.total_size_mb
+            ));
+        }
+    }
+    let git_clone = median(git_clone);
+    b.compare(
+        "first prepare (builds the mirror)",
+        median(first),
+        "git clone git://",
+        git_clone,
+        1.3,
+    );
+    b.compare(
+        "re-prepare after cleanup (mirror)",
+        median(again),
+        "git clone git://",
+        git_clone,
+        0.1,
+    );
+    b.compare(
+        "prepare of a fork (root's mirror)",
+        median(forked),
+        "git clone fork",
+        median(git_fork),
+        0.2,
+    );
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+}

@@ -1,0 +1,315 @@
+//! Object mirrors: one bare repository per repository network under
+//! `<base>/.mirrors/`, updated before a full-history clone over the
+//! network and borrowed by the new checkout (git's alternates), so a
+//! re-clone after a cleanup or a healing, and the clone of a fork, fetch
+//! only what is new.
+//!
+//! Rules (docs/SCALING.md#shared-object-store):
+//! - a mirror is only ever fetched into, never garbage-collected, so no
+//!   borrowed object disappears under a workspace;
+//! - concurrent prepares of one network update it once: a prepare that
+//!   waited for the mirror's lock while another fetched the same URL uses
+//!   that fetch;
+//! - a mirror is removed by a cleanup only once no workspace (and no clone
+//!   in progress) has borrowed from it for the cleanup age, and never while
+//!   its lock is held.
+
+use super::Store;
+use crate::adapter::fs::{child_dirs, dir_size};
+use crate::adapter::git::{self, GitRef, Remote};
+use crate::error::{Error, Result};
+use crate::model::{MirrorStats, to_mb};
+use crate::names::WorkspaceName;
+use chrono::{DateTime, Utc};
+use md5::{Digest, Md5};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+/// The mirror's own record, inside its folder (git ignores it).
+const STATE_FILE: &str = "fixsec-mirror.json";
+
+/// What the host keeps about one mirror.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct MirrorState {
+    /// The network's key (the root repository's full name).
+    network: String,
+    /// When each URL's last fetch finished (clean URLs; Unix milliseconds).
+    fetched: BTreeMap<String, i64>,
+    /// The last clone that borrowed from it.
+    last_used: DateTime<Utc>,
+    /// Bytes on disk after the last fetch.
+    size_bytes: u64,
+    /// Since when a cleanup has found no workspace borrowing from it.
+    unreferenced_since: Option<DateTime<Utc>>,
+}
+
+impl MirrorState {
+    fn read(dir: &Path) -> Option<Self> {
+        let text = std::fs::read_to_string(dir.join(STATE_FILE)).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    fn write(&self, dir: &Path) -> Result<()> {
+        let path = dir.join(STATE_FILE);
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)
+            .map_err(|e| Error::io("writing mirror state in", dir, e))?;
+        serde_json::to_writer(&mut tmp, self)
+            .map_err(|e| Error::filesystem(format!("encoding the mirror state: {e}")))?;
+        tmp.persist(&path)
+            .map_err(|e| Error::io("writing mirror state", &path, e.error))?;
+        Ok(())
+    }
+}
+
+/// The mirror folder name of a repository network: the key sanitized
+/// (lower case, `[a-z0-9_-]`, at most 48 characters) plus 8 hex digits of
+/// its MD5, as workspace names are built.
+pub(crate) fn mirror_name(network: &str) -> Result<WorkspaceName> {
+    let key = network.trim().to_lowercase();
+    if key.is_empty() {
+        return Err(Error::InvalidInput(
+            "network must name the fork network's root repository (owner/repo)".into(),
+        ));
+    }
+    let mut readable: String = key
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(48)
+        .collect();
+    readable = readable.trim_matches('_').to_string();
+    let digest = format!("{:x}", Md5::digest(key.as_bytes()));
+    let name = if readable.is_empty() {
+        format!("net_{}", &digest[..8])
+    } else {
+        format!("{readable}_{}", &digest[..8])
+    };
+    WorkspaceName::parse(&name).map_err(|e| {
+        Error::InvalidInput(format!(
+            "network {network:?} gives no safe mirror name: {e}"
+        ))
+    })
+}
+
+impl Store {
+    /// Whether a clone with these parameters goes through a mirror: on
+    /// (`WORKSPACE_MIRRORS`), full history (a shallow mirror could not
+    /// serve a later full clone), and a network URL (local paths already
+    /// hard-link their objects).
+    pub(super) fn uses_mirror(&self, depth: Option<u32>, remote: &Remote) -> bool {
+        self.config.mirrors && depth.is_none() && !remote.local
+    }
+
+    /// Clone `url` at `git_ref` into `dest` borrowing from `network`'s
+    /// mirror: update the mirror (once among concurrent prepares), make
+    /// `dest` borrow its objects with `url`'s references, then check out
+    /// as an update does, fetching only what the mirror lacks. Returns HEAD.
+    ///
+    /// A fault of the mirror itself (unreadable, cannot be borrowed from)
+    /// does not fail the prepare: the clone is made directly instead. A
+    /// fault of the remote (unreachable, credential, missing ref, a host
+    /// limit) is the answer, as it would be for a direct clone.
+    pub(super) fn clone_through_mirror(
+        &self,
+        network: &str,
+        url: &str,
+        git_ref: Option<&GitRef>,
+        remote: &Remote,
+        dest: &Path,
+    ) -> Result<String> {
+        let local_fault = match self.borrow_mirror(network, url, remote, dest) {
+            Ok(Ok(())) => match git::update(dest, url, git_ref, None, remote) {
+                Ok((head, _)) => return Ok(head),
+                Err(e) if e.not_found || e.stopped.is_some() => return Err(e.into()),
+                Err(e) => Error::from(e),
+            },
+            Ok(Err(local)) => local,
+            Err(remote_fault) => return Err(remote_fault),
+        };
+        tracing::warn!(url, error = %local_fault, "cloning through the mirror failed; cloning directly");
+        self.metrics.mirror_fetch("failed", 0);
+        if std::fs::symlink_metadata(dest).is_ok() {
+            self.remover.remove_tree(dest);
+        }
+        git::clone(url, git_ref, None, remote, dest).map_err(Error::from)
+    }
+
+    /// The mirror updated and `dest` borrowing from it. The outer error is
+    /// the remote's (the answer); the inner one the mirror's own (worth a
+    /// direct clone).
+    fn borrow_mirror(
+        &self,
+        network: &str,
+        url: &str,
+        remote: &Remote,
+        dest: &Path,
+    ) -> Result<Result<()>> {
+        let name = mirror_name(network)?;
+        let dir = self.layout.mirror_dir(&name);
+        let locks = self.layout.mirror_locks_dir();
+        std::fs::create_dir_all(&locks).map_err(|e| Error::io("creating", &locks, e))?;
+        let asked = Utc::now().timestamp_millis();
+        let _guard = self.mirror_locks.lock(&name, self.config.lock_wait)?;
+        let repo = match git::mirror::open_or_init(&dir) {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(e.into())),
+        };
+        let mut state = MirrorState::read(&dir).unwrap_or_else(|| MirrorState {
+            network: network.to_string(),
+            fetched: BTreeMap::new(),
+            last_used: Utc::now(),
+            size_bytes: 0,
+            unreferenced_since: None,
+        });
+        if state.fetched.get(url).is_some_and(|&t| t >= asked) {
+            // Another prepare fetched this URL while we waited: use it.
+            self.metrics.mirror_fetch("shared", 0);
+        } else {
+            let fetched = git::mirror::fetch(&repo, url, remote).inspect_err(|_| {
+                self.metrics.mirror_fetch("failed", 0);
+            })?;
+            self.metrics.mirror_fetch("fetched", fetched.received_bytes);
+            tracing::info!(
+                mirror = %name, url, received_bytes = fetched.received_bytes,
+                "mirror updated"
+            );
+            state
+                .fetched
+                .insert(url.to_string(), Utc::now().timestamp_millis());
+            state.size_bytes = dir_size(&dir);
+        }
+        state.last_used = Utc::now();
+        state.unreferenced_since = None;
+        if let Err(e) = state.write(&dir) {
+            return Ok(Err(e));
+        }
+        // Under the lock: once `dest` names the mirror in its alternates,
+        // a cleanup sees it borrowed.
+        Ok(git::mirror::borrow(&dir, url, dest).map_err(Error::from))
+    }
+
+    /// The mirrors on disk: count, size, and how many no workspace borrows
+    /// from now.
+    pub fn mirror_stats(&self) -> MirrorStats {
+        let names = self.mirror_names();
+        if names.is_empty() {
+            self.metrics.set_mirror_size(0);
+            return MirrorStats::default();
+        }
+        let borrowed = self.borrowed_lines();
+        let mut stats = MirrorStats::default();
+        for name in &names {
+            let dir = self.layout.mirror_dir(name);
+            stats.count += 1;
+            stats.size_bytes += MirrorState::read(&dir).map_or(0, |s| s.size_bytes);
+            if !borrowed.contains(&git::mirror::borrow_line(&dir)) {
+                stats.unreferenced += 1;
+            }
+        }
+        stats.size_mb = to_mb(stats.size_bytes);
+        self.metrics.set_mirror_size(stats.size_bytes);
+        stats
+    }
+
+    /// Remove the mirrors no workspace has borrowed from for
+    /// `max_age_hours` (counted from the cleanup that first found one
+    /// unreferenced). A mirror whose lock is held (a prepare is updating or
+    /// borrowing it) is left for the next cleanup. Returns the names
+    /// removed.
+    pub fn clean_mirrors(&self, max_age_hours: f64) -> Vec<String> {
+        let names = self.mirror_names();
+        if names.is_empty() {
+            return Vec::new();
+        }
+        let max_age = chrono::Duration::milliseconds((max_age_hours * 3_600_000.0) as i64);
+        let mut removed = Vec::new();
+        for name in names {
+            let Ok(_guard) = self.mirror_locks.lock(&name, Duration::ZERO) else {
+                continue;
+            };
+            // Read under the mirror's lock, so a clone that borrowed before
+            // it was taken is seen (its staging folder or its workspace).
+            let borrowed = self.borrowed_lines();
+            let dir = self.layout.mirror_dir(&name);
+            let Some(mut state) = MirrorState::read(&dir) else {
+                tracing::warn!(mirror = %name, "mirror without its state file; left in place");
+                continue;
+            };
+            let now = Utc::now();
+            if borrowed.contains(&git::mirror::borrow_line(&dir)) {
+                if state.unreferenced_since.take().is_some() {
+                    let _ = state.write(&dir);
+                }
+                continue;
+            }
+            match state.unreferenced_since {
+                None => {
+                    state.unreferenced_since = Some(now);
+                    let _ = state.write(&dir);
+                }
+                Some(since) if now - since >= max_age => {
+                    let report = self.remover.remove_tree(&dir);
+                    if report.removed {
+                        tracing::info!(mirror = %name, "unreferenced mirror removed");
+                        removed.push(name.to_string());
+                    } else {
+                        tracing::warn!(mirror = %name, error = ?report.error, "mirror not removed");
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        removed
+    }
+
+    fn mirror_names(&self) -> Vec<WorkspaceName> {
+        child_dirs(&self.layout.mirrors_dir())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|n| WorkspaceName::parse(n).ok())
+            .collect()
+    }
+
+    /// Every alternates line of the clones in progress, then of the
+    /// workspaces (in that order: a clone swapped into place between the
+    /// two reads is seen in one of them).
+    fn borrowed_lines(&self) -> HashSet<String> {
+        let staging = std::fs::read_dir(self.layout.staging_dir())
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path()));
+        let mut lines: HashSet<String> = staging.flat_map(|p| git::mirror::borrowed(&p)).collect();
+        let workspaces = child_dirs(self.layout.base()).unwrap_or_default();
+        for name in workspaces
+            .iter()
+            .filter_map(|n| WorkspaceName::parse(n).ok())
+        {
+            lines.extend(git::mirror::borrowed(&self.layout.repo_dir(&name)));
+        }
+        lines
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mirror_name;
+
+    #[test]
+    fn mirror_names_are_safe_and_stable() {
+        let a = mirror_name("facebook/react").unwrap();
+        assert!(a.as_str().starts_with("facebook_react_"), "{a}");
+        assert_eq!(a, mirror_name("Facebook/React").unwrap());
+        assert_ne!(a, mirror_name("facebook/react-native").unwrap());
+        let odd = mirror_name("../..//\u{0}").unwrap();
+        assert!(odd.as_str().starts_with("net_"), "{odd}");
+        assert!(mirror_name("  ").is_err());
+        assert!(mirror_name(&"x".repeat(500)).unwrap().as_str().len() <= 57);
+    }
+}

@@ -1,0 +1,341 @@
+//! The shared object store (issue 15): a bare mirror per repository
+//! network that workspaces borrow objects from, against `git
+//! http-backend` behind Basic auth on loopback, counting the bytes the
+//! server sends.
+
+use crate::support::forge::git;
+use crate::support::smart_http::SmartHttp;
+use crate::support::{Upstream, builder};
+use fixsec_workspace::{PrepareRequest, WorkspaceManager};
+use std::path::Path;
+
+/// An upstream whose history (about 1.5 MB packed: 40 revisions of random
+/// text in one file) is far larger than its checkout, as old repositories' are.
+fn history_heavy() -> Upstream {
+    let up = Upstream::new();
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    for i in 0..40 {
+        let blob: String = (0..60_000)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                char::from(b'a' + (seed % 26) as u8)
+            })
+            .collect();
+        up.commit("data.txt", &blob, &format!("revision {i}"));
+    }
+    up
+}
+
+fn manager(base: &Path) -> WorkspaceManager {
+    builder(base).build().unwrap()
+}
+
+/// `up` published as `acme/app` on a Basic-auth smart-HTTP server, and a
+/// manager on a fresh base directory.
+struct Served {
+    server: SmartHttp,
+    up: Upstream,
+    base: tempfile::TempDir,
+    m: WorkspaceManager,
+    /// `acme/app`'s URL with the credential.
+    url: String,
+}
+
+fn served(up: Upstream) -> Served {
+    let server = SmartHttp::start("fixsec", "s3cret");
+    server.publish("acme/app", &up);
+    let base = tempfile::tempdir().unwrap();
+    let m = manager(base.path());
+    let url = server.url_with_credential("acme/app");
+    Served {
+        server,
+        up,
+        base,
+        m,
+        url,
+    }
+}
+
+/// Bytes the server sends while `f` runs.
+fn sent_during<T>(server: &SmartHttp, f: impl FnOnce() -> T) -> (T, u64) {
+    let before = server.bytes_sent();
+    let out = f();
+    (out, server.bytes_sent() - before)
+}
+
+fn alternates(repo: &Path) -> String {
+    std::fs::read_to_string(repo.join(".git/objects/info/alternates")).unwrap_or_default()
+}
+
+/// Done-when of the issue: after a cleanup, a re-prepare transfers far
+/// fewer bytes than the first, and the checkout is whole.
+#[test]
+fn after_cleanup_a_re_prepare_transfers_far_fewer_bytes() {
+    let Served {
+        server,
+        up,
+        base,
+        m,
+        url,
+    } = served(history_heavy());
+    let request = PrepareRequest::new("acme/app", url);
+
+    let (first, first_bytes) = sent_during(&server, || m.prepare(&request).unwrap());
+    assert!(!first.reused);
+    assert!(
+        alternates(&first.path).contains(".mirrors"),
+        "the clone borrows from the mirror: {:?}",
+        alternates(&first.path)
+    );
+    let stats = m.stats().unwrap();
+    assert_eq!(stats.mirrors.count, 1);
+    assert_eq!(stats.mirrors.unreferenced, 0);
+    assert!(
+        stats.mirrors.size_bytes > 1_000_000,
+        "the mirror holds the history: {:?}",
+        stats.mirrors
+    );
+    assert!(
+        stats.total_size_bytes < stats.mirrors.size_bytes / 4,
+        "the workspace does not hold a second copy: {} vs {}",
+        stats.total_size_bytes,
+        stats.mirrors.size_bytes
+    );
+
+    // Upstream moves on while the workspace is gone.
+    let new_head = up.commit("NEWS.md", "one more\n", "news");
+    std::fs::remove_dir_all(server.bare("acme/app")).unwrap();
+    server.publish("acme/app", &up);
+    let report = m.cleanup(Some(0.0)).unwrap();
+    assert_eq!(report.cleaned_workspaces, 1);
+    assert!(report.mirrors_removed.is_empty(), "just unreferenced: kept");
+    assert!(!first.path.exists());
+
+    let (again, again_bytes) = sent_during(&server, || m.prepare(&request).unwrap());
+    assert!(!again.reused, "cloned anew");
+    assert_eq!(again.head, new_head);
+    assert!(
+        again_bytes * 20 < first_bytes,
+        "re-prepare sent {again_bytes} bytes, the first {first_bytes}"
+    );
+    // Whole: every object reachable, nothing left over, the news is there.
+    git(
+        &again.path,
+        &["fsck", "--connectivity-only", "--no-progress"],
+    );
+    assert_eq!(git(&again.path, &["status", "--porcelain"]), "");
+    assert_eq!(
+        git(&again.path, &["rev-list", "--count", "HEAD"]),
+        "44",
+        "3 + 40 + 1 commits on main"
+    );
+    assert_eq!(
+        std::fs::read_to_string(again.path.join("NEWS.md")).unwrap(),
+        "one more\n"
+    );
+    // The credential is nowhere on disk, the mirror included.
+    assert!(crate::support::files_containing(base.path(), "s3cret").is_empty());
+}
+
+/// A fork names its network's root: it borrows the root's mirror and
+/// fetches only its own commits.
+#[test]
+fn a_fork_fetches_only_what_its_network_lacks() {
+    let Served {
+        server,
+        up,
+        base: _base,
+        m,
+        url,
+    } = served(history_heavy());
+    let fork_head = up.commit("FORK.md", "fork work\n", "fork commit");
+    server.publish("someone/app", &up);
+
+    let (root, root_bytes) = sent_during(&server, || {
+        m.prepare(&PrepareRequest::new("acme/app", url)).unwrap()
+    });
+    let mut fork_request =
+        PrepareRequest::new("someone/app", server.url_with_credential("someone/app"));
+    fork_request.network = Some("acme/app".into());
+    let (fork, fork_bytes) = sent_during(&server, || m.prepare(&fork_request).unwrap());
+    assert_eq!(fork.head, fork_head);
+    assert_ne!(fork.name, root.name);
+    assert!(
+        fork_bytes * 20 < root_bytes,
+        "the fork sent {fork_bytes} bytes, its root {root_bytes}"
+    );
+    assert_eq!(alternates(&fork.path), alternates(&root.path), "one mirror");
+    assert_eq!(m.stats().unwrap().mirrors.count, 1);
+    git(
+        &fork.path,
+        &["fsck", "--connectivity-only", "--no-progress"],
+    );
+    // Each keeps its own origin and branches.
+    assert_eq!(
+        git(&fork.path, &["remote", "get-url", "origin"]),
+        server.url("someone/app")
+    );
+    assert_eq!(git(&root.path, &["rev-parse", "HEAD"]), root.head);
+}
+
+/// Two prepares of one network at once update its mirror once: the
+/// second waits for the first's fetch and uses it.
+#[test]
+fn concurrent_prepares_update_the_mirror_once() {
+    let Served {
+        server,
+        up: _up,
+        base: _base,
+        m,
+        url,
+    } = served(history_heavy());
+    let barrier = std::sync::Barrier::new(2);
+    let heads: Vec<String> = std::thread::scope(|s| {
+        let jobs: Vec<_> = ["acme/app", "acme/app-scan"]
+            .into_iter()
+            .map(|name| {
+                let (m, url, barrier) = (&m, url.clone(), &barrier);
+                s.spawn(move || {
+                    let mut r = PrepareRequest::new(name, url);
+                    r.network = Some("acme/app".into());
+                    barrier.wait();
+                    m.prepare(&r).unwrap().head
+                })
+            })
+            .collect();
+        jobs.into_iter().map(|j| j.join().unwrap()).collect()
+    });
+    assert_eq!(heads[0], heads[1]);
+    let packs = server
+        .seen()
+        .iter()
+        .filter(|r| r.line.starts_with("POST") && r.line.contains("git-upload-pack"))
+        .count();
+    assert_eq!(packs, 1, "one pack for both: {:#?}", server.seen());
+    let metrics = m.encode_metrics().unwrap();
+    for line in [
+        "fixsec_workspace_mirror_fetches_total{outcome=\"fetched\"} 1",
+        "fixsec_workspace_mirror_fetches_total{outcome=\"shared\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+}
+
+/// A mirror is kept while any workspace borrows from it, and its objects
+/// are never pruned under one (a force push upstream included); it goes
+/// once no workspace has borrowed from it for the cleanup age.
+#[test]
+fn a_mirror_lives_while_borrowed_and_goes_once_unreferenced_for_the_cleanup_age() {
+    let Served {
+        server,
+        up,
+        base,
+        m,
+        url,
+    } = served(Upstream::new());
+    let old = m.prepare(&PrepareRequest::new("acme/app", &url)).unwrap();
+
+    // A force push; a second workspace of the network is cloned after it.
+    up.rewrite_history();
+    std::fs::remove_dir_all(server.bare("acme/app")).unwrap();
+    server.publish("acme/app", &up);
+    let mut second = PrepareRequest::new("acme/app-scan", &url);
+    second.network = Some("acme/app".into());
+    let scan = m.prepare(&second).unwrap();
+    assert_ne!(scan.head, old.head);
+    // The first workspace's old history is still whole.
+    git(&old.path, &["fsck", "--connectivity-only", "--no-progress"]);
+    assert_eq!(git(&old.path, &["rev-parse", "HEAD"]), old.head);
+
+    let mirrors = base.path().join(".mirrors");
+    let mirror_count = || {
+        std::fs::read_dir(&mirrors)
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .count()
+    };
+    // The scan's workspace is leased: the cleanup takes only the other.
+    let lease = m.lease(&scan.name).unwrap();
+    let report = m.cleanup(Some(0.0)).unwrap();
+    assert_eq!(report.cleaned_workspaces, 1);
+    assert!(report.mirrors_removed.is_empty(), "still borrowed");
+    assert_eq!(m.stats().unwrap().mirrors.unreferenced, 0);
+    drop(lease);
+
+    // Unreferenced from now: kept by a cleanup at 24 hours, and the first
+    // cleanup at age 0 only notes it.
+    let report = m.cleanup(Some(24.0)).unwrap();
+    assert_eq!(report.cleaned_workspaces, 0);
+    let report = m.cleanup(Some(0.0)).unwrap();
+    assert_eq!(report.cleaned_workspaces, 1);
+    assert!(report.mirrors_removed.is_empty());
+    assert_eq!(m.stats().unwrap().mirrors.unreferenced, 1);
+    let report = m.cleanup(Some(24.0)).unwrap();
+    assert!(
+        report.mirrors_removed.is_empty(),
+        "not unreferenced 24 h yet"
+    );
+    assert_eq!(mirror_count(), 1);
+
+    let report = m.cleanup(Some(0.0)).unwrap();
+    assert_eq!(report.mirrors_removed.len(), 1, "{report:?}");
+    assert_eq!(mirror_count(), 0);
+    let stats = m.stats().unwrap();
+    assert_eq!((stats.mirrors.count, stats.mirrors.size_bytes), (0, 0));
+}
+
+/// A broken mirror does not fail a prepare: the clone is made directly.
+/// Shallow clones and local paths do not use mirrors at all.
+#[test]
+fn a_broken_mirror_falls_back_to_a_direct_clone_and_shallow_clones_skip_it() {
+    let Served {
+        server: _server,
+        up,
+        base: _base,
+        m,
+        url,
+    } = served(Upstream::new());
+
+    let shallow = m
+        .prepare(&PrepareRequest::new("acme/shallow", &url).depth(1))
+        .unwrap();
+    let local = m
+        .prepare(&PrepareRequest::new("acme/local", up.url()))
+        .unwrap();
+    assert_eq!(alternates(&shallow.path), "");
+    assert!(!alternates(&local.path).contains(".mirrors"));
+    assert_eq!(m.stats().unwrap().mirrors.count, 0);
+
+    // Something not a repository where the mirror would be.
+    let first = m.prepare(&PrepareRequest::new("acme/app", &url)).unwrap();
+    let mirror_dir = alternates(&first.path)
+        .trim()
+        .trim_end_matches("/objects")
+        .to_string();
+    m.remove(&first.name).unwrap();
+    std::fs::remove_dir_all(&mirror_dir).unwrap();
+    std::fs::create_dir_all(&mirror_dir).unwrap();
+    std::fs::write(Path::new(&mirror_dir).join("HEAD"), "garbage").unwrap();
+    let healed = m.prepare(&PrepareRequest::new("acme/app", &url)).unwrap();
+    assert_eq!(healed.head, up.head_of("main"));
+    assert_eq!(alternates(&healed.path), "", "a direct clone");
+    git(
+        &healed.path,
+        &["fsck", "--connectivity-only", "--no-progress"],
+    );
+
+    // A bad network name is the caller's to fix, and nothing is lost.
+    let mut bad = PrepareRequest::new("acme/app", &url);
+    bad.network = Some(" ".into());
+    let err = m.prepare(&bad).unwrap_err();
+    assert_eq!(
+        err.kind(),
+        fixsec_workspace::ErrorKind::InvalidInput,
+        "{err}"
+    );
+    assert!(err.to_string().contains("network"), "{err}");
+    assert!(healed.path.join("README.md").exists());
+}
