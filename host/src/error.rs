@@ -51,6 +51,31 @@ impl ErrorKind {
     }
 }
 
+impl std::str::FromStr for ErrorKind {
+    type Err = String;
+
+    /// The kind named by its label ([`as_str`](ErrorKind::as_str)), as a
+    /// JSON error from the service carries it.
+    fn from_str(label: &str) -> std::result::Result<Self, Self::Err> {
+        [
+            ErrorKind::InvalidInput,
+            ErrorKind::Refused,
+            ErrorKind::NotFound,
+            ErrorKind::InUse,
+            ErrorKind::Busy,
+            ErrorKind::InsufficientStorage,
+            ErrorKind::Git,
+            ErrorKind::Io,
+            ErrorKind::Rejected,
+            ErrorKind::Policy,
+            ErrorKind::Config,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == label)
+        .ok_or_else(|| format!("unknown error kind {label:?}"))
+    }
+}
+
 /// An error from the workspace manager.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -135,6 +160,37 @@ impl Error {
         }
     }
 
+    /// An error of `kind` with `message` as its detail.
+    pub fn of_kind(kind: ErrorKind, message: String) -> Self {
+        match kind {
+            ErrorKind::InvalidInput => Error::InvalidInput(message),
+            ErrorKind::Refused => Error::Refused(message),
+            ErrorKind::NotFound => Error::NotFound(message),
+            ErrorKind::InUse => Error::InUse(message),
+            ErrorKind::Busy => Error::Busy(message),
+            ErrorKind::InsufficientStorage => Error::InsufficientStorage(message),
+            ErrorKind::Git => Error::Git(message),
+            ErrorKind::Io => Error::filesystem(message),
+            ErrorKind::Rejected => Error::Rejected(message),
+            ErrorKind::Policy => Error::Policy(message),
+            ErrorKind::Config => Error::Config(message),
+        }
+    }
+
+    /// The error a service reported as `{"error": kind, "detail": text}`,
+    /// where `text` is the error's whole message: its kind's wording is
+    /// taken off so it is not said twice.
+    pub fn from_reported(kind: ErrorKind, text: &str) -> Self {
+        let marker = "\u{0}";
+        let shape = Error::of_kind(kind, marker.into()).to_string();
+        let (prefix, suffix) = shape.split_once(marker).unwrap_or((&shape, ""));
+        let detail = text
+            .strip_prefix(prefix)
+            .and_then(|t| t.strip_suffix(suffix))
+            .unwrap_or(text);
+        Error::of_kind(kind, detail.to_string())
+    }
+
     /// Wrap an I/O error with what was being done and where.
     pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         let path = path.into();
@@ -155,3 +211,24 @@ impl Error {
 
 /// Result with the library's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reported_error_reads_as_the_original() {
+        for e in [
+            Error::NotFound("branch x not found".into()),
+            Error::InUse("acme_app_12345678 (leased by scan-7)".into()),
+            Error::filesystem("disk gone"),
+            Error::Rejected("refs/heads/main: protected".into()),
+        ] {
+            let label = e.kind().as_str();
+            let back = Error::from_reported(label.parse().unwrap(), &e.to_string());
+            assert_eq!(back.to_string(), e.to_string());
+            assert_eq!(back.kind(), e.kind());
+        }
+        assert!("unauthorized".parse::<ErrorKind>().is_err());
+    }
+}

@@ -63,6 +63,30 @@ fn router(nodes: &[u16]) -> Router {
     }
 }
 
+/// Three nodes (`node1`..`node3`, each on its own base directory) behind
+/// the router.
+struct Cluster {
+    bases: Vec<tempfile::TempDir>,
+    ports: Vec<u16>,
+    nodes: Vec<crate::support::Served>,
+    router: Router,
+}
+
+fn cluster() -> Cluster {
+    let bases: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let nodes = (0..3)
+        .map(|i| node(bases[i].path(), &format!("node{}", i + 1), ports[i]))
+        .collect();
+    let router = router(&ports);
+    Cluster {
+        bases,
+        ports,
+        nodes,
+        router,
+    }
+}
+
 /// Prepare `repo` through the router; the node that served it, or none
 /// while the router still sends it to a node that is gone.
 fn try_prepare(
@@ -124,12 +148,12 @@ fn wait_for_nodes(
 #[test]
 fn repositories_stay_on_their_node_and_only_a_lost_nodes_move() {
     let up = Upstream::new();
-    let bases: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let mut nodes: Vec<crate::support::Served> = (0..3)
-        .map(|i| node(bases[i].path(), &format!("node{}", i + 1), ports[i]))
-        .collect();
-    let router = router(&ports);
+    let Cluster {
+        bases,
+        ports,
+        mut nodes,
+        router,
+    } = cluster();
     let client = reqwest::blocking::Client::new();
     let repos: Vec<String> = (0..12).map(|i| format!("acme/repo-{i}")).collect();
 
@@ -307,5 +331,129 @@ fn a_draining_node_fails_readiness_but_keeps_serving() {
             "the node did not exit after draining"
         );
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The CLI's `--server` through the router: a prepare sends its
+/// repository's network as the shard key (a fork lands with its root),
+/// other commands send `--shard`; without one the router's 400 reaches the
+/// user as a clear error, and a wrong token likewise.
+#[test]
+fn the_cli_through_the_router_sends_the_shard_key() {
+    let up = Upstream::new();
+    let Cluster {
+        bases,
+        ports: _,
+        mut nodes,
+        router,
+    } = cluster();
+    let client = reqwest::blocking::Client::new();
+    // Roots and forks, each placed under its own key first.
+    let repos: Vec<String> = (0..6)
+        .flat_map(|i| [format!("acme/cli-{i}"), format!("someone/cli-{i}")])
+        .collect();
+    let placed = wait_for_nodes(&client, &router.url, &up, &repos, 3);
+    let base_of = |repo: &str| {
+        let i: usize = placed[repo]
+            .trim_start_matches("node")
+            .parse::<usize>()
+            .unwrap()
+            - 1;
+        bases[i].path().canonicalize().unwrap()
+    };
+    // A fork whose own key would take it to another node than its root's.
+    let k = (0..6)
+        .find(|k| placed[&format!("acme/cli-{k}")] != placed[&format!("someone/cli-{k}")])
+        .expect("some fork hashes elsewhere than its root");
+    let (root, fork_repo) = (format!("acme/cli-{k}"), format!("someone/cli-{k}"));
+    let scratch = tempfile::tempdir().unwrap();
+    let cli = |args: &[&str]| {
+        let mut cmd = cli_local(scratch.path(), &["--server", &router.url]);
+        cmd.args(args).env("WORKSPACE_API_TOKEN", TOKEN);
+        cmd.output().unwrap()
+    };
+
+    // A fork names its root: it lands on the root's node.
+    for (repo, network) in [(&root, None), (&fork_repo, Some(root.as_str()))] {
+        let mut args = vec![
+            "--json",
+            "prepare",
+            repo.as_str(),
+            up.path.to_str().unwrap(),
+        ];
+        if let Some(n) = network {
+            args.extend(["--network", n]);
+        }
+        let out = cli(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let path = Path::new(v["path"].as_str().unwrap())
+            .canonicalize()
+            .unwrap();
+        assert!(
+            path.starts_with(base_of(&root)),
+            "{repo} at {} is not on {}",
+            path.display(),
+            placed[&root]
+        );
+    }
+
+    // Commands that name no repository: the router's 400 without --shard.
+    let out = cli(&["list"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("X-Fixsec-Shard"), "{stderr}");
+    // With it, the node that holds the repository answers.
+    let out = cli(&["--shard", &root, "--json", "list"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = list
+        .iter()
+        .filter_map(|w| w["repo_full_name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&&*fork_repo) && names.contains(&&*root),
+        "{names:?}"
+    );
+    let fork = list
+        .iter()
+        .find(|w| w["repo_full_name"] == fork_repo.as_str())
+        .unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = cli(&["--shard", &root, "remove", &fork]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!base_of(&root).join(&fork).exists());
+    // Errors keep their kind across the wire: a second remove is not found.
+    let out = cli(&["--shard", &root, "remove", &fork]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+
+    // A wrong token is refused, with what to do.
+    let mut wrong = cli_local(
+        scratch.path(),
+        &["--server", &router.url, "--shard", &root, "stats"],
+    );
+    let out = wrong
+        .env("WORKSPACE_API_TOKEN", "not-the-token")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("WORKSPACE_API_TOKEN"));
+    for n in &mut nodes {
+        let _ = n.child.kill();
+        let _ = n.child.wait();
     }
 }

@@ -1,7 +1,11 @@
 //! The `fixsec-workspace` command line: parsing (clap), output (human or
 //! `--json` with the guide's keys), progress bars, exit codes.
 
+mod backend;
+mod remote;
 mod serve;
+
+pub use remote::SHARD_HEADER;
 
 pub use serve::GENERATED_TOKEN_FILE;
 
@@ -41,6 +45,16 @@ struct GlobalArgs {
     /// Machine-readable JSON output
     #[arg(long, global = true)]
     json: bool,
+    /// Act through a running service (a node, or the router in front of
+    /// several) instead of this machine's base directory; the token comes
+    /// from WORKSPACE_API_TOKEN or WORKSPACE_API_TOKEN_FILE
+    #[arg(long, global = true, env = "WORKSPACE_SERVER", value_name = "URL")]
+    server: Option<String>,
+    /// With --server: the routing key (X-Fixsec-Shard) for commands that
+    /// name no repository (push, remove, list, ...): the repository's full
+    /// name, or its fork network's root. A prepare sends its own.
+    #[arg(long, global = true, value_name = "OWNER/REPO", requires = "server")]
+    shard: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -70,6 +84,10 @@ enum Command {
         /// Fetch Git LFS objects (needs git-lfs on this host)
         #[arg(long)]
         lfs: bool,
+        /// The fork network's root (owner/repo), when REPO is a fork: forks
+        /// share one object mirror
+        #[arg(long, value_name = "OWNER/REPO")]
+        network: Option<String>,
     },
     /// Push a branch of a workspace with a credential that is never stored
     Push {
@@ -228,10 +246,21 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
         };
         return Ok(policy_check(file, options, json));
     }
-    let m = manager(&cli.global)?;
+    if let Command::Serve { bind } = cli.command {
+        if cli.global.server.is_some() {
+            return Err(Error::InvalidInput(
+                "serve runs the service here; drop --server".into(),
+            ));
+        }
+        serve::serve(manager(&cli.global)?, bind)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let m: Box<dyn backend::Backend> = match &cli.global.server {
+        Some(server) => Box::new(remote::Remote::new(server, cli.global.shard.clone())?),
+        None => Box::new(manager(&cli.global)?),
+    };
     match cli.command {
-        Command::Policy { .. } => unreachable!("handled above"),
-        Command::Serve { bind } => serve::serve(m, bind)?,
+        Command::Policy { .. } | Command::Serve { .. } => unreachable!("handled above"),
         Command::Name { repo } => {
             let name = m.workspace_name(&repo)?;
             if json {
@@ -247,6 +276,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             depth,
             submodules,
             lfs,
+            network,
         } => {
             let request = PrepareRequest {
                 repo_full_name: repo,
@@ -257,6 +287,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                 holder: None,
                 submodules,
                 lfs,
+                network,
             };
             let bar = (!json && std::io::stderr().is_terminal()).then(progress_bar);
             let progress = bar.clone().map(|bar| {
@@ -266,7 +297,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                     bar.set_message(indicatif::HumanBytes(p.received_bytes as u64).to_string());
                 }) as Arc<crate::adapter::git::ProgressFn>
             });
-            let result = m.prepare_with_progress(&request, progress);
+            let result = m.prepare(&request, progress);
             if let Some(bar) = bar {
                 bar.finish_and_clear();
             }
@@ -321,7 +352,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             if json {
                 print_json(&list);
             } else if list.is_empty() {
-                println!("no workspaces in {}", m.base_path().display());
+                println!("no workspaces in {}", m.location());
             } else {
                 println!(
                     "{:<40} {:>10} {:<20} {:<6} REPOSITORY",

@@ -1,0 +1,236 @@
+//! `--server`: the CLI as a client of a running service (a node, or the
+//! router in front of several). Requests carry the bearer token
+//! (`WORKSPACE_API_TOKEN`, or the file `WORKSPACE_API_TOKEN_FILE`) and the
+//! shard key `X-Fixsec-Shard` the router places repositories by: for a
+//! prepare, the repository's network (`--network`, else its own name);
+//! for other commands, `--shard` when given.
+
+use super::backend::Backend;
+use crate::adapter::git::ProgressFn;
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::*;
+use crate::{PrepareRequest, PushRequest};
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+
+/// The header a router hashes to pick a node (deploy/haproxy/haproxy.cfg).
+pub const SHARD_HEADER: &str = "X-Fixsec-Shard";
+
+/// A service at a base URL.
+pub(super) struct Remote {
+    base: String,
+    token: Option<String>,
+    shard: Option<String>,
+    http: Client,
+}
+
+impl Remote {
+    /// A client of `server` (`http://host:port`), with the token from the
+    /// environment and `shard` for requests that name no repository.
+    pub fn new(server: &str, shard: Option<String>) -> Result<Self> {
+        let base = server.trim_end_matches('/').to_string();
+        let parsed = url::Url::parse(&base).map_err(|e| {
+            Error::InvalidInput(format!(
+                "--server {server:?} is not a URL ({e}); e.g. http://127.0.0.1:8080"
+            ))
+        })?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(Error::InvalidInput(format!(
+                "--server {server:?}: use an http:// or https:// URL"
+            )));
+        }
+        let token = match std::env::var("WORKSPACE_API_TOKEN") {
+            Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
+            _ => match std::env::var("WORKSPACE_API_TOKEN_FILE") {
+                Ok(path) if !path.trim().is_empty() => Some(
+                    std::fs::read_to_string(path.trim())
+                        .map_err(|e| Error::io("reading the API token from", path.trim(), e))?
+                        .trim()
+                        .to_string(),
+                ),
+                _ => None,
+            },
+        };
+        let http = Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            // A prepare lasts as long as its clone; the service bounds it.
+            .timeout(None)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| Error::Config(format!("starting the HTTP client: {e}")))?;
+        Ok(Remote {
+            base,
+            token,
+            shard,
+            http,
+        })
+    }
+
+    fn request(&self, method: Method, path: &str, shard: Option<&str>) -> RequestBuilder {
+        let mut r = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(key) = shard.or(self.shard.as_deref()) {
+            r = r.header(SHARD_HEADER, key);
+        }
+        r
+    }
+
+    /// Send, and read a successful answer's body as `T`; an error answer
+    /// becomes the error the service reported.
+    fn send<T: DeserializeOwned>(&self, r: RequestBuilder) -> Result<T> {
+        let response = r.send().map_err(|e| {
+            Error::Busy(format!(
+                "cannot reach the service at {}: {e}; check --server and that it runs",
+                self.base
+            ))
+        })?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(self.reported(status, response));
+        }
+        response.json().map_err(|e| {
+            Error::Config(format!(
+                "the answer of {} is not what this CLI expects ({e}); are the CLI and the service the same version?",
+                self.base
+            ))
+        })
+    }
+
+    fn reported(&self, status: StatusCode, response: Response) -> Error {
+        let served_by = response
+            .headers()
+            .get("x-served-by")
+            .and_then(|v| v.to_str().ok())
+            .map(|n| format!(" (node {n})"))
+            .unwrap_or_default();
+        let body: serde_json::Value = response.json().unwrap_or_default();
+        let label = body["error"].as_str().unwrap_or_default();
+        let detail = body["detail"].as_str().unwrap_or_default();
+        if let Ok(kind) = label.parse::<ErrorKind>() {
+            return Error::from_reported(kind, detail);
+        }
+        let detail = if detail.is_empty() {
+            status.to_string()
+        } else {
+            detail.to_string()
+        };
+        match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Error::Refused(format!(
+                "{} refused the token{served_by}: set WORKSPACE_API_TOKEN (or \
+                 WORKSPACE_API_TOKEN_FILE) to the service's token",
+                self.base
+            )),
+            s if s.is_client_error() => Error::InvalidInput(format!("{detail}{served_by}")),
+            s if s == StatusCode::SERVICE_UNAVAILABLE => {
+                Error::Busy(format!("{detail}{served_by}; retry later"))
+            }
+            _ => Error::Git(format!(
+                "{} answered {status}: {detail}{served_by}",
+                self.base
+            )),
+        }
+    }
+}
+
+fn segment(name: &str) -> String {
+    url::form_urlencoded::byte_serialize(name.as_bytes()).collect()
+}
+
+impl Backend for Remote {
+    fn location(&self) -> String {
+        self.base.clone()
+    }
+
+    fn workspace_name(&self, _repo: &str) -> Result<String> {
+        Err(Error::InvalidInput(
+            "`name` asks this machine's policy; run it without --server".into(),
+        ))
+    }
+
+    fn prepare(
+        &self,
+        request: &PrepareRequest,
+        _progress: Option<Arc<ProgressFn>>,
+    ) -> Result<PrepareOutcome> {
+        let r = self.request(
+            Method::POST,
+            "/workspace/prepare",
+            Some(request.network_key()),
+        );
+        self.send(r.json(request))
+    }
+
+    fn push(&self, name: &str, request: &PushRequest) -> Result<PushOutcome> {
+        let path = format!("/workspace/workspaces/{}/push", segment(name));
+        self.send(self.request(Method::POST, &path, None).json(request))
+    }
+
+    fn list(&self) -> Result<Vec<WorkspaceSummary>> {
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            workspaces: Vec<WorkspaceSummary>,
+        }
+        let a: Answer = self.send(self.request(Method::GET, "/workspace/workspaces", None))?;
+        Ok(a.workspaces)
+    }
+
+    fn stats(&self) -> Result<Stats> {
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            stats: Stats,
+        }
+        let a: Answer = self.send(self.request(Method::GET, "/workspace/stats", None))?;
+        Ok(a.stats)
+    }
+
+    fn cleanup(&self, max_age_hours: Option<f64>) -> Result<CleanupReport> {
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            report: CleanupReport,
+        }
+        let body = serde_json::json!({ "max_age_hours": max_age_hours });
+        let r = self.request(Method::POST, "/workspace/cleanup", None);
+        let a: Answer = self.send(r.json(&body))?;
+        Ok(a.report)
+    }
+
+    fn health(&self) -> Result<HealthReport> {
+        if self.token.is_none() {
+            // Without it the service answers the open summary only.
+            return Err(Error::Refused(
+                "the whole health report needs the token: set WORKSPACE_API_TOKEN".into(),
+            ));
+        }
+        self.send(self.request(Method::GET, "/workspace/health", None))
+    }
+
+    fn remove(&self, name: &str) -> Result<RemovalReport> {
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            report: RemovalReport,
+        }
+        let path = format!("/workspace/workspaces/{}", segment(name));
+        let response = self
+            .request(Method::DELETE, &path, None)
+            .send()
+            .map_err(|e| Error::Busy(format!("cannot reach the service at {}: {e}", self.base)))?;
+        // A removal that left files is a 500 that still carries its report.
+        if response.status() == StatusCode::INTERNAL_SERVER_ERROR || response.status().is_success()
+        {
+            let status = response.status();
+            let text = response.text().unwrap_or_default();
+            if let Ok(a) = serde_json::from_str::<Answer>(&text) {
+                return Ok(a.report);
+            }
+            return Err(Error::Git(format!(
+                "{} answered {status}: {text}",
+                self.base
+            )));
+        }
+        Err(self.reported(response.status(), response))
+    }
+}
