@@ -40,6 +40,7 @@ from .errors import (
     PolicyError,
     Refused,
     Rejected,
+    Unauthorized,
     WorkspaceError,
 )
 
@@ -64,6 +65,23 @@ class PreparedWorkspace:
     notes: List[str] = field(default_factory=list)
     lease_id: Optional[int] = None
     """The lease taken with ``lease_seconds``; release it with ``release_lease``."""
+    served_by: Optional[str] = None
+    """The node that prepared it (through :class:`WorkspaceClient` only)."""
+
+    @classmethod
+    def from_json(cls, out: Dict[str, Any], served_by: Optional[str] = None) -> "PreparedWorkspace":
+        """From the host's JSON outcome."""
+        lease = out.get("lease") or {}
+        return cls(
+            name=out["name"],
+            path=Path(out["path"]),
+            head=out["head"],
+            reused=out["reused"],
+            duration_ms=out["duration_ms"],
+            notes=list(out.get("notes") or []),
+            lease_id=lease.get("id"),
+            served_by=served_by,
+        )
 
 
 @dataclass(frozen=True)
@@ -148,12 +166,15 @@ class WorkspaceManager:
         holder: Optional[str] = None,
         submodules: bool = False,
         lfs: bool = False,
+        network: Optional[str] = None,
     ) -> PreparedWorkspace:
         """Prepare the workspace at ``ref`` (branch, tag, commit id,
         ``refs/pull/N/head``, ``src:dst``; none: the default branch).
 
         A token in ``clone_url`` is used for this transfer only and never
-        reaches the disk or the logs.
+        reaches the disk or the logs. ``network`` names the fork network's
+        root (``owner/repo``) when the repository is a fork: forks share
+        one object mirror.
         """
         out = json.loads(
             self._native.prepare(
@@ -165,18 +186,10 @@ class WorkspaceManager:
                 holder=holder,
                 submodules=submodules,
                 lfs=lfs,
+                network=network,
             )
         )
-        lease = out.get("lease") or {}
-        return PreparedWorkspace(
-            name=out["name"],
-            path=Path(out["path"]),
-            head=out["head"],
-            reused=out["reused"],
-            duration_ms=out["duration_ms"],
-            notes=list(out.get("notes") or []),
-            lease_id=lease.get("id"),
-        )
+        return PreparedWorkspace.from_json(out)
 
     def push(self, name: str, branch: str, url: str, *, force: bool = False) -> PushResult:
         """Push ``branch`` of workspace ``name`` to ``url`` (with the
@@ -240,9 +253,13 @@ def get_workspace_manager() -> WorkspaceManager:
         return _manager
 
 
+from .client import SHARD_HEADER, WorkspaceClient  # noqa: E402  (uses the classes above)
+
 __all__ = [
     "CONTRACT",
     "WorkspaceManager",
+    "WorkspaceClient",
+    "SHARD_HEADER",
     "PreparedWorkspace",
     "PushResult",
     "get_workspace_manager",

@@ -60,6 +60,27 @@ class ConfigError(WorkspaceError):
     """The configuration or the policy file is unusable."""
 
 
+class Unauthorized(Refused):
+    """The service refused the API token (:class:`WorkspaceClient` only)."""
+
+
+BY_KIND = {
+    "invalid_input": InvalidInput,
+    "refused": Refused,
+    "not_found": NotFound,
+    "in_use": InUse,
+    "busy": Busy,
+    "insufficient_storage": InsufficientStorage,
+    "git": GitError,
+    "rejected": Rejected,
+    "io": FilesystemError,
+    "policy": PolicyError,
+    "config": ConfigError,
+    "unauthorized": Unauthorized,
+}
+"""The exception class of each kind label (the HTTP API's ``error``)."""
+
+
 __all__ = [
     "WorkspaceError",
     "InvalidInput",
@@ -73,4 +94,5 @@ __all__ = [
     "FilesystemError",
     "PolicyError",
     "ConfigError",
+    "Unauthorized",
 ]

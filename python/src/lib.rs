@@ -107,7 +107,7 @@ impl Manager {
     }
 
     /// Prepare (reuse or clone); the outcome as JSON.
-    #[pyo3(signature = (repo_full_name, clone_url, git_ref=None, depth=None, lease_seconds=None, holder=None, submodules=false, lfs=false))]
+    #[pyo3(signature = (repo_full_name, clone_url, git_ref=None, depth=None, lease_seconds=None, holder=None, submodules=false, lfs=false, network=None))]
     #[allow(clippy::too_many_arguments)]
     fn prepare(
         &self,
@@ -120,8 +120,10 @@ impl Manager {
         holder: Option<String>,
         submodules: bool,
         lfs: bool,
+        network: Option<String>,
     ) -> PyResult<String> {
         let mut request = PrepareRequest::new(repo_full_name, clone_url);
+        request.network = network;
         request.git_ref = git_ref;
         request.depth = depth;
         request.lease_seconds = lease_seconds;

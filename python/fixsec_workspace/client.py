@@ -1,0 +1,181 @@
+"""A client of a running fixsec-workspace service (a node, or the router in
+front of several), for callers that do not run the host in-process.
+
+Every request carries the bearer token and the shard key ``X-Fixsec-Shard``
+the router places repositories by: for a prepare, the repository's network
+(``network=``, else its full name), so forks land with their root; for the
+calls that take a workspace name, the ``shard=`` given (the repository's
+full name). Errors are the same classes :class:`WorkspaceManager` raises.
+
+Standard library only (``urllib``): nothing to install beside the package.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any, Dict, List, Optional
+
+from . import PreparedWorkspace, PushResult
+from .errors import BY_KIND, Busy, GitError, InvalidInput, WorkspaceError
+
+SHARD_HEADER = "X-Fixsec-Shard"
+"""The header a router hashes to pick the node (deploy/haproxy/haproxy.cfg)."""
+
+
+class WorkspaceClient:
+    """The workspaces of a service at ``server`` (``http://host:port``).
+
+    ``token`` defaults to ``WORKSPACE_API_TOKEN``. ``timeout`` bounds each
+    request in seconds (none: a prepare lasts as long as its clone).
+    """
+
+    def __init__(
+        self,
+        server: str,
+        token: Optional[str] = None,
+        *,
+        timeout: Optional[float] = None,
+    ) -> None:
+        parsed = urllib.parse.urlparse(server)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise InvalidInput(
+                f"server {server!r} is not an http(s) URL; e.g. http://127.0.0.1:8080",
+                "invalid_input",
+            )
+        self.server = server.rstrip("/")
+        self.token = token if token is not None else os.environ.get("WORKSPACE_API_TOKEN")
+        self.timeout = timeout
+        self.last_served_by: Optional[str] = None
+        """The node that answered the last request (``X-Served-By``)."""
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        shard: Optional[str],
+        body: Optional[Dict[str, Any]] = None,
+        ok_statuses: tuple = (),
+    ) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.server + path, data=data, method=method)
+        request.add_header("Accept", "application/json")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        if shard:
+            request.add_header(SHARD_HEADER, shard)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                self.last_served_by = response.headers.get("X-Served-By")
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as e:
+            self.last_served_by = e.headers.get("X-Served-By")
+            text = e.read()
+            try:
+                answer = json.loads(text or b"{}")
+            except ValueError:
+                answer = {}
+            if e.code in ok_statuses and isinstance(answer, dict):
+                return answer
+            raise _error(e.code, answer, self.server, self.last_served_by) from None
+        except urllib.error.URLError as e:
+            raise Busy(
+                f"cannot reach the service at {self.server}: {e.reason}; "
+                "check the URL and that it runs",
+                "busy",
+            ) from None
+
+    def prepare(
+        self,
+        repo_full_name: str,
+        clone_url: str,
+        *,
+        ref: Optional[str] = None,
+        depth: Optional[int] = None,
+        lease_seconds: Optional[int] = None,
+        holder: Optional[str] = None,
+        submodules: bool = False,
+        lfs: bool = False,
+        network: Optional[str] = None,
+    ) -> PreparedWorkspace:
+        """Prepare on the node that holds the repository (its network's)."""
+        body: Dict[str, Any] = {"repo_full_name": repo_full_name, "clone_url": clone_url}
+        for key, value in (
+            ("ref", ref),
+            ("depth", depth),
+            ("lease_seconds", lease_seconds),
+            ("holder", holder),
+            ("network", network),
+        ):
+            if value is not None:
+                body[key] = value
+        if submodules:
+            body["submodules"] = True
+        if lfs:
+            body["lfs"] = True
+        out = self._call("POST", "/workspace/prepare", network or repo_full_name, body)
+        return PreparedWorkspace.from_json(out, served_by=self.last_served_by)
+
+    def push(
+        self, name: str, branch: str, url: str, *, shard: str, force: bool = False
+    ) -> PushResult:
+        """Push ``branch`` of workspace ``name`` (on the node of ``shard``)."""
+        out = self._call(
+            "POST",
+            f"/workspace/workspaces/{_segment(name)}/push",
+            shard,
+            {"branch": branch, "url": url, "force": force},
+        )
+        return PushResult(**out)
+
+    def remove(self, name: str, *, shard: str) -> Dict[str, Any]:
+        """Remove a workspace; the removal report (``removed`` says whether
+        everything went)."""
+        out = self._call(
+            "DELETE", f"/workspace/workspaces/{_segment(name)}", shard, ok_statuses=(500,)
+        )
+        if "report" not in out:
+            raise _error(500, out, self.server, self.last_served_by)
+        return out["report"]
+
+    def release_lease(self, lease_id: int, *, shard: str) -> str:
+        """Release a lease a prepare took; the workspace's name."""
+        return self._call("DELETE", f"/workspace/leases/{int(lease_id)}", shard)["name"]
+
+    def list(self, *, shard: Optional[str] = None) -> List[Dict[str, Any]]:
+        """The workspaces of one node (the node of ``shard`` behind a router)."""
+        return self._call("GET", "/workspace/workspaces", shard)["workspaces"]
+
+    def stats(self, *, shard: Optional[str] = None) -> Dict[str, Any]:
+        """One node's stats (the node of ``shard`` behind a router)."""
+        return self._call("GET", "/workspace/stats", shard)["stats"]
+
+    def health(self, *, shard: Optional[str] = None) -> Dict[str, Any]:
+        """One node's health report (the open summary without a token)."""
+        return self._call("GET", "/workspace/health", shard)
+
+
+def _segment(name: str) -> str:
+    return urllib.parse.quote(name, safe="")
+
+
+def _error(
+    status: int, answer: Any, server: str, served_by: Optional[str]
+) -> WorkspaceError:
+    answer = answer if isinstance(answer, dict) else {}
+    label = str(answer.get("error") or "")
+    detail = str(answer.get("detail") or f"HTTP {status}")
+    where = f" (node {served_by})" if served_by else ""
+    cls = BY_KIND.get(label)
+    if cls is not None:
+        return cls(detail + where, label)
+    if 400 <= status < 500:
+        return InvalidInput(f"{detail}{where}", label or "invalid_input")
+    if status == 503:
+        return Busy(f"{detail}{where}; retry later", label or "busy")
+    return GitError(f"{server} answered {status}: {detail}{where}", label or "git")
