@@ -146,7 +146,7 @@ fn main() {
         shallow(&mut b, &src);
     }
     if wanted("mirror") {
-        mirror(&mut b);
+        mirror(&mut b, &src);
     }
     if wanted("removal") {
         removal(&mut b, &src);
