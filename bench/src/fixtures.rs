@@ -177,7 +177,6 @@ pub fn ensure_history(root: &Path) -> (PathBuf, PathBuf) {
     git(&dir, &["init", "-q", "--bare", "-b", "main", "src.git"]);
     let mut rng = Rng::new(7);
     let mut stream = Vec::new();
-    let mut mark = 0usize;
     let commit = |stream: &mut Vec<u8>,
                   rng: &mut Rng,
                   n: usize,
@@ -210,14 +209,12 @@ pub fn ensure_history(root: &Path) -> (PathBuf, PathBuf) {
         stream.push(b'\n');
     };
     let all: Vec<usize> = (0..400).collect();
-    commit(&mut stream, &mut rng, mark, &all, None);
+    commit(&mut stream, &mut rng, 0, &all, None);
     for n in 1..1_200 {
-        mark = n;
-        let files: Vec<usize> = (0..20).map(|_| (rng.next() % 400) as usize).collect();
-        let mut files = files;
+        let mut files: Vec<usize> = (0..20).map(|_| (rng.next() % 400) as usize).collect();
         files.sort_unstable();
         files.dedup();
-        commit(&mut stream, &mut rng, mark, &files, None);
+        commit(&mut stream, &mut rng, n, &files, None);
     }
     fast_import(&src, &stream);
     git(&dir, &["clone", "-q", "--bare", "src.git", "fork.git"]);
