@@ -379,6 +379,30 @@ fn shallow_prepare_over_git_daemon() {
         .prepare(&PrepareRequest::new("acme/full", &url).branch("main"))
         .unwrap();
     assert!(!git2::Repository::open(&full.path).unwrap().is_shallow());
+
+    // A full clone over the network borrows from its network's mirror
+    // (an alternates line; forward slashes on Windows, as Git for Windows
+    // writes them), and a clone after a removal borrows again, whole.
+    let alternates = full.path.join(".git/objects/info/alternates");
+    let line = std::fs::read_to_string(&alternates).unwrap();
+    assert!(line.contains(".mirrors"), "{line}");
+    assert!(!line.contains('\\'), "{line}");
+    assert!(m.remove(&full.name).unwrap().removed);
+    let again = m
+        .prepare(&PrepareRequest::new("acme/full", &url).branch("main"))
+        .unwrap();
+    assert!(!again.reused);
+    assert_eq!(again.head, new_head);
+    let repo = git2::Repository::open(&again.path).unwrap();
+    let mut walk = repo.revwalk().unwrap();
+    walk.push_head().unwrap();
+    assert_eq!(
+        walk.count(),
+        4,
+        "the whole history of main, read through the mirror"
+    );
+    assert!(again.path.join("src/lib.rs").is_file());
+    assert_eq!(m.stats().unwrap().mirrors.count, 1);
 }
 
 #[test]

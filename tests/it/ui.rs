@@ -64,6 +64,9 @@ fn the_dashboard_signs_in_shows_workspaces_and_acts() {
     browser.wait_for_text("#workspace-rows", "acme/demo");
     browser.wait_for_text("#health-status", "healthy");
     browser.wait_for_text("#policy", "default policy");
+    // A local clone borrows from no mirror; the disk line counts both kinds.
+    browser.wait_for_text("#mirrors-text", "Object mirrors: 0 (0 not borrowed from)");
+    browser.wait_for_text("#total-text", "mirrors 0 MB");
     browser.wait_for_text("#operation-rows", "prepare");
     assert_eq!(
         browser.script("return sessionStorage.length"),

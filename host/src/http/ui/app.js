@@ -111,10 +111,16 @@ function renderHealth(h) {
   const s = h.workspace_stats || {};
   const limit = (h.thresholds && h.thresholds.total_size_warning_mb) || 0;
   const meter = $("total-meter");
-  meter.max = Math.max(limit, s.total_size_mb || 0, 1);
+  // The health verdict counts the object mirrors too: the disk the service uses.
+  const mirrors = s.mirrors || { count: 0, size_mb: 0, unreferenced: 0 };
+  const used = Math.round(((s.total_size_mb || 0) + (mirrors.size_mb || 0)) * 10) / 10;
+  meter.max = Math.max(limit, used, 1);
   meter.high = limit * 0.8;
-  meter.value = s.total_size_mb || 0;
-  $("total-text").textContent = `${s.total_size_mb} MB of ${limit} MB`;
+  meter.value = used;
+  $("total-text").textContent =
+    `${used} MB of ${limit} MB (workspaces ${s.total_size_mb} MB, mirrors ${mirrors.size_mb} MB)`;
+  $("mirrors-text").textContent =
+    `Object mirrors: ${mirrors.count} (${mirrors.unreferenced} not borrowed from)`;
   $("free-text").textContent =
     s.free_space_bytes == null ? "Free space: unknown" : `Free space: ${mb(s.free_space_bytes)} MB`;
   $("pending-text").textContent = `Pending deletions: ${s.pending_deletions || 0}`;
