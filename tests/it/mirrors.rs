@@ -250,13 +250,7 @@ fn a_mirror_lives_while_borrowed_and_goes_once_unreferenced_for_the_cleanup_age(
     assert_eq!(git(&old.path, &["rev-parse", "HEAD"]), old.head);
 
     let mirrors = base.path().join(".mirrors");
-    let mirror_count = || {
-        std::fs::read_dir(&mirrors)
-            .unwrap()
-            .filter_map(Result::ok)
-            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-            .count()
-    };
+    let mirror_count = || mirror_dirs(&mirrors);
     // The scan's workspace is leased: the cleanup takes only the other.
     let lease = m.lease(&scan.name).unwrap();
     let report = m.cleanup(Some(0.0)).unwrap();
@@ -338,4 +332,99 @@ fn a_broken_mirror_falls_back_to_a_direct_clone_and_shallow_clones_skip_it() {
     );
     assert!(err.to_string().contains("network"), "{err}");
     assert!(healed.path.join("README.md").exists());
+}
+
+/// Cleanups at age 0 in a loop while prepares of one network run, each
+/// under a lease as a caller works: no prepare fails, and every checkout
+/// is whole while leased (every object readable through the mirror), so
+/// no mirror was removed from under a clone or a workspace borrowing it.
+#[test]
+fn cleanups_racing_prepares_never_remove_a_borrowed_mirror() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let Served {
+        server: _server,
+        up: _up,
+        base,
+        m,
+        url,
+    } = served(Upstream::new());
+    let done = AtomicBool::new(false);
+    let barrier = std::sync::Barrier::new(2);
+    let mirrors = base.path().join(".mirrors");
+    let (results, cleaner) = std::thread::scope(|s| {
+        let cleaner = s.spawn(|| {
+            let mut removed = 0;
+            while !done.load(Ordering::SeqCst) {
+                let report = m.cleanup(Some(0.0)).map_err(|e| e.to_string())?;
+                if !report.failed.is_empty() {
+                    return Err(format!("{report:?}"));
+                }
+                removed += report.mirrors_removed.len();
+            }
+            Ok::<usize, String>(removed)
+        });
+        let workers: Vec<_> = (0..2)
+            .map(|i| {
+                let (m, url, barrier, mirrors) = (&m, &url, &barrier, &mirrors);
+                s.spawn(move || -> Result<(), String> {
+                    for _round in 0..4 {
+                        // Between rounds, once both workspaces are released,
+                        // the cleanups remove the unborrowed mirror: each
+                        // round's prepares race the cleanups that do it.
+                        barrier.wait();
+                        if i == 0 {
+                            let deadline =
+                                std::time::Instant::now() + std::time::Duration::from_secs(30);
+                            while mirror_dirs(mirrors) > 0 {
+                                if std::time::Instant::now() > deadline {
+                                    return Err("an unborrowed mirror was never removed".into());
+                                }
+                                std::thread::sleep(std::time::Duration::from_millis(5));
+                            }
+                        }
+                        barrier.wait();
+                        let mut r = PrepareRequest::new(format!("acme/app-{i}"), url.as_str());
+                        r.network = Some("acme/app".into());
+                        r.lease_seconds = Some(60);
+                        let out = m.prepare(&r).map_err(|e| format!("prepare: {e}"))?;
+                        let fsck = std::process::Command::new("git")
+                            .arg("-C")
+                            .arg(&out.path)
+                            .args(["fsck", "--connectivity-only", "--no-progress"])
+                            .output()
+                            .map_err(|e| e.to_string())?;
+                        if !fsck.status.success() {
+                            return Err(format!("broken while leased: {fsck:?}"));
+                        }
+                        let lease = out.lease.ok_or("no lease")?;
+                        m.release_lease(lease.id).map_err(|e| e.to_string())?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        let results: Vec<Result<(), String>> = workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|_| Err("worker panicked".into())))
+            .collect();
+        done.store(true, Ordering::SeqCst);
+        (results, cleaner.join().expect("the cleaner does not panic"))
+    });
+    for r in results {
+        r.unwrap();
+    }
+    let removed = cleaner.unwrap();
+    // The race was real: the mirror went between rounds and came back.
+    assert!(removed >= 3, "mirrors removed: {removed}");
+}
+
+/// Mirror folders under `.mirrors` (its `.locks` aside).
+fn mirror_dirs(mirrors: &Path) -> usize {
+    std::fs::read_dir(mirrors)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .count()
+        })
+        .unwrap_or(0)
 }

@@ -229,14 +229,16 @@ impl Store {
             return Vec::new();
         }
         let max_age = chrono::Duration::milliseconds((max_age_hours * 3_600_000.0) as i64);
+        // Read once for all mirrors. A clone that borrows after this read
+        // does so under the mirror's lock, having cleared the mirror's
+        // `unreferenced_since` first; that state is read below under the
+        // same lock, so such a mirror is at most marked, never removed.
+        let borrowed = self.borrowed_lines();
         let mut removed = Vec::new();
         for name in names {
             let Ok(_guard) = self.mirror_locks.lock(&name, Duration::ZERO) else {
                 continue;
             };
-            // Read under the mirror's lock, so a clone that borrowed before
-            // it was taken is seen (its staging folder or its workspace).
-            let borrowed = self.borrowed_lines();
             let dir = self.layout.mirror_dir(&name);
             let Some(mut state) = MirrorState::read(&dir) else {
                 tracing::warn!(mirror = %name, "mirror without its state file; left in place");
