@@ -381,6 +381,12 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                     "{} workspaces, {:.1} MB in {}",
                     stats.total_workspaces, stats.total_size_mb, stats.base_path
                 );
+                if stats.mirrors.count > 0 {
+                    println!(
+                        "{} object mirror(s), {:.1} MB ({} not borrowed from)",
+                        stats.mirrors.count, stats.mirrors.size_mb, stats.mirrors.unreferenced
+                    );
+                }
                 for w in &stats.workspaces {
                     println!("  {:<40} {:>10.1} MB", w.name, w.size_mb);
                 }
