@@ -281,6 +281,12 @@ fn kill_9_mid_mirror_update_leaves_the_mirror_usable() {
             .starts_with(&*mirror_dirs()[0].to_string_lossy()),
         "{alternates}"
     );
+    let stats = cli(base.path(), &["stats"]).output().unwrap();
+    assert!(
+        stdout(&stats).contains("1 object mirror(s)"),
+        "{}",
+        stdout(&stats)
+    );
 }
 
 /// A read-only folder and read-only files, removed by a non-root user.
