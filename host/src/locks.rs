@@ -315,7 +315,7 @@ impl WorkspaceLocks {
                 break id;
             }
         };
-        if let Err(e) = write_atomically(
+        if let Err(e) = crate::adapter::fs::write_atomically(
             &self.lease_file(id),
             &serde_json::to_vec(&entry).expect("a lease serializes"),
         ) {
@@ -337,15 +337,6 @@ impl WorkspaceLocks {
         let _ = std::fs::remove_file(&path);
         on_disk.or(own).filter(LeaseEntry::live).map(|l| l.name)
     }
-}
-
-/// Write `data` to `path` whole or not at all (a temporary file renamed).
-fn write_atomically(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, data)?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
 }
 
 /// Whether the process `pid` still runs (on Linux, from /proc; elsewhere

@@ -1,13 +1,10 @@
 //! `workspace.json`: what the host remembers about a workspace.
 
+use crate::adapter::fs::{retry_while_in_use, write_atomically};
 use crate::error::{Error, Result};
-use backon::{BlockingRetryable, ExponentialBuilder};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 /// The metadata kept beside `repo/`. The clone URL never holds credentials.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,45 +42,12 @@ impl WorkspaceMetadata {
         serde_json::from_slice(&bytes).ok()
     }
 
-    /// Write atomically: a temporary file renamed over the old one, so a
-    /// crash leaves either the old or the new file, never half of one.
+    /// Write atomically ([`write_atomically`]): a crash leaves either the
+    /// old or the new file, never half of one.
     pub fn write(&self, path: &Path) -> Result<()> {
-        static WRITES: AtomicU64 = AtomicU64::new(0);
-        // Unique per writer, so two writers never share a temporary file.
-        let tmp = path.with_extension(format!(
-            "json.{}.{}.tmp",
-            std::process::id(),
-            WRITES.fetch_add(1, Ordering::Relaxed)
-        ));
         let json = serde_json::to_vec_pretty(self).expect("metadata serializes");
-        std::fs::write(&tmp, json).map_err(|e| Error::io("writing metadata", &tmp, e))?;
-        retry_while_in_use(|| std::fs::rename(&tmp, path)).map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            Error::io("replacing metadata", path, e)
-        })
+        write_atomically(path, &json).map_err(|e| Error::io("writing metadata", path, e))
     }
-}
-
-/// Run `op`, retrying for about half a second while Windows says the file
-/// is in use: replacing or opening a file that another thread or process
-/// (a reader, a virus scanner) has open fails there for a moment with
-/// error 5 or 32 (found by the Windows suite under Wine). Other errors, and
-/// every error elsewhere, return at once.
-fn retry_while_in_use<T>(op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
-    op.retry(
-        ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(2))
-            .with_max_delay(Duration::from_millis(100))
-            .with_max_times(10),
-    )
-    .sleep(std::thread::sleep)
-    .when(is_in_use)
-    .call()
-}
-
-/// `ERROR_ACCESS_DENIED` or `ERROR_SHARING_VIOLATION` on Windows.
-fn is_in_use(e: &io::Error) -> bool {
-    cfg!(windows) && (e.kind() == io::ErrorKind::PermissionDenied || e.raw_os_error() == Some(32))
 }
 
 #[cfg(test)]

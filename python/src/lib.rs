@@ -15,29 +15,19 @@ use pyo3::prelude::*;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-/// The Python exception for a host error: the class named after its kind
-/// in `fixsec_workspace.errors`, carrying the host's message and kind.
+/// The Python exception for a host error: the class `fixsec_workspace.errors`
+/// gives its kind (`BY_KIND`, the one table of kind -> class), carrying the
+/// host's message and kind.
 fn to_py(py: Python<'_>, e: Error) -> PyErr {
-    let class = match e.kind() {
-        fixsec_workspace::ErrorKind::InvalidInput => "InvalidInput",
-        fixsec_workspace::ErrorKind::Refused => "Refused",
-        fixsec_workspace::ErrorKind::NotFound => "NotFound",
-        fixsec_workspace::ErrorKind::InUse => "InUse",
-        fixsec_workspace::ErrorKind::Busy => "Busy",
-        fixsec_workspace::ErrorKind::InsufficientStorage => "InsufficientStorage",
-        fixsec_workspace::ErrorKind::Git => "GitError",
-        fixsec_workspace::ErrorKind::Rejected => "Rejected",
-        fixsec_workspace::ErrorKind::Io => "FilesystemError",
-        fixsec_workspace::ErrorKind::Policy => "PolicyError",
-        fixsec_workspace::ErrorKind::Config => "ConfigError",
-    };
+    let kind = e.kind().as_str();
     let raised = py
         .import("fixsec_workspace.errors")
-        .and_then(|m| m.getattr(class))
-        .and_then(|c| c.call1((e.to_string(), e.kind().as_str())));
+        .and_then(|m| m.getattr("BY_KIND"))
+        .and_then(|table| table.get_item(kind))
+        .and_then(|c| c.call1((e.to_string(), kind)));
     match raised {
         Ok(exception) => PyErr::from_value(exception),
-        Err(import_failed) => import_failed,
+        Err(lookup_failed) => lookup_failed,
     }
 }
 

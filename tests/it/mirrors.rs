@@ -5,7 +5,7 @@
 
 use crate::support::forge::git;
 use crate::support::smart_http::SmartHttp;
-use crate::support::{Upstream, builder};
+use crate::support::{Upstream, builder, mirror_folders};
 use fixsec_workspace::{PrepareRequest, WorkspaceManager};
 use std::path::Path;
 
@@ -249,8 +249,7 @@ fn a_mirror_lives_while_borrowed_and_goes_once_unreferenced_for_the_cleanup_age(
     git(&old.path, &["fsck", "--connectivity-only", "--no-progress"]);
     assert_eq!(git(&old.path, &["rev-parse", "HEAD"]), old.head);
 
-    let mirrors = base.path().join(".mirrors");
-    let mirror_count = || mirror_dirs(&mirrors);
+    let mirror_count = || mirror_folders(base.path()).len();
     // The scan's workspace is leased: the cleanup takes only the other.
     let lease = m.lease(&scan.name).unwrap();
     let report = m.cleanup(Some(0.0)).unwrap();
@@ -350,7 +349,6 @@ fn cleanups_racing_prepares_never_remove_a_borrowed_mirror() {
     } = served(Upstream::new());
     let done = AtomicBool::new(false);
     let barrier = std::sync::Barrier::new(2);
-    let mirrors = base.path().join(".mirrors");
     let (results, cleaner) = std::thread::scope(|s| {
         let cleaner = s.spawn(|| {
             let mut removed = 0;
@@ -365,7 +363,7 @@ fn cleanups_racing_prepares_never_remove_a_borrowed_mirror() {
         });
         let workers: Vec<_> = (0..2)
             .map(|i| {
-                let (m, url, barrier, mirrors) = (&m, &url, &barrier, &mirrors);
+                let (m, url, barrier, base) = (&m, &url, &barrier, &base);
                 s.spawn(move || -> Result<(), String> {
                     for _round in 0..4 {
                         // Between rounds, once both workspaces are released,
@@ -375,7 +373,7 @@ fn cleanups_racing_prepares_never_remove_a_borrowed_mirror() {
                         if i == 0 {
                             let deadline =
                                 std::time::Instant::now() + std::time::Duration::from_secs(30);
-                            while mirror_dirs(mirrors) > 0 {
+                            while !mirror_folders(base.path()).is_empty() {
                                 if std::time::Instant::now() > deadline {
                                     return Err("an unborrowed mirror was never removed".into());
                                 }
@@ -416,15 +414,4 @@ fn cleanups_racing_prepares_never_remove_a_borrowed_mirror() {
     let removed = cleaner.unwrap();
     // The race was real: the mirror went between rounds and came back.
     assert!(removed >= 3, "mirrors removed: {removed}");
-}
-
-/// Mirror folders under `.mirrors` (its `.locks` aside).
-fn mirror_dirs(mirrors: &Path) -> usize {
-    std::fs::read_dir(mirrors)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-                .count()
-        })
-        .unwrap_or(0)
 }

@@ -138,6 +138,23 @@ fn two_processes_on_one_base_take_turns() {
     );
 }
 
+/// A CLI prepare of `acme/demo` (mirrors on or off: `mirrors`) from a
+/// remote that accepts the connection and never answers, so it hangs with
+/// its locks held; the process, and the connection it is waiting on.
+#[cfg(unix)]
+fn hanging_prepare(base: &Path, mirrors: &str) -> (std::process::Child, std::net::TcpStream) {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hanging_url = format!("git://127.0.0.1:{}/r", silent.local_addr().unwrap().port());
+    let child = cli(base, &["prepare", "acme/demo", &hanging_url])
+        .env("WORKSPACE_MIRRORS", mirrors)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (conn, _) = silent.accept().unwrap();
+    (child, conn)
+}
+
 /// A prepare killed with SIGKILL mid-clone (in another process) leaves the
 /// old checkout whole, holds nothing (the OS drops its lock), and its
 /// staging leftovers are cleared by the next cleanup.
@@ -159,15 +176,7 @@ fn kill_9_mid_clone_leaves_nothing_half_made() {
     // Same repository, a remote that accepts and then never answers: the
     // policy re-clones (remote changed) and the clone hangs, lock held.
     // (A direct clone, into staging; the mirror's crash is the next test's.)
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let hanging_url = format!("git://127.0.0.1:{}/r", silent.local_addr().unwrap().port());
-    let mut child = cli(base.path(), &["prepare", "acme/demo", &hanging_url])
-        .env("WORKSPACE_MIRRORS", "0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (_conn, _) = silent.accept().unwrap();
+    let (mut child, _conn) = hanging_prepare(base.path(), "0");
     let staging = base.path().join(".staging");
     wait_for("the clone to start", Duration::from_secs(10), || {
         std::fs::read_dir(&staging).unwrap().count() > 0
@@ -233,24 +242,8 @@ fn kill_9_mid_mirror_update_leaves_the_mirror_usable() {
     let daemon = crate::support::GitDaemon::start(served.path());
     let base = tempfile::tempdir().unwrap();
 
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let hanging_url = format!("git://127.0.0.1:{}/r", silent.local_addr().unwrap().port());
-    let mut child = cli(base.path(), &["prepare", "acme/demo", &hanging_url])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (_conn, _) = silent.accept().unwrap();
-    let mirrors = base.path().join(".mirrors");
-    let mirror_dirs = || -> Vec<std::path::PathBuf> {
-        std::fs::read_dir(&mirrors)
-            .map(|rd| {
-                rd.filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let (mut child, _conn) = hanging_prepare(base.path(), "1");
+    let mirror_dirs = || crate::support::mirror_folders(base.path());
     wait_for(
         "the mirror update to start",
         Duration::from_secs(10),

@@ -1,6 +1,52 @@
 //! Sizing and listing on disk. Symbolic links are never followed.
 
+use backon::{BlockingRetryable, ExponentialBuilder};
+use std::io;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Replace `path` with `data` atomically: a temporary file beside it, named
+/// uniquely per writer (process and call), renamed over it, so a reader or
+/// a crash sees the old file or the new one, never half of one. The rename
+/// is retried while Windows says the file is in use; the temporary file is
+/// removed if it fails.
+pub fn write_atomically(path: &Path, data: &[u8]) -> io::Result<()> {
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(
+        ".{}.{}.tmp",
+        std::process::id(),
+        WRITES.fetch_add(1, Ordering::Relaxed)
+    ));
+    let tmp = path.with_file_name(name);
+    std::fs::write(&tmp, data)?;
+    retry_while_in_use(|| std::fs::rename(&tmp, path)).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+/// Run `op`, retrying for about half a second while Windows says the file
+/// is in use: replacing or opening a file that another thread or process
+/// (a reader, a virus scanner) has open fails there for a moment with
+/// error 5 or 32 (found by the Windows suite under Wine). Other errors, and
+/// every error elsewhere, return at once.
+pub fn retry_while_in_use<T>(op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    op.retry(
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(2))
+            .with_max_delay(Duration::from_millis(100))
+            .with_max_times(10),
+    )
+    .sleep(std::thread::sleep)
+    .when(is_in_use)
+    .call()
+}
+
+/// `ERROR_ACCESS_DENIED` or `ERROR_SHARING_VIOLATION` on Windows.
+fn is_in_use(e: &io::Error) -> bool {
+    cfg!(windows) && (e.kind() == io::ErrorKind::PermissionDenied || e.raw_os_error() == Some(32))
+}
 
 /// Bytes of all regular files under `path`, without following symbolic links.
 /// Unreadable entries are skipped (sizing is advisory, never fatal).

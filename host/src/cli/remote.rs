@@ -10,7 +10,7 @@ use crate::adapter::git::ProgressFn;
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::*;
 use crate::{PrepareRequest, PushRequest};
-use reqwest::blocking::{Client, RequestBuilder, Response};
+use reqwest::blocking::{Client, RequestBuilder};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
@@ -82,6 +82,17 @@ impl Remote {
     /// Send, and read a successful answer's body as `T`; an error answer
     /// becomes the error the service reported.
     fn send<T: DeserializeOwned>(&self, r: RequestBuilder) -> Result<T> {
+        self.answer(r, None)
+    }
+
+    /// [`send`](Self::send), also reading the body of an answer with
+    /// status `carries` as `T` when it has that shape (a removal that left
+    /// files is a 500 that still carries its report).
+    fn answer<T: DeserializeOwned>(
+        &self,
+        r: RequestBuilder,
+        carries: Option<StatusCode>,
+    ) -> Result<T> {
         let response = r.send().map_err(|e| {
             Error::Busy(format!(
                 "cannot reach the service at {}: {e}; check --server and that it runs",
@@ -89,25 +100,32 @@ impl Remote {
             ))
         })?;
         let status = response.status();
-        if !status.is_success() {
-            return Err(self.reported(status, response));
-        }
-        response.json().map_err(|e| {
-            Error::Config(format!(
-                "the answer of {} is not what this CLI expects ({e}); are the CLI and the service the same version?",
-                self.base
-            ))
-        })
-    }
-
-    fn reported(&self, status: StatusCode, response: Response) -> Error {
         let served_by = response
             .headers()
             .get("x-served-by")
             .and_then(|v| v.to_str().ok())
             .map(|n| format!(" (node {n})"))
             .unwrap_or_default();
-        let body: serde_json::Value = response.json().unwrap_or_default();
+        let text = response.text().unwrap_or_default();
+        if status.is_success() || Some(status) == carries {
+            match serde_json::from_str(&text) {
+                Ok(v) => return Ok(v),
+                Err(e) if status.is_success() => {
+                    return Err(Error::Config(format!(
+                        "the answer of {} is not what this CLI expects ({e}); are the CLI \
+                         and the service the same version?",
+                        self.base
+                    )));
+                }
+                Err(_) => {}
+            }
+        }
+        Err(self.reported(status, &served_by, &text))
+    }
+
+    /// The error an answer with `status` and body `text` reports.
+    fn reported(&self, status: StatusCode, served_by: &str, text: &str) -> Error {
+        let body: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
         let label = body["error"].as_str().unwrap_or_default();
         let detail = body["detail"].as_str().unwrap_or_default();
         if let Ok(kind) = label.parse::<ErrorKind>() {
@@ -214,23 +232,8 @@ impl Backend for Remote {
             report: RemovalReport,
         }
         let path = format!("/workspace/workspaces/{}", segment(name));
-        let response = self
-            .request(Method::DELETE, &path, None)
-            .send()
-            .map_err(|e| Error::Busy(format!("cannot reach the service at {}: {e}", self.base)))?;
-        // A removal that left files is a 500 that still carries its report.
-        if response.status() == StatusCode::INTERNAL_SERVER_ERROR || response.status().is_success()
-        {
-            let status = response.status();
-            let text = response.text().unwrap_or_default();
-            if let Ok(a) = serde_json::from_str::<Answer>(&text) {
-                return Ok(a.report);
-            }
-            return Err(Error::Git(format!(
-                "{} answered {status}: {text}",
-                self.base
-            )));
-        }
-        Err(self.reported(response.status(), response))
+        let r = self.request(Method::DELETE, &path, None);
+        let a: Answer = self.answer(r, Some(StatusCode::INTERNAL_SERVER_ERROR))?;
+        Ok(a.report)
     }
 }

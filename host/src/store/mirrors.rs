@@ -53,13 +53,9 @@ impl MirrorState {
 
     fn write(&self, dir: &Path) -> Result<()> {
         let path = dir.join(STATE_FILE);
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)
-            .map_err(|e| Error::io("writing mirror state in", dir, e))?;
-        serde_json::to_writer(&mut tmp, self)
-            .map_err(|e| Error::filesystem(format!("encoding the mirror state: {e}")))?;
-        tmp.persist(&path)
-            .map_err(|e| Error::io("writing mirror state", &path, e.error))?;
-        Ok(())
+        let json = serde_json::to_vec(self).expect("mirror state serializes");
+        crate::adapter::fs::write_atomically(&path, &json)
+            .map_err(|e| Error::io("writing mirror state", &path, e))
     }
 }
 

@@ -159,6 +159,17 @@ pub fn manager(base: &Path) -> WorkspaceManager {
     builder(base).build().unwrap()
 }
 
+/// The object mirrors under `base` (`.mirrors/<name>`, its `.locks` aside).
+pub fn mirror_folders(base: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(base.join(".mirrors"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Every file under `dir` whose bytes contain `needle` (symlinks not followed).
 pub fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
     walkdir::WalkDir::new(dir)
