@@ -28,7 +28,18 @@ pub(crate) fn mirror(b: &mut Bench, large: &Path) {
             }));
         }
         // A fresh base each run: the first prepare builds the mirror.
-        let m = b.manager(&b.fresh(&format!("mirror-base-{i}")));
+        // Mirrors shared per network (a single-tenant deployment), so the
+        // fork borrows its root's; the default, per URL, gives the
+        // re-prepare the same figure and the fork none.
+        let m = WorkspaceManager::builder()
+            .base_path(b.fresh(&format!("mirror-base-{i}")))
+            .allow_local_urls(true)
+            .allow_private_networks(true)
+            .configure(|c| {
+                c.mirror_sharing = fixsec_workspace::config::MirrorSharing::Network;
+            })
+            .build()
+            .unwrap();
         let root = PrepareRequest::new("bench/history", src_url.as_str());
         first.push(timed(|| {
             m.prepare(&root).unwrap();
@@ -73,7 +84,7 @@ pub(crate) fn mirror(b: &mut Bench, large: &Path) {
         0.1,
     );
     b.compare(
-        "prepare of a fork (root's mirror)",
+        "prepare of a fork (root's mirror, network sharing)",
         median(forked),
         "git clone fork",
         median(git_fork),

@@ -10,6 +10,7 @@
 //! | `http` | the server on loopback with a real HTTP client |
 //! | `reliability` | concurrency, crashes, deep and read-only trees |
 //! | `security` | the security review's findings (issue 11) |
+//! | `tenants` | two tenants on one forge: no tenant reaches another's code, credentials or network (issue 21) |
 //! | `hostile` | policies that misbehave |
 //! | `plugins` | other policies, swapped at run time |
 //! | `extras` | submodules and Git LFS, against loopback servers |
@@ -47,5 +48,7 @@ mod pr_flow;
 mod router;
 #[cfg(not(windows))]
 mod security;
+#[cfg(not(windows))]
+mod tenants;
 #[cfg(not(windows))]
 mod ui;

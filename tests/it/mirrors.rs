@@ -6,6 +6,7 @@
 use crate::support::forge::git;
 use crate::support::smart_http::SmartHttp;
 use crate::support::{Upstream, builder, mirror_folders};
+use fixsec_workspace::config::MirrorSharing;
 use fixsec_workspace::{PrepareRequest, WorkspaceManager};
 use std::path::Path;
 
@@ -28,8 +29,14 @@ fn history_heavy() -> Upstream {
     up
 }
 
+/// Mirrors shared per network (forks borrow the root's), as a
+/// single-tenant deployment sets them; the default, one per URL, is
+/// `tenants.rs`'s.
 fn manager(base: &Path) -> WorkspaceManager {
-    builder(base).build().unwrap()
+    builder(base)
+        .configure(|c| c.mirror_sharing = MirrorSharing::Network)
+        .build()
+        .unwrap()
 }
 
 /// `up` published as `acme/app` on a Basic-auth smart-HTTP server, and a
@@ -278,6 +285,34 @@ fn a_mirror_lives_while_borrowed_and_goes_once_unreferenced_for_the_cleanup_age(
     assert_eq!(mirror_count(), 0);
     let stats = m.stats().unwrap();
     assert_eq!((stats.mirrors.count, stats.mirrors.size_bytes), (0, 0));
+}
+
+/// Issue 21, item 5: a process that spells the base path another way (a
+/// symbolic link here; another mount of the same file system alike) still
+/// sees a leased workspace's borrowing, so its cleanups never remove the
+/// mirror under it.
+#[test]
+fn a_mirror_borrowed_through_another_spelling_of_the_base_is_kept() {
+    let Served {
+        server: _server,
+        up: _up,
+        base,
+        m,
+        url,
+    } = served(Upstream::new());
+    let leased = m.prepare(&PrepareRequest::new("acme/app", &url)).unwrap();
+    let _lease = m.lease(&leased.name).unwrap();
+    let link_dir = tempfile::tempdir().unwrap();
+    let link = link_dir.path().join("base");
+    std::os::unix::fs::symlink(base.path(), &link).unwrap();
+    let other = manager(&link);
+    for _ in 0..2 {
+        let report = other.cleanup(Some(0.0)).unwrap();
+        assert!(report.mirrors_removed.is_empty(), "{report:?}");
+    }
+    assert_eq!(mirror_folders(base.path()).len(), 1);
+    assert_eq!(other.stats().unwrap().mirrors.unreferenced, 0);
+    git(&leased.path, &["fsck", "--no-progress"]);
 }
 
 /// A broken mirror does not fail a prepare: the clone is made directly.

@@ -55,6 +55,10 @@ struct GlobalArgs {
     /// name, or its fork network's root. A prepare sends its own.
     #[arg(long, global = true, value_name = "OWNER/REPO", requires = "server")]
     shard: Option<String>,
+    /// With --server: allow a plain http:// URL to a host that is not
+    /// loopback (the token then travels in clear text)
+    #[arg(long, global = true, requires = "server")]
+    allow_insecure_http: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -256,7 +260,11 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
         return Ok(ExitCode::SUCCESS);
     }
     let m: Box<dyn backend::Backend> = match &cli.global.server {
-        Some(server) => Box::new(remote::Remote::new(server, cli.global.shard.clone())?),
+        Some(server) => Box::new(remote::Remote::new(
+            server,
+            cli.global.shard.clone(),
+            cli.global.allow_insecure_http,
+        )?),
         None => Box::new(manager(&cli.global)?),
     };
     match cli.command {

@@ -26,10 +26,23 @@ pub(super) struct Remote {
     http: Client,
 }
 
+/// Whether `url` names this machine (`localhost`, 127.0.0.0/8, `::1`).
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
 impl Remote {
     /// A client of `server` (`http://host:port`), with the token from the
     /// environment and `shard` for requests that name no repository.
-    pub fn new(server: &str, shard: Option<String>) -> Result<Self> {
+    /// Plain `http://` is refused for a host that is not loopback unless
+    /// `allow_insecure_http`: the bearer token would cross the network in
+    /// clear text. Redirects are never followed (the token would go along).
+    pub fn new(server: &str, shard: Option<String>, allow_insecure_http: bool) -> Result<Self> {
         let base = server.trim_end_matches('/').to_string();
         let parsed = url::Url::parse(&base).map_err(|e| {
             Error::InvalidInput(format!(
@@ -39,6 +52,12 @@ impl Remote {
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(Error::InvalidInput(format!(
                 "--server {server:?}: use an http:// or https:// URL"
+            )));
+        }
+        if parsed.scheme() == "http" && !allow_insecure_http && !is_loopback(&parsed) {
+            return Err(Error::InvalidInput(format!(
+                "--server {server:?}: plain http:// to a host that is not loopback would send the \
+                 API token in clear text; use https://, or pass --allow-insecure-http"
             )));
         }
         let token = match std::env::var("WORKSPACE_API_TOKEN") {
@@ -235,5 +254,29 @@ impl Backend for Remote {
         let r = self.request(Method::DELETE, &path, None);
         let a: Answer = self.answer(r, Some(StatusCode::INTERNAL_SERVER_ERROR))?;
         Ok(a.report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Remote;
+
+    #[test]
+    fn plain_http_only_to_loopback_unless_asked() {
+        for ok in [
+            "http://127.0.0.1:8080",
+            "http://127.8.0.1:1",
+            "http://localhost:9",
+            "http://[::1]:9",
+            "https://fixsec.example",
+        ] {
+            assert!(Remote::new(ok, None, false).is_ok(), "{ok}");
+        }
+        let err = Remote::new("http://fixsec.example:8080", None, false)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("--allow-insecure-http"), "{err}");
+        assert!(Remote::new("http://fixsec.example:8080", None, true).is_ok());
+        assert!(Remote::new("ftp://fixsec.example", None, true).is_err());
     }
 }

@@ -216,12 +216,19 @@ impl CloneUrl {
     /// so the only window left is a DNS answer that changes between the two
     /// look-ups (see docs/RELIABILITY.md).
     pub fn check_addresses(&self, allow_private: bool) -> Result<()> {
-        let (Some(host), Some(port)) = (&self.host, self.port()) else {
-            return Ok(());
-        };
         if allow_private {
             return Ok(());
         }
+        self.resolve_checked(false).map(drop)
+    }
+
+    /// The addresses the host resolves to, each held to the rule of
+    /// [`check_addresses`](Self::check_addresses): for a client that
+    /// connects to exactly these (no second look-up for DNS to change).
+    pub fn resolve_checked(&self, allow_private: bool) -> Result<Vec<std::net::SocketAddr>> {
+        let (Some(host), Some(port)) = (&self.host, self.port()) else {
+            return Ok(Vec::new());
+        };
         use std::net::ToSocketAddrs;
         let addrs: Vec<std::net::SocketAddr> = (host.as_str(), port)
             .to_socket_addrs()
@@ -232,14 +239,14 @@ impl CloneUrl {
                 ))
             })?
             .collect();
-        if let Some(bad) = addrs.iter().find(|a| !is_public(a.ip())) {
+        if let Some(bad) = addrs.iter().find(|a| !allow_private && !is_public(a.ip())) {
             return Err(Error::Refused(format!(
                 "clone host {host} resolves to {}, a loopback, private or link-local address; \
                  set WORKSPACE_ALLOW_PRIVATE_NETWORKS=1 to allow on-premises hosts",
                 bad.ip()
             )));
         }
-        Ok(())
+        Ok(addrs)
     }
 
     /// Whether credentials would travel unencrypted.

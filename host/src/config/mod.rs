@@ -25,12 +25,17 @@
 //! | `WORKSPACE_LEASE_WAIT_SECONDS` | `10` longest wait for another caller's lease to end |
 //! | `WORKSPACE_MIN_FREE_MB` | `256` free space a clone must leave |
 //! | `WORKSPACE_MAX_WORKSPACE_MB` | none (no per-clone size limit) |
-//! | `WORKSPACE_MIRRORS` | `1` (full-history clones borrow objects from a mirror per repository network) |
+//! | `WORKSPACE_MIRRORS` | `1` (full-history clones borrow objects from a mirror) |
+//! | `WORKSPACE_MIRROR_SHARING` | `repository` (one mirror per clone URL); `network` shares one across a fork network (single-tenant deployments only) |
+//! | `WORKSPACE_MAX_SUBMODULES` | `64` submodules per prepare, at every depth together |
+//! | `WORKSPACE_MAX_EXTRAS_MB` | `4096` MB of submodules and LFS objects per prepare |
+//! | `WORKSPACE_EXTRAS_TIMEOUT_SECONDS` | `900` for submodules and LFS objects per prepare |
 //!
 //! The server's own settings (`WORKSPACE_BIND`, the token, body limit,
 //! janitor, shutdown grace, connection cap, header timeout) are
 //! [`ServerConfig`]'s, parsed here with the same rules.
 
+use crate::adapter::git::ExtrasLimits;
 use crate::adapter::removal::RemovalConfig;
 use crate::error::{Error, Result};
 use crate::http::ApiToken;
@@ -136,6 +141,10 @@ pub struct Config {
     /// Full-history clones from a network URL go through a bare mirror per
     /// repository network and borrow its objects (`WORKSPACE_MIRRORS`).
     pub mirrors: bool,
+    /// Who shares a mirror (`WORKSPACE_MIRROR_SHARING`).
+    pub mirror_sharing: MirrorSharing,
+    /// Bounds on submodules and LFS objects per prepare.
+    pub extras: ExtrasLimits,
     /// Deletion retries.
     pub removal: RemovalConfig,
     /// Per-call policy limits.
@@ -163,6 +172,8 @@ impl Default for Config {
             min_free_bytes: 256 * 1024 * 1024,
             max_workspace_bytes: None,
             mirrors: true,
+            mirror_sharing: MirrorSharing::Repository,
+            extras: ExtrasLimits::default(),
             removal: RemovalConfig::default(),
             policy_limits: PolicyLimits::default(),
             policy_settings: Default::default(),
@@ -210,15 +221,35 @@ impl Config {
         if let Some(v) = get("WORKSPACE_MIRRORS") {
             c.mirrors = parse_bool("WORKSPACE_MIRRORS", &v)?;
         }
+        if let Some(v) = get("WORKSPACE_MIRROR_SHARING") {
+            c.mirror_sharing = match v.trim().to_ascii_lowercase().as_str() {
+                "repository" => MirrorSharing::Repository,
+                "network" => MirrorSharing::Network,
+                other => {
+                    return Err(Error::Config(format!(
+                        "WORKSPACE_MIRROR_SHARING is {other:?}; use `repository` (one mirror per \
+                         clone URL, safe for many tenants) or `network` (forks share one; only \
+                         when every caller may read every repository of a network)"
+                    )));
+                }
+            };
+        }
+        if let Some(v) = get("WORKSPACE_MAX_SUBMODULES") {
+            c.extras.max_submodules = parse("WORKSPACE_MAX_SUBMODULES", &v)?;
+        }
+        if let Some(v) = get("WORKSPACE_MAX_EXTRAS_MB") {
+            c.extras.max_bytes =
+                parse::<u64>("WORKSPACE_MAX_EXTRAS_MB", &v)?.saturating_mul(1 << 20);
+        }
+        seconds_into(
+            &get,
+            "WORKSPACE_EXTRAS_TIMEOUT_SECONDS",
+            &mut c.extras.timeout,
+        )?;
         if let Some(v) = get("WORKSPACE_SERVICE_CREDENTIAL_HOSTS") {
             c.service_credential_hosts = host_list(&v);
         }
-        let seconds = |key: &str, slot: &mut Duration| -> Result<()> {
-            if let Some(v) = get(key) {
-                *slot = Duration::from_secs(parse(key, &v)?);
-            }
-            Ok(())
-        };
+        let seconds = |key: &str, slot: &mut Duration| seconds_into(&get, key, slot);
         seconds(
             "WORKSPACE_GIT_CONNECT_TIMEOUT_SECONDS",
             &mut c.git.connect_timeout,
@@ -276,6 +307,35 @@ impl Config {
         }
         Ok(c)
     }
+}
+
+/// Who may borrow objects from one mirror.
+///
+/// A workspace borrowing from a mirror can read every object in it (git's
+/// alternates), whichever repository brought it. So a mirror is shared only
+/// where every caller whose prepare lands in it may read all of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MirrorSharing {
+    /// One mirror per clone URL (the default): only prepares of that URL,
+    /// each of which must pass the remote's own authentication, share it.
+    /// A prepare's `network` groups nothing.
+    Repository,
+    /// One mirror per `network` (the fork network's root): forks share
+    /// objects. Only for deployments whose callers may all read every
+    /// repository of a network (one tenant).
+    Network,
+}
+
+/// `key`'s whole seconds into `slot`, if set.
+fn seconds_into(
+    get: &impl Fn(&str) -> Option<String>,
+    key: &str,
+    slot: &mut Duration,
+) -> Result<()> {
+    if let Some(v) = get(key) {
+        *slot = Duration::from_secs(parse(key, &v)?);
+    }
+    Ok(())
 }
 
 /// Settings of the standalone server.

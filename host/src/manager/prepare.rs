@@ -70,6 +70,15 @@ impl WorkspaceManager {
                 crate::clone_url::host_listed(h, &config.service_credential_hosts)
             }),
             host: url.host.clone(),
+            scheme: match url.transport {
+                Transport::Https => Some("https".into()),
+                Transport::Http => Some("http".into()),
+                Transport::Ssh => Some("ssh".into()),
+                Transport::Git => Some("git".into()),
+                Transport::Local => None,
+            },
+            port: url.port(),
+            mirrors_dir: Some(store.layout.mirrors_dir()),
             progress,
             local: url.transport == Transport::Local,
             guard: Some(Arc::new(git::TransferGuard::new(

@@ -2,7 +2,6 @@
 //! once the policy allows it.
 
 use super::WorkspaceManager;
-use crate::adapter::git;
 use crate::error::{Error, Result};
 use crate::metadata::WorkspaceMetadata;
 use crate::metrics::Operation;
@@ -50,7 +49,10 @@ impl WorkspaceManager {
             )));
         };
         let _guard = store.locks.lock(&name, store.config.lock_wait)?;
-        let repo_dir = store.layout.repo_dir(&name);
+        let remote = self.remote_for(&url, None);
+        // The target's own default branch, as it answers this credential
+        // now: a refspec or a job could have moved `origin/HEAD` here.
+        let default_branch = store.push_target_default_branch(&name, &url.public, &remote)?;
         let policy = self.policy();
         let decision_request = wit::PushRequest {
             repo_full_name: meta.repo_full_name,
@@ -58,7 +60,7 @@ impl WorkspaceManager {
             branch: branch.clone(),
             force: request.force,
             url: url.public.clone(),
-            default_branch: git::remote_default_branch(&repo_dir),
+            default_branch,
         };
         let (decision, _) = policy.call(
             store.clone(),
@@ -71,7 +73,6 @@ impl WorkspaceManager {
             Error::Refused(m) => Error::Refused(format!("the policy refuses the push: {m}")),
             other => other,
         })?;
-        let remote = self.remote_for(&url, None);
         let commit = store.push_workspace(&name, &url.public, branch, request.force, &remote)?;
         let duration_ms = started.elapsed().as_millis() as u64;
         tracing::info!(workspace = %name, branch, url = %url.public, commit, force = request.force, duration_ms, "branch pushed");

@@ -33,10 +33,11 @@ impl Store {
         let timer = self.metrics.start(Operation::Clone, Some(name.as_str()));
         let staging = self.layout.unique_in(self.layout.staging_dir(), name);
         let git_ref = parse_ref(git_ref)?;
-        let cloned = match network.filter(|_| self.uses_mirror(depth, remote)) {
-            Some(network) => {
-                self.clone_through_mirror(network, url, git_ref.as_ref(), remote, &staging)
-            }
+        let mirror = self
+            .mirror_key(network, url)
+            .filter(|_| self.uses_mirror(depth, remote));
+        let cloned = match mirror {
+            Some(key) => self.clone_through_mirror(&key, url, git_ref.as_ref(), remote, &staging),
             None => git::clone(url, git_ref.as_ref(), depth, remote, &staging).map_err(Error::from),
         }
         .and_then(|head| {
@@ -114,7 +115,10 @@ impl Store {
         updated
     }
 
-    /// Submodules and LFS objects into the checkout at `repo`, as asked.
+    /// Submodules and LFS objects into the checkout at `repo`, as asked,
+    /// within the extras limits (count, bytes, time). Submodules that a
+    /// failure stopped half-way are taken out again, so the checkout is the
+    /// superproject alone rather than half of its submodules.
     fn add_extras(
         &self,
         repo: &std::path::Path,
@@ -122,28 +126,70 @@ impl Store {
         remote: &Remote,
         extras: Extras,
     ) -> Result<()> {
+        let budget = git::ExtrasBudget::new(self.config.extras);
         if extras.submodules {
-            let count = git::update_submodules(repo, url, remote, &|raw: &str| {
-                self.checked_submodule_url(raw)
-            })?;
-            tracing::info!(repo = %repo.display(), count, "submodules checked out");
+            let updated = git::update_submodules(
+                repo,
+                url,
+                remote,
+                &|raw: &str| self.checked_submodule_url(raw),
+                &budget,
+            );
+            match updated {
+                Ok(count) => {
+                    tracing::info!(repo = %repo.display(), count, "submodules checked out")
+                }
+                Err(e) => {
+                    if let Err(undo) = git::remove_submodules(repo) {
+                        tracing::warn!(repo = %repo.display(), error = %undo, "could not take half-done submodules out");
+                    }
+                    return Err(e.into());
+                }
+            }
         }
         if extras.lfs {
+            // TEMP until the native client lands
+            let _ = |u: &url::Url| self.checked_lfs_url(u);
             git::lfs_pull(repo, url, remote)?;
+            let bytes = 0u64;
+            tracing::info!(repo = %repo.display(), bytes, "LFS objects checked out");
         }
         Ok(())
     }
 
-    /// A submodule's URL (already resolved), held to the rules a clone URL
-    /// is: the repository's content chose it, not the caller. Any
-    /// credential in it is dropped.
-    fn checked_submodule_url(&self, raw: &str) -> std::result::Result<String, String> {
+    /// A URL the repository's content chose (a submodule's), held to the
+    /// rules a clone URL is. Any credential in it is dropped.
+    fn checked_extra_url(&self, raw: &str) -> Result<crate::clone_url::CloneUrl> {
         let config = &self.config;
-        let url = crate::clone_url::CloneUrl::parse(raw, config.allow_local_urls)
-            .and_then(|u| u.check_host(&config.allowed_hosts).map(|()| u))
-            .and_then(|u| u.check_addresses(config.allow_private_networks).map(|()| u))
-            .map_err(|e| format!("refused: {}", e.detail()))?;
-        Ok(url.public)
+        let url = crate::clone_url::CloneUrl::parse(raw, config.allow_local_urls)?;
+        url.check_host(&config.allowed_hosts)?;
+        Ok(url)
+    }
+
+    /// A submodule's URL (already resolved), held to the rules a clone URL
+    /// is: the repository's content chose it, not the caller.
+    fn checked_submodule_url(&self, raw: &str) -> std::result::Result<String, String> {
+        self.checked_extra_url(raw)
+            .and_then(|u| {
+                u.check_addresses(self.config.allow_private_networks)
+                    .map(|()| u)
+            })
+            .map(|u| u.public)
+            .map_err(|e| format!("refused: {}", e.detail()))
+    }
+
+    /// An LFS URL (the batch endpoint, or a download the LFS server
+    /// named), held to the clone URL's rules; the addresses to connect to.
+    fn checked_lfs_url(
+        &self,
+        url: &url::Url,
+    ) -> std::result::Result<Vec<std::net::SocketAddr>, String> {
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!("refused: {} is not an http(s) URL", url.scheme()));
+        }
+        self.checked_extra_url(url.as_str())
+            .and_then(|u| u.resolve_checked(self.config.allow_private_networks))
+            .map_err(|e| format!("refused: {}", e.detail()))
     }
 
     /// Push `branch` of `name` to `url` with `remote`'s credential, behind
@@ -160,6 +206,20 @@ impl Store {
             .git_queue
             .enter(remote.host.as_deref().unwrap_or_default())?;
         git::push(&self.layout.repo_dir(name), url, branch, force, remote).map_err(Error::from)
+    }
+
+    /// The default branch the push target `url` advertises to `remote`'s
+    /// credential, behind the git queue. Requires `name`'s lock.
+    pub fn push_target_default_branch(
+        &self,
+        name: &WorkspaceName,
+        url: &str,
+        remote: &Remote,
+    ) -> Result<Option<String>> {
+        let _slot = self
+            .git_queue
+            .enter(remote.host.as_deref().unwrap_or_default())?;
+        git::default_branch_at(&self.layout.repo_dir(name), url, remote).map_err(Error::from)
     }
 
     /// Delete staging folders of `name` (and only of `name`) left by a

@@ -1,8 +1,14 @@
-//! Object mirrors: one bare repository per repository network under
-//! `<base>/.mirrors/`, updated before a full-history clone over the
-//! network and borrowed by the new checkout (git's alternates), so a
-//! re-clone after a cleanup or a healing, and the clone of a fork, fetch
-//! only what is new.
+//! Object mirrors: one bare repository per clone URL (or, where the
+//! deployment says all callers may read a whole fork network, per
+//! network: [`MirrorSharing`]) under `<base>/.mirrors/`, updated before a
+//! full-history clone over the network and borrowed by the new checkout
+//! (git's alternates), so a re-clone after a cleanup or a healing (and,
+//! shared per network, the clone of a fork) fetches only what is new.
+//!
+//! A checkout that borrows can read every object of the mirror: that is
+//! why a mirror is not shared across URLs by default. Objects on disk only
+//! ever save a transfer: what is checked out is resolved against the
+//! caller's remote with the caller's credential (`adapter/git/refs.rs`).
 //!
 //! Rules (docs/SCALING.md#shared-object-store):
 //! - a mirror is only ever fetched into, never garbage-collected, so no
@@ -17,6 +23,7 @@
 use super::Store;
 use crate::adapter::fs::{child_dirs, dir_size};
 use crate::adapter::git::{self, GitRef, Remote};
+use crate::config::MirrorSharing;
 use crate::error::{Error, Result};
 use crate::model::{MirrorStats, to_mb};
 use crate::names::WorkspaceName;
@@ -33,7 +40,8 @@ const STATE_FILE: &str = "fixsec-mirror.json";
 /// What the host keeps about one mirror.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct MirrorState {
-    /// The network's key (the root repository's full name).
+    /// The mirror's key: the clone URL, or the network's key (field name
+    /// kept from when mirrors were per network only).
     network: String,
     /// When each URL's last fetch finished (clean URLs; Unix milliseconds).
     fetched: BTreeMap<String, i64>,
@@ -59,17 +67,20 @@ impl MirrorState {
     }
 }
 
-/// The mirror folder name of a repository network: the key sanitized
-/// (lower case, `[a-z0-9_-]`, at most 48 characters) plus 8 hex digits of
-/// its MD5, as workspace names are built.
-pub(crate) fn mirror_name(network: &str) -> Result<WorkspaceName> {
-    let key = network.trim().to_lowercase();
+/// The mirror folder name for a mirror key (a clone URL, or a network's
+/// key): the key sanitized (lower case, `[a-z0-9_-]`, at most 48
+/// characters, a URL without its scheme) plus 8 hex digits of the MD5 of
+/// the key as given, as workspace names are built.
+pub(crate) fn mirror_name(key: &str) -> Result<WorkspaceName> {
+    let key = key.trim();
     if key.is_empty() {
         return Err(Error::InvalidInput(
             "network must name the fork network's root repository (owner/repo)".into(),
         ));
     }
-    let mut readable: String = key
+    let label = key.split_once("://").map_or(key, |(_, rest)| rest);
+    let mut readable: String = label
+        .to_lowercase()
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' {
@@ -87,14 +98,21 @@ pub(crate) fn mirror_name(network: &str) -> Result<WorkspaceName> {
     } else {
         format!("{readable}_{}", &digest[..8])
     };
-    WorkspaceName::parse(&name).map_err(|e| {
-        Error::InvalidInput(format!(
-            "network {network:?} gives no safe mirror name: {e}"
-        ))
-    })
+    WorkspaceName::parse(&name)
+        .map_err(|e| Error::InvalidInput(format!("{key:?} gives no safe mirror name: {e}")))
 }
 
 impl Store {
+    /// Which mirror a clone of `url` may borrow from, by
+    /// [`MirrorSharing`]: the URL's own (the default), or its network's
+    /// (the key lower-cased, as repository names are). None: no mirror.
+    pub(super) fn mirror_key(&self, network: Option<&str>, url: &str) -> Option<String> {
+        match self.config.mirror_sharing {
+            MirrorSharing::Repository => Some(url.to_string()),
+            MirrorSharing::Network => network.map(|n| n.trim().to_lowercase()),
+        }
+    }
+
     /// Whether a clone with these parameters goes through a mirror: on
     /// (`WORKSPACE_MIRRORS`), full history (a shallow mirror could not
     /// serve a later full clone), and a network URL (local paths already
@@ -103,8 +121,8 @@ impl Store {
         self.config.mirrors && depth.is_none() && !remote.local
     }
 
-    /// Clone `url` at `git_ref` into `dest` borrowing from `network`'s
-    /// mirror: update the mirror (once among concurrent prepares), make
+    /// Clone `url` at `git_ref` into `dest` borrowing from the mirror of
+    /// `key` ([`mirror_key`](Self::mirror_key)): update the mirror (once among concurrent prepares), make
     /// `dest` borrow its objects with `url`'s references, then check out
     /// as an update does, fetching only what the mirror lacks. Returns HEAD.
     ///
@@ -114,13 +132,13 @@ impl Store {
     /// limit) is the answer, as it would be for a direct clone.
     pub(super) fn clone_through_mirror(
         &self,
-        network: &str,
+        key: &str,
         url: &str,
         git_ref: Option<&GitRef>,
         remote: &Remote,
         dest: &Path,
     ) -> Result<String> {
-        let local_fault = match self.borrow_mirror(network, url, remote, dest) {
+        let local_fault = match self.borrow_mirror(key, url, remote, dest) {
             Ok(Ok(())) => match git::update(dest, url, git_ref, None, remote) {
                 Ok((head, _)) => return Ok(head),
                 Err(e) if e.not_found || e.stopped.is_some() => return Err(e.into()),
@@ -142,12 +160,12 @@ impl Store {
     /// direct clone).
     fn borrow_mirror(
         &self,
-        network: &str,
+        key: &str,
         url: &str,
         remote: &Remote,
         dest: &Path,
     ) -> Result<Result<()>> {
-        let name = mirror_name(network)?;
+        let name = mirror_name(key)?;
         let dir = self.layout.mirror_dir(&name);
         let locks = self.layout.mirror_locks_dir();
         std::fs::create_dir_all(&locks).map_err(|e| Error::io("creating", &locks, e))?;
@@ -158,7 +176,7 @@ impl Store {
             Err(e) => return Ok(Err(e.into())),
         };
         let mut state = MirrorState::read(&dir).unwrap_or_else(|| MirrorState {
-            network: network.to_string(),
+            network: key.to_string(),
             fetched: BTreeMap::new(),
             last_used: Utc::now(),
             size_bytes: 0,
@@ -205,7 +223,7 @@ impl Store {
             let dir = self.layout.mirror_dir(name);
             stats.count += 1;
             stats.size_bytes += MirrorState::read(&dir).map_or(0, |s| s.size_bytes);
-            if !borrowed.contains(&git::mirror::borrow_line(&dir)) {
+            if !git::mirror::borrow_id(&dir).is_some_and(|id| borrowed.contains(&id)) {
                 stats.unreferenced += 1;
             }
         }
@@ -241,7 +259,7 @@ impl Store {
                 continue;
             };
             let now = Utc::now();
-            if borrowed.contains(&git::mirror::borrow_line(&dir)) {
+            if git::mirror::borrow_id(&dir).is_some_and(|id| borrowed.contains(&id)) {
                 if state.unreferenced_since.take().is_some() {
                     let _ = state.write(&dir);
                 }
@@ -275,15 +293,16 @@ impl Store {
             .collect()
     }
 
-    /// Every alternates line of the clones in progress, then of the
-    /// workspaces (in that order: a clone swapped into place between the
-    /// two reads is seen in one of them).
-    fn borrowed_lines(&self) -> HashSet<String> {
+    /// The folders named by the alternates of the clones in progress, then
+    /// of the workspaces (in that order: a clone swapped into place between
+    /// the two reads is seen in one of them), by identity, so another
+    /// spelling of the base path still counts.
+    fn borrowed_lines(&self) -> HashSet<git::mirror::FolderId> {
         let staging = std::fs::read_dir(self.layout.staging_dir())
             .into_iter()
             .flatten()
             .filter_map(|e| e.ok().map(|e| e.path()));
-        let mut lines: HashSet<String> = staging.flat_map(|p| git::mirror::borrowed(&p)).collect();
+        let mut lines: HashSet<_> = staging.flat_map(|p| git::mirror::borrowed(&p)).collect();
         let workspaces = child_dirs(self.layout.base()).unwrap_or_default();
         for name in workspaces
             .iter()
@@ -303,7 +322,16 @@ mod tests {
     fn mirror_names_are_safe_and_stable() {
         let a = mirror_name("facebook/react").unwrap();
         assert!(a.as_str().starts_with("facebook_react_"), "{a}");
-        assert_eq!(a, mirror_name("Facebook/React").unwrap());
+        assert_ne!(a, mirror_name("Facebook/React").unwrap());
+        let url = mirror_name("https://git.example/Acme/App.git").unwrap();
+        assert!(
+            url.as_str().starts_with("git_example_acme_app_git_"),
+            "{url}"
+        );
+        assert_ne!(
+            url,
+            mirror_name("https://git.example/acme/app.git").unwrap()
+        );
         assert_ne!(a, mirror_name("facebook/react-native").unwrap());
         let odd = mirror_name("../..//\u{0}").unwrap();
         assert!(odd.as_str().starts_with("net_"), "{odd}");

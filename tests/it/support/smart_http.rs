@@ -2,6 +2,10 @@
 //! http-backend` (the real one, from git) run as CGI behind a small HTTP/1.1
 //! front that checks the credential, as a forge would. Pushes are enabled
 //! (the backend allows receive-pack once `REMOTE_USER` is set).
+//!
+//! Several accounts can be added, each allowed some repositories only (a
+//! forge with two tenants): a known credential asking for another's
+//! repository gets 404, as GitHub answers for a private repository.
 
 use super::Upstream;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -16,8 +20,29 @@ use std::sync::{Arc, Mutex};
 pub struct Request {
     /// `GET /acme/app.git/info/refs?service=git-upload-pack`, say.
     pub line: String,
-    /// It carried the right credential.
+    /// It carried a known credential allowed this repository.
     pub authorized: bool,
+    /// The account whose credential it carried, if any.
+    pub user: Option<String>,
+    /// The request body (`want` and `have` lines of a fetch).
+    pub body: Vec<u8>,
+}
+
+/// A credential the server accepts, and what it may read.
+#[derive(Clone)]
+struct Account {
+    user: String,
+    header: String,
+    /// None: every repository.
+    repos: Option<Vec<String>>,
+}
+
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
 }
 
 /// The server; stops when dropped.
@@ -30,6 +55,8 @@ pub struct SmartHttp {
     stop: Arc<AtomicBool>,
     seen: Arc<Mutex<Vec<Request>>>,
     sent: Arc<AtomicU64>,
+    accounts: Arc<Mutex<Vec<Account>>>,
+    lfs_redirect: Arc<Mutex<Option<String>>>,
 }
 
 impl SmartHttp {
@@ -41,7 +68,6 @@ impl SmartHttp {
 
     /// [`start`](Self::start) on another loopback address (another "host").
     pub fn start_on(ip: &str, user: &str, password: &str) -> Self {
-        use base64::Engine;
         let root = tempfile::tempdir().unwrap();
         let listener = TcpListener::bind(format!("{ip}:0")).unwrap();
         listener.set_nonblocking(true).unwrap();
@@ -49,21 +75,31 @@ impl SmartHttp {
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sent = Arc::new(AtomicU64::new(0));
-        let expected = format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-        );
+        let accounts = Arc::new(Mutex::new(vec![Account {
+            user: user.into(),
+            header: basic(user, password),
+            repos: None,
+        }]));
         let (stop2, seen2, sent2) = (stop.clone(), seen.clone(), sent.clone());
+        let accounts2 = accounts.clone();
+        let lfs_redirect = Arc::new(Mutex::new(None::<String>));
+        let redirect2 = lfs_redirect.clone();
         let dir = root.path().to_path_buf();
         let origin = format!("http://{ip}:{port}");
         std::thread::spawn(move || {
             while !stop2.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        let (seen, dir, expected) = (seen2.clone(), dir.clone(), expected.clone());
-                        let (origin, sent) = (origin.clone(), sent2.clone());
+                        let (seen, dir) = (seen2.clone(), dir.clone());
+                        let accounts = accounts2.lock().unwrap().clone();
+                        let href_base = redirect2
+                            .lock()
+                            .unwrap()
+                            .clone()
+                            .unwrap_or_else(|| format!("{origin}/lfs-objects/"));
+                        let sent = sent2.clone();
                         std::thread::spawn(move || {
-                            let _ = handle(stream, &dir, &origin, &expected, &seen, &sent);
+                            let _ = handle(stream, &dir, &href_base, &accounts, &seen, &sent);
                         });
                     }
                     Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
@@ -79,7 +115,32 @@ impl SmartHttp {
             stop,
             seen,
             sent,
+            accounts,
+            lfs_redirect,
         }
+    }
+
+    /// Make the LFS batch answer send downloads to `base` + oid, with a
+    /// cloud-metadata header (a hostile LFS server); none: to this server.
+    pub fn set_lfs_redirect(&self, base: Option<String>) {
+        *self.lfs_redirect.lock().unwrap() = base;
+    }
+
+    /// Accept `user:password` too, for `repos` only (names as published).
+    pub fn add_account(&self, user: &str, password: &str, repos: &[&str]) {
+        self.accounts.lock().unwrap().push(Account {
+            user: user.into(),
+            header: basic(user, password),
+            repos: Some(repos.iter().map(|r| r.to_string()).collect()),
+        });
+    }
+
+    /// The URL of `name` with `user:password` in it.
+    pub fn url_as(&self, user: &str, password: &str, name: &str) -> String {
+        format!(
+            "http://{user}:{password}@{}:{}/{name}.git",
+            self.ip, self.port
+        )
     }
 
     /// Publish `up` as `<name>.git` (a bare copy with every ref).
@@ -167,8 +228,8 @@ impl Drop for SmartHttp {
 fn handle(
     stream: TcpStream,
     root: &Path,
-    origin: &str,
-    expected_auth: &str,
+    href_base: &str,
+    accounts: &[Account],
     seen: &Mutex<Vec<Request>>,
     sent: &AtomicU64,
 ) -> std::io::Result<()> {
@@ -191,22 +252,38 @@ fn handle(
     }
     let header = |k: &str| headers.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let body = read_body(&mut reader, &header)?;
-    let authorized = header("authorization").as_deref() == Some(expected_auth);
+    let account = accounts
+        .iter()
+        .find(|a| header("authorization").as_deref() == Some(a.header.as_str()));
+    let mut parts = line.split(' ');
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let allowed = account.is_some_and(|a| {
+        a.repos.as_ref().is_none_or(|repos| {
+            repos
+                .iter()
+                .any(|r| path.starts_with(&format!("/{r}.git/")))
+        })
+    });
     seen.lock().unwrap().push(Request {
         line: line.clone(),
-        authorized,
+        authorized: allowed,
+        user: account.map(|a| a.user.clone()),
+        body: body.clone(),
     });
     let mut stream = stream;
-    if !authorized {
+    if account.is_none() {
         return stream.write_all(
             b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\n\
               Content-Length: 0\r\nConnection: close\r\n\r\n",
         );
     }
-    let mut parts = line.split(' ');
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    if let Some(answer) = lfs(method, path, &body, root, origin) {
+    if !allowed {
+        return stream.write_all(
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+    }
+    if let Some(answer) = lfs(method, path, &body, root, href_base) {
         return stream.write_all(&answer);
     }
     let mut child = Command::new("git")
@@ -272,7 +349,7 @@ fn handle(
 }
 
 /// The Git LFS API: the batch endpoint (downloads only) and the objects.
-fn lfs(method: &str, path: &str, body: &[u8], root: &Path, origin: &str) -> Option<Vec<u8>> {
+fn lfs(method: &str, path: &str, body: &[u8], root: &Path, href_base: &str) -> Option<Vec<u8>> {
     let store = root.join("lfs-objects");
     let respond = |status: &str, kind: &str, body: Vec<u8>| {
         let mut out = format!(
@@ -292,7 +369,8 @@ fn lfs(method: &str, path: &str, body: &[u8], root: &Path, origin: &str) -> Opti
                 let oid = o["oid"].as_str().unwrap_or_default();
                 if store.join(oid).is_file() {
                     serde_json::json!({"oid": oid, "size": o["size"], "actions": {
-                        "download": {"href": format!("{origin}/lfs-objects/{oid}")}}})
+                        "download": {"href": format!("{href_base}{oid}"),
+                                     "header": {"Metadata-Flavor": "Google"}}}})
                 } else {
                     serde_json::json!({"oid": oid, "size": o["size"],
                         "error": {"code": 404, "message": "no such object"}})

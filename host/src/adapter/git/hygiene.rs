@@ -1,5 +1,6 @@
 //! Keeping a reused clone as a fresh one would be: stale lock files
-//! cleared, hooks and config a previous user left removed,
+//! cleared, hooks, config and content overrides (replace refs, grafts,
+//! attributes, foreign alternates) a previous user left removed,
 //! `core.longpaths` set.
 
 use super::GitError;
@@ -73,9 +74,96 @@ fn kept_config_key(name: &str) -> bool {
     ) || (name.starts_with("branch.") && (name.ends_with(".remote") || name.ends_with(".merge")))
 }
 
-/// Remove hooks (all but git's `*.sample` files) and config keys a clone
-/// would not have from the repository's git directory.
-pub(super) fn reset_git_dir(repo: &Repository) -> Result<(), GitError> {
+/// Files in a git directory that change what git shows without changing
+/// the objects: grafts rewrite parents, attributes pick filters and diff
+/// drivers, exclude hides files from `status`, sparse-checkout hides paths,
+/// HTTP alternates fetch objects from elsewhere. A fresh clone has none of
+/// them (its `info/exclude` holds only comments).
+const CONTENT_CHANGING_FILES: &[&str] = &[
+    "info/grafts",
+    "info/attributes",
+    "info/exclude",
+    "info/sparse-checkout",
+    "objects/info/http-alternates",
+];
+
+/// Remove what a previous user of a reused clone may have left that makes
+/// git show other content than the commit's (replace refs, grafts,
+/// attributes, excludes, foreign alternates), so `git show HEAD:f` and the
+/// file on disk agree again. Alternates are kept only where they name a
+/// mirror of this base directory (`mirrors_dir`, compared by identity).
+fn reset_content_overrides(repo: &Repository, mirrors_dir: Option<&Path>) -> Result<(), GitError> {
+    let git_dir = repo.path();
+    if git_dir.join("commondir").exists() {
+        return Err(GitError::new(
+            "checking the git directory",
+            git2::Error::from_str(
+                "it names another repository's (a commondir file): not a clone this host made",
+            ),
+        ));
+    }
+    let replaced: Vec<String> = repo
+        .references_glob("refs/replace/*")
+        .map_err(|e| GitError::new("listing replace references", e))?
+        .flatten()
+        .filter_map(|r| r.name().ok().map(str::to_string))
+        .collect();
+    for name in &replaced {
+        if let Ok(mut r) = repo.find_reference(name) {
+            r.delete()
+                .map_err(|e| GitError::new("removing a replace reference", e))?;
+        }
+    }
+    let mut removed: Vec<&str> = Vec::new();
+    for file in CONTENT_CHANGING_FILES {
+        let path = git_dir.join(file);
+        if std::fs::symlink_metadata(&path).is_ok() {
+            let gone = if path.is_dir() && !path.is_symlink() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            gone.map_err(|e| GitError::io("removing", &path, e))?;
+            removed.push(file);
+        }
+    }
+    let lines = super::mirror::alternates_lines(git_dir);
+    if !lines.is_empty() {
+        let mirrors = mirrors_dir.and_then(super::mirror::folder_id);
+        let ours = |line: &String| {
+            let path = super::mirror::alternate_path(git_dir, line);
+            path.file_name().is_some_and(|n| n == "objects")
+                && mirrors.is_some()
+                && path
+                    .parent()
+                    .and_then(Path::parent)
+                    .and_then(super::mirror::folder_id)
+                    == mirrors
+        };
+        let kept: Vec<&String> = lines.iter().filter(|l| ours(l)).collect();
+        if kept.len() != lines.len() {
+            let file = git_dir.join("objects").join("info").join("alternates");
+            let text: String = kept.iter().map(|l| format!("{l}\n")).collect();
+            let written = if text.is_empty() {
+                std::fs::remove_file(&file)
+            } else {
+                std::fs::write(&file, text)
+            };
+            written.map_err(|e| GitError::io("rewriting", &file, e))?;
+            removed.push("objects/info/alternates (foreign lines)");
+        }
+    }
+    if !replaced.is_empty() || !removed.is_empty() {
+        tracing::info!(replace_refs = ?replaced, files = ?removed, "removed content overrides left in a reused clone");
+    }
+    Ok(())
+}
+
+/// Remove hooks (all but git's `*.sample` files), config keys a clone
+/// would not have, and content overrides ([`reset_content_overrides`])
+/// from the repository's git directory.
+pub(super) fn reset_git_dir(repo: &Repository, mirrors_dir: Option<&Path>) -> Result<(), GitError> {
+    reset_content_overrides(repo, mirrors_dir)?;
     let hooks = repo.path().join("hooks");
     if let Ok(entries) = std::fs::read_dir(&hooks) {
         for entry in entries.flatten() {

@@ -6,7 +6,9 @@
 //! namespace, `refs/fixsec-mirror/<md5 of the URL>/{heads,tags}/`, so forks
 //! sharing one mirror never overwrite each other's references, and every
 //! reference in the mirror counts as a "have" when the next fetch
-//! negotiates. Nothing here ever deletes an object: a mirror is not
+//! negotiates. That is why a mirror holds one URL unless the deployment
+//! declares a whole network one tenant's (`MirrorSharing`): a server then
+//! hears only of tips it advertised itself. Nothing here ever deletes an object: a mirror is not
 //! garbage-collected, so no workspace borrowing from it loses an object.
 
 use super::hygiene::enable_long_paths;
@@ -145,14 +147,38 @@ pub fn borrow(mirror_dir: &Path, url: &str, dest: &Path) -> Result<(), GitError>
     Ok(())
 }
 
-/// The lines of `repo_dir`'s `objects/info/alternates`: the object
-/// folders its repository borrows from (compare with [`borrow_line`]).
-pub fn borrowed(repo_dir: &Path) -> Vec<String> {
-    let file = repo_dir
-        .join(".git")
-        .join("objects")
-        .join("info")
-        .join("alternates");
+/// A folder's identity on disk, whatever path spells it: through a
+/// symbolic link, another mount of the same file system, or `..`. Two
+/// processes on one base directory may spell it differently (the CLI
+/// beside the server), so borrowing is recognised by identity, never by
+/// comparing alternates lines as strings.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FolderId(
+    #[cfg(unix)] (u64, u64),
+    #[cfg(not(unix))] std::path::PathBuf,
+);
+
+/// The identity of the folder at `path` (links followed), if it exists.
+pub fn folder_id(path: &Path) -> Option<FolderId> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok().filter(|m| m.is_dir())?;
+        Some(FolderId((m.dev(), m.ino())))
+    }
+    #[cfg(not(unix))]
+    {
+        let p = std::fs::canonicalize(path).ok()?;
+        Some(FolderId(std::path::PathBuf::from(
+            p.to_string_lossy().to_lowercase(),
+        )))
+    }
+}
+
+/// The lines of the alternates file of the git directory `git_dir`, as
+/// written (relative lines are relative to its `objects` folder).
+pub(super) fn alternates_lines(git_dir: &Path) -> Vec<String> {
+    let file = git_dir.join("objects").join("info").join("alternates");
     std::fs::read_to_string(file)
         .map(|text| {
             text.lines()
@@ -162,6 +188,27 @@ pub fn borrowed(repo_dir: &Path) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The folder an alternates line of `git_dir` names.
+pub(super) fn alternate_path(git_dir: &Path, line: &str) -> std::path::PathBuf {
+    git_dir.join("objects").join(line)
+}
+
+/// The object folders the checkout at `repo_dir` borrows from (its
+/// alternates), by identity; compare with [`borrow_id`].
+pub fn borrowed(repo_dir: &Path) -> Vec<FolderId> {
+    let git_dir = repo_dir.join(".git");
+    alternates_lines(&git_dir)
+        .iter()
+        .filter_map(|l| folder_id(&alternate_path(&git_dir, l)))
+        .collect()
+}
+
+/// The identity of the object folder a checkout borrowing from the mirror
+/// at `mirror_dir` names; none if the mirror has no object folder.
+pub fn borrow_id(mirror_dir: &Path) -> Option<FolderId> {
+    folder_id(&mirror_dir.join("objects"))
 }
 
 /// The alternates line of a workspace borrowing from the mirror at
@@ -195,13 +242,26 @@ mod tests {
     }
 
     #[test]
-    fn borrowed_reads_the_alternates_lines() {
+    fn borrowing_is_recognised_whatever_the_spelling() {
         let dir = tempfile::tempdir().unwrap();
-        let info = dir.path().join(".git/objects/info");
+        let info = dir.path().join("w/.git/objects/info");
         std::fs::create_dir_all(&info).unwrap();
-        assert!(borrowed(dir.path()).is_empty());
-        let line = borrow_line(&dir.path().join("m"));
+        let workspace = dir.path().join("w");
+        assert!(borrowed(&workspace).is_empty());
+        let mirror = dir.path().join("m");
+        std::fs::create_dir_all(mirror.join("objects")).unwrap();
+        // Spelt through `..`, the way another process might.
+        let line = borrow_line(&dir.path().join("w").join("..").join("m"));
         std::fs::write(info.join("alternates"), format!("# note\n{line}\n\n")).unwrap();
-        assert_eq!(borrowed(dir.path()), vec![line]);
+        assert_eq!(borrowed(&workspace), vec![borrow_id(&mirror).unwrap()]);
+        #[cfg(unix)]
+        {
+            // Through a symbolic link to the base directory.
+            let link = dir.path().join("link");
+            std::os::unix::fs::symlink(dir.path(), &link).unwrap();
+            let line = borrow_line(&link.join("m"));
+            std::fs::write(info.join("alternates"), format!("{line}\n")).unwrap();
+            assert_eq!(borrowed(&workspace), vec![borrow_id(&mirror).unwrap()]);
+        }
     }
 }

@@ -6,6 +6,7 @@
 //! credential through its callback (`remote.rs` decides which, and for
 //! which host). `hygiene.rs` keeps a reused clone as a fresh one would be.
 
+mod budget;
 mod hygiene;
 mod lfs;
 pub mod mirror;
@@ -15,10 +16,11 @@ mod remote;
 mod submodules;
 
 pub use lfs::pull as lfs_pull;
-pub use push::push;
+pub use push::{default_branch_at, push};
 pub use refs::GitRef;
-pub use submodules::{UrlCheck, resolve_url, update_submodules};
+pub use submodules::{UrlCheck, remove_submodules, resolve_url, update_submodules};
 
+pub use budget::{ExtrasBudget, ExtrasLimits};
 pub use hygiene::{clear_stale_locks, stale_locks};
 pub use remote::{
     GitError, Progress, ProgressFn, Remote, Stop, TransferGuard, set_network_timeouts,
@@ -80,6 +82,11 @@ pub fn inspect(repo_dir: &Path) -> RepoState {
     }
     if !repo_dir.is_dir() {
         state.problem = Some("repo/ is not a folder".into());
+        return state;
+    }
+    if !std::fs::symlink_metadata(repo_dir.join(".git")).is_ok_and(|m| m.is_dir()) {
+        // A `.git` file or link names another repository's git directory.
+        state.problem = Some("repo/.git is not a folder of its own".into());
         return state;
     }
     let repo = match Repository::open_ext(
@@ -211,7 +218,7 @@ pub fn update(
     // A previous user of the workspace may have left hooks or config that
     // run commands or redirect fetches (core.hooksPath, core.fsmonitor,
     // url.*.insteadOf, include.path...): back to what a clone has.
-    reset_git_dir(&repo)?;
+    reset_git_dir(&repo, remote.mirrors_dir.as_deref())?;
     // Clones made before this setting existed (or by the original tool).
     enable_long_paths(&repo).map_err(|e| GitError::new("setting core.longpaths", e))?;
     let default;
@@ -226,9 +233,26 @@ pub fn update(
         .find_remote("origin")
         .ok()
         .and_then(|r| r.url().ok().map(str::to_string));
-    if current.as_deref() != Some(url) {
-        repo.remote_set_url("origin", url)
-            .map_err(|e| GitError::new("setting origin URL", e))?;
+    // The objects here came from `current`: another URL (another tenant's
+    // repository, perhaps) must not find them. Only a spelling of the same
+    // URL (a trailing `/` or `.git`) is updated in place.
+    match current.as_deref() {
+        Some(c) if c == url => {}
+        Some(c) if same_remote(c, url) => repo
+            .remote_set_url("origin", url)
+            .map_err(|e| GitError::new("setting origin URL", e))?,
+        other => {
+            return Err(GitError {
+                message: format!(
+                    "the workspace holds a clone of {}, not of {url}; it is cloned afresh \
+                     rather than reused",
+                    other.unwrap_or("no remote")
+                ),
+                not_found: false,
+                stopped: None,
+                rejected: false,
+            });
+        }
     }
     let refs::Checkout { commit, branch } = refs::fetch(&repo, wanted, url, depth, remote)?;
     let target = repo
@@ -266,6 +290,16 @@ pub fn update(
     let tracked_bytes = clean(&repo, repo_dir)?;
     let size = tracked_bytes + crate::adapter::fs::dir_size(repo.path());
     Ok((target.id().to_string(), size))
+}
+
+/// URLs that differ only by a trailing `/` or `.git` name the same remote
+/// (as the default policy judges them).
+fn same_remote(a: &str, b: &str) -> bool {
+    fn norm(u: &str) -> &str {
+        let u = u.trim_end_matches('/');
+        u.strip_suffix(".git").unwrap_or(u)
+    }
+    norm(a) == norm(b)
 }
 
 /// Whether the index equals `commit`'s tree and every tracked file in the
@@ -378,11 +412,6 @@ pub fn checkout_size(repo_dir: &Path) -> Option<u64> {
         .map(|e| u64::from(e.file_size))
         .sum();
     Some(files + crate::adapter::fs::dir_size(repo.path()))
-}
-
-/// The remote's default branch as the clone recorded it (`origin/HEAD`).
-pub fn remote_default_branch(repo_dir: &Path) -> Option<String> {
-    refs::remote_default_branch(&Repository::open(repo_dir).ok()?)
 }
 
 fn head_commit(repo: &Repository) -> Result<String, GitError> {

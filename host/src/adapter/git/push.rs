@@ -2,12 +2,15 @@
 //!
 //! The credential never touches the disk: the push goes through an
 //! anonymous remote (nothing written to `.git/config`) and libgit2 gets
-//! the credential from the callback, for the URL's own host only, with
-//! redirects refused. libgit2 runs no hooks, so nothing in the workspace
-//! (which a scanned repository's content may have shaped) runs either.
+//! the credential from the callback, for the URL's own scheme, host and
+//! port only, with redirects refused. libgit2 runs no hooks, and the
+//! workspace's own config is not read (code run in the workspace could
+//! have added `url.<internal>.insteadOf=<public>`), so nothing in the
+//! workspace (which a scanned repository's content may have shaped)
+//! decides where the push goes.
 
-use super::remote::{GitError, Remote, push_options};
-use git2::{ErrorCode, Repository};
+use super::remote::{GitError, Remote, fetch_options, push_options};
+use git2::{AutotagOption, ErrorCode, Repository};
 use std::cell::RefCell;
 use std::path::Path;
 
@@ -21,7 +24,7 @@ pub fn push(
     force: bool,
     remote: &Remote,
 ) -> Result<String, GitError> {
-    let repo = Repository::open(repo_dir).map_err(|e| GitError::new("opening repository", e))?;
+    let repo = open_without_config(repo_dir)?;
     let local = format!("refs/heads/{branch}");
     let commit = repo
         .find_reference(&local)
@@ -68,4 +71,48 @@ pub fn push(
         )));
     }
     Ok(commit.to_string())
+}
+
+/// The repository at `repo_dir` with an empty configuration in place of
+/// its own (and of the user's and the system's): nothing a job wrote into
+/// `.git/config` (`insteadOf`, `pushInsteadOf`, proxies) applies.
+fn open_without_config(repo_dir: &Path) -> Result<Repository, GitError> {
+    let repo = Repository::open(repo_dir).map_err(|e| GitError::new("opening repository", e))?;
+    let empty = git2::Config::new().map_err(|e| GitError::new("preparing the push", e))?;
+    repo.set_config(&empty)
+        .map_err(|e| GitError::new("preparing the push", e))?;
+    Ok(repo)
+}
+
+/// The default branch `url` advertises now to `remote`'s credential (what
+/// the push rule protects), read from the push target itself: never from
+/// the workspace, whose `origin/HEAD` a prepare or a job could move.
+/// `Ok(None)` when the remote names none (an empty repository).
+pub fn default_branch_at(
+    repo_dir: &Path,
+    url: &str,
+    remote: &Remote,
+) -> Result<Option<String>, GitError> {
+    let repo = open_without_config(repo_dir)?;
+    let action = format!("reading the default branch of {url}");
+    GitError::check_start(remote, &action)?;
+    let mut target = repo
+        .remote_anonymous(url)
+        .map_err(|e| GitError::new(&action, e))?;
+    let mut fo = fetch_options(remote, None);
+    fo.download_tags(AutotagOption::None);
+    // A pattern that matches nothing: the advertisement, no objects.
+    target
+        .fetch(
+            &["refs/fixsec-none/*:refs/fixsec-none/*"],
+            Some(&mut fo),
+            None,
+        )
+        .map_err(|e| GitError::transfer(&action, e, remote, false))?;
+    let branch = target
+        .default_branch()
+        .ok()
+        .and_then(|b| b.as_str().ok().map(str::to_string))
+        .and_then(|b| b.strip_prefix("refs/heads/").map(str::to_string));
+    Ok(branch)
 }

@@ -10,6 +10,11 @@ use git2::{AutotagOption, Oid, Repository};
 /// Where fetched references land that are neither branches nor tags.
 const PRIVATE_NAMESPACE: &str = "refs/fixsec";
 
+/// References the host writes itself: the remote's branches and default
+/// branch (`origin/HEAD`, which the push rule reads), and its private
+/// namespaces. A refspec's destination may not be in them.
+const HOST_NAMESPACES: &[&str] = &["refs/remotes/", "refs/fixsec"];
+
 /// A ref a caller asked for, parsed and checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GitRef {
@@ -58,9 +63,17 @@ impl GitRef {
             } else {
                 full_ref(src)?
             };
+            let dst = full_ref(dst)?;
+            if HOST_NAMESPACES.iter().any(|ns| dst.starts_with(ns)) {
+                return Err(format!(
+                    "{dst:?} is in a namespace the host keeps for itself ({}); record the \
+                     refspec under refs/heads/ or another refs/ folder",
+                    HOST_NAMESPACES.join(", ")
+                ));
+            }
             return Ok(GitRef::Refspec {
                 src: src.to_string(),
-                dst: full_ref(dst)?.to_string(),
+                dst: dst.to_string(),
             });
         }
         if is_commit_id(s) {
@@ -96,7 +109,9 @@ impl GitRef {
 }
 
 /// One fetch from origin: refspecs, depth, what it is for (messages).
-type Fetch<'a> = dyn Fn(&[String], Option<u32>, &str) -> Result<(), GitError> + 'a;
+/// Returns what origin advertised in that fetch (each reference's object,
+/// and for an annotated tag what it peels to).
+type Fetch<'a> = dyn Fn(&[String], Option<u32>, &str) -> Result<Vec<Oid>, GitError> + 'a;
 
 /// What to check out after a fetch: a commit, on a local branch or detached.
 pub(super) struct Checkout {
@@ -161,14 +176,22 @@ pub(super) fn fetch(
     depth: Option<u32>,
     remote: &Remote,
 ) -> Result<Checkout, GitError> {
-    let run = |specs: &[String], depth: Option<u32>, what: &str| -> Result<(), GitError> {
+    let run = |specs: &[String], depth: Option<u32>, what: &str| -> Result<Vec<Oid>, GitError> {
         let action = format!("fetching {what} from {url}");
         GitError::check_start(remote, &action)?;
         let mut fo = fetch_options(remote, depth);
         fo.download_tags(AutotagOption::None);
-        repo.find_remote("origin")
-            .and_then(|mut origin| origin.fetch(specs, Some(&mut fo), None))
-            .map_err(|e| GitError::transfer(&action, e, remote, false))
+        let mut origin = repo
+            .find_remote("origin")
+            .map_err(|e| GitError::new(&action, e))?;
+        origin
+            .fetch(specs, Some(&mut fo), None)
+            .map_err(|e| GitError::transfer(&action, e, remote, false))?;
+        // The advertisement stays readable after the fetch disconnects.
+        Ok(origin
+            .list()
+            .map(|heads| heads.iter().map(|h| h.oid()).collect())
+            .unwrap_or_default())
     };
     let missing =
         |what: String| GitError::not_found(format!("{what} not found at {url}; check the ref"));
@@ -271,10 +294,15 @@ fn record(repo: &Repository, wanted: &GitRef, commit: Oid) -> Result<Checkout, G
     })
 }
 
-/// The commit `oid`, fetched if it is not here: by id first (servers that
-/// allow unadvertised wants), else every branch, tag and pull reference
-/// with full history (deepening a shallow clone), since the commit may lie
-/// below the shallow boundary.
+/// The commit `oid`, once origin has vouched for it in this fetch: sent
+/// by id (a server that allows unadvertised wants checks reachability
+/// itself), or reachable from a branch, tag or pull request origin
+/// advertises now to this credential (deepening a shallow clone, since the
+/// commit may lie below the shallow boundary).
+///
+/// A commit already on disk (an earlier prepare, a mirror) saves the
+/// transfer, never the check: libgit2 does not even ask for an object it
+/// has, so its presence says nothing about what this remote serves.
 fn fetch_commit(
     repo: &Repository,
     oid: Oid,
@@ -282,40 +310,68 @@ fn fetch_commit(
     depth: Option<u32>,
 ) -> Result<Oid, GitError> {
     let have = || repo.find_commit(oid).is_ok();
-    if have() {
+    if !have() {
+        match run(
+            &[format!("{oid}:{PRIVATE_NAMESPACE}/commit")],
+            depth,
+            &oid.to_string(),
+        ) {
+            // Absent before, present now: this remote sent it.
+            Ok(_) if have() => return Ok(oid),
+            Ok(_) => {}
+            Err(e) if e.stopped.is_some() => return Err(e),
+            Err(e) => {
+                tracing::info!(commit = %oid, error = %e.message, "fetch by id refused; fetching every ref")
+            }
+        }
+    }
+    let every_ref = [
+        "+refs/heads/*:refs/remotes/origin/*".to_string(),
+        "+refs/tags/*:refs/tags/*".to_string(),
+        format!("+refs/pull/*:{PRIVATE_NAMESPACE}/pull/*"),
+    ];
+    let tips = run(&every_ref, depth, "every branch and tag")?;
+    if reachable(repo, &tips, oid) {
         return Ok(oid);
     }
-    let by_id = run(
-        &[format!("{oid}:{PRIVATE_NAMESPACE}/commit")],
-        depth,
-        &oid.to_string(),
-    );
-    if let Err(e) = &by_id {
-        if e.stopped.is_some() {
-            return Err(by_id.unwrap_err());
-        }
-        tracing::info!(commit = %oid, error = %e.message, "fetch by id refused; fetching every ref");
-    }
-    if !have() {
-        let unshallow = repo.is_shallow().then_some(i32::MAX as u32);
-        run(
-            &[
-                "+refs/heads/*:refs/remotes/origin/*".to_string(),
-                "+refs/tags/*:refs/tags/*".to_string(),
-                format!("+refs/pull/*:{PRIVATE_NAMESPACE}/pull/*"),
-            ],
-            unshallow,
-            "every branch and tag",
+    if repo.is_shallow() {
+        let tips = run(
+            &every_ref,
+            Some(i32::MAX as u32),
+            "every branch and tag, unshallowed",
         )?;
+        if reachable(repo, &tips, oid) {
+            return Ok(oid);
+        }
     }
-    if have() {
-        Ok(oid)
-    } else {
-        Err(GitError::not_found(format!(
-            "commit {oid} is not reachable from any branch, tag or pull request of the remote; \
-             check the commit id"
-        )))
+    Err(GitError::not_found(format!(
+        "commit {oid} is not reachable from any branch, tag or pull request of the remote; \
+         check the commit id"
+    )))
+}
+
+/// Whether commit `oid` is here and is one of `tips` or an ancestor of one.
+fn reachable(repo: &Repository, tips: &[Oid], oid: Oid) -> bool {
+    if repo.find_commit(oid).is_err() {
+        return false;
     }
+    let Ok(mut walk) = repo.revwalk() else {
+        return false;
+    };
+    let mut pushed = false;
+    for tip in tips {
+        let Ok(commit) = repo
+            .find_object(*tip, None)
+            .and_then(|o| o.peel_to_commit())
+        else {
+            continue;
+        };
+        if commit.id() == oid {
+            return true;
+        }
+        pushed |= walk.push(commit.id()).is_ok();
+    }
+    pushed && walk.flatten().any(|c| c == oid)
 }
 
 #[cfg(test)]
@@ -361,6 +417,10 @@ mod tests {
             "refs/",
             "main:dev",
             "refs/heads/a:b",
+            "refs/heads/main:refs/remotes/origin/HEAD",
+            "+refs/pull/1/head:refs/remotes/origin/main",
+            "refs/heads/x:refs/fixsec/commit",
+            "refs/heads/x:refs/fixsec-mirror/x",
             "x~1",
             "HEAD^",
         ] {

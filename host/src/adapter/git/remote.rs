@@ -32,8 +32,16 @@ pub type ProgressFn = dyn Fn(Progress) + Send + Sync;
 pub struct Remote {
     /// The credential taken out of the clone URL, if any.
     pub credentials: Option<Credentials>,
-    /// The clone URL's host: the only host any credential is offered to.
+    /// The clone URL's host: with [`scheme`](Self::scheme) and
+    /// [`port`](Self::port), the only place any credential is offered to.
     pub host: Option<String>,
+    /// The clone URL's scheme (`https`, `http`, `ssh`, `git`).
+    pub scheme: Option<String>,
+    /// The port the clone URL connects to (its own or the scheme's default).
+    pub port: Option<u16>,
+    /// The folder of this base directory's mirrors: an alternates line of a
+    /// reused checkout that names anything else is dropped.
+    pub mirrors_dir: Option<std::path::PathBuf>,
     /// The deployment allows the service's own credentials (ssh-agent keys,
     /// the Windows logon) for this host (`WORKSPACE_SERVICE_CREDENTIAL_HOSTS`).
     pub service_credentials: bool,
@@ -100,7 +108,7 @@ impl TransferGuard {
 
     /// Whether the transfer may go on having received `received` bytes;
     /// records why not.
-    fn check(&self, received: u64) -> Result<(), ()> {
+    pub(super) fn check(&self, received: u64) -> Result<(), ()> {
         use std::sync::atomic::Ordering;
         let stop = if self.cancel.load(Ordering::Relaxed) {
             Some(Stop::Cancelled)
@@ -283,16 +291,44 @@ pub fn set_network_timeouts(connect: std::time::Duration, io: std::time::Duratio
     }
 }
 
-/// The host of a URL libgit2 asks credentials for (`scheme://...` or
-/// scp-like `user@host:path`), lowercased.
-fn url_host(url: &str) -> Option<String> {
+/// Scheme, host (lowercased) and port of a URL libgit2 asks credentials
+/// for (`scheme://...`, or scp-like `user@host:path`, which is ssh on 22).
+pub(crate) fn url_origin(url: &str) -> Option<(String, String, u16)> {
     if let Ok(u) = url::Url::parse(url)
         && let Some(h) = u.host_str()
     {
-        return Some(h.trim_matches(['[', ']']).to_ascii_lowercase());
+        let scheme = u.scheme().to_ascii_lowercase();
+        let port = u.port_or_known_default().or(match scheme.as_str() {
+            "ssh" => Some(22),
+            "git" => Some(9418),
+            _ => None,
+        })?;
+        return Some((
+            scheme,
+            h.trim_matches(['[', ']']).to_ascii_lowercase(),
+            port,
+        ));
     }
     let (before, _) = url.split_once(':')?;
-    Some(before.rsplit('@').next()?.to_ascii_lowercase())
+    Some((
+        "ssh".into(),
+        before.rsplit('@').next()?.to_ascii_lowercase(),
+        22,
+    ))
+}
+
+impl Remote {
+    /// Whether `url` is the clone URL's own scheme, host and port: the only
+    /// place the caller's credential may go (another port or scheme of the
+    /// same host is another service).
+    pub fn is_clone_origin(&self, url: &str) -> bool {
+        let Some((scheme, host, port)) = url_origin(url) else {
+            return false;
+        };
+        self.host.as_deref() == Some(host.as_str())
+            && self.scheme.as_deref() == Some(scheme.as_str())
+            && self.port == Some(port)
+    }
 }
 
 /// What to answer libgit2's request for credentials for `url`.
@@ -308,10 +344,11 @@ fn credential_for(
     allowed: CredentialType,
 ) -> Result<Cred, git2::Error> {
     let refuse = |msg: String| Err(git2::Error::new(ErrorCode::Auth, ErrorClass::Http, msg));
-    let asking = url_host(url);
-    if asking.is_none() || asking != remote.host {
+    if !remote.is_clone_origin(url) {
+        let asking = url_origin(url).map(|(s, h, p)| format!("{s}://{h}:{p}"));
         return refuse(format!(
-            "refusing to send credentials to {}, which is not the clone URL's host",
+            "refusing to send credentials to {}, which is not the clone URL's scheme, host \
+             and port",
             asking.as_deref().unwrap_or("an unknown host")
         ));
     }
@@ -341,7 +378,7 @@ fn credential_for(
 
 /// The callbacks every transfer uses: the credential (to the clone URL's
 /// host only, asked at most twice), progress, and the host's bounds.
-fn callbacks(remote: &Remote) -> RemoteCallbacks<'_> {
+pub(super) fn callbacks(remote: &Remote) -> RemoteCallbacks<'_> {
     let mut callbacks = RemoteCallbacks::new();
     let tries = Cell::new(0u32);
     callbacks.credentials(move |url, username_from_url, allowed| {
@@ -427,6 +464,8 @@ mod tests {
                 secret: "SECRET".into(),
             }),
             host: Some("git.example".into()),
+            scheme: Some("https".into()),
+            port: Some(443),
             service_credentials,
             ..Remote::default()
         }
@@ -442,9 +481,13 @@ mod tests {
         let logon = CredentialType::DEFAULT;
         let caller = remote(false);
         assert!(credential_for(&caller, "https://git.example/o/r.git", None, plain).is_ok());
+        assert!(credential_for(&caller, "https://GIT.example:443/x.git", None, plain).is_ok());
         for (url, allowed) in [
             ("https://elsewhere.example/o/r.git", plain),
             ("https://git.example.evil/o/r.git", plain),
+            ("http://git.example/o/r.git", plain),
+            ("https://git.example:8443/o/r.git", plain),
+            ("http://git.example:443/o/r.git", plain),
             ("ssh://git@git.example/o/r.git", key),
             ("https://git.example/o/r.git", logon),
             ("git@git.example:o/r.git", key),

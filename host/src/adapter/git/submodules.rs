@@ -9,6 +9,7 @@
 //! credential callback in `remote.rs` refuses every other host). Each
 //! submodule gets the same hygiene and clean as the superproject.
 
+use super::budget::ExtrasBudget;
 use super::hygiene::reset_git_dir;
 use super::remote::{GitError, Remote, fetch_options};
 use git2::build::CheckoutBuilder;
@@ -58,15 +59,47 @@ pub fn resolve_url(base: &str, url: &str) -> String {
 
 /// Initialize, fetch and check out every submodule of the repository at
 /// `repo_dir` (whose own URL is `base_url`), recursively, each reset and
-/// cleaned. Returns how many were checked out.
+/// cleaned, within `budget` (count, bytes, time: the repository decides
+/// how many there are). Returns how many were checked out.
 pub fn update_submodules(
     repo_dir: &Path,
     base_url: &str,
     remote: &Remote,
     check: &UrlCheck<'_>,
+    budget: &ExtrasBudget,
 ) -> Result<u32, GitError> {
     let repo = Repository::open(repo_dir).map_err(|e| GitError::new("opening repository", e))?;
-    update_in(&repo, base_url, remote, check, 0)
+    update_in(&repo, base_url, remote, check, budget, 0)
+}
+
+/// Take the submodules of the checkout at `repo_dir` out again: each
+/// submodule's folder emptied and `.git/modules` removed, so a prepare
+/// that stopped half-way leaves the superproject as a clone without
+/// submodules has it.
+pub fn remove_submodules(repo_dir: &Path) -> Result<(), GitError> {
+    let repo = Repository::open(repo_dir).map_err(|e| GitError::new("opening repository", e))?;
+    let index = repo
+        .index()
+        .map_err(|e| GitError::new("reading the index", e))?;
+    for entry in index.iter().filter(|e| e.mode & 0o170000 == 0o160000) {
+        let path = repo_dir.join(String::from_utf8_lossy(&entry.path).as_ref());
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+            for child in std::fs::read_dir(&path).into_iter().flatten().flatten() {
+                let p = child.path();
+                let gone = if child.file_type().is_ok_and(|t| t.is_dir()) {
+                    std::fs::remove_dir_all(&p)
+                } else {
+                    std::fs::remove_file(&p)
+                };
+                gone.map_err(|e| GitError::io("removing a submodule's files", &p, e))?;
+            }
+        }
+    }
+    let modules = repo.path().join("modules");
+    if modules.exists() {
+        std::fs::remove_dir_all(&modules).map_err(|e| GitError::io("removing", &modules, e))?;
+    }
+    Ok(())
 }
 
 fn update_in(
@@ -74,6 +107,7 @@ fn update_in(
     base_url: &str,
     remote: &Remote,
     check: &UrlCheck<'_>,
+    budget: &ExtrasBudget,
     nesting: usize,
 ) -> Result<u32, GitError> {
     let submodules = repo
@@ -94,10 +128,11 @@ fn update_in(
             stopped: None,
             rejected: false,
         };
+        budget.count_submodule(&format!("submodule {name}"))?;
         let url = check(&resolve_url(base_url, &raw)).map_err(fail)?;
         // A submodule cloned by an earlier prepare: back to a clean git dir.
         if let Ok(existing) = sm.open() {
-            reset_git_dir(&existing)?;
+            reset_git_dir(&existing, None)?;
         }
         let mut sm = sm;
         sm.init(true)
@@ -122,9 +157,13 @@ fn update_in(
         let sub = sm
             .open()
             .map_err(|e| GitError::new(&format!("opening submodule {name}"), e))?;
+        budget.spend_bytes(
+            crate::adapter::fs::dir_size(sub.path()),
+            &format!("submodule {name}"),
+        )?;
         let workdir = sub.workdir().unwrap_or(sm.path()).to_path_buf();
         super::clean(&sub, &workdir)?;
-        count += 1 + update_in(&sub, &url, remote, check, nesting + 1)?;
+        count += 1 + update_in(&sub, &url, remote, check, budget, nesting + 1)?;
     }
     Ok(count)
 }
