@@ -145,8 +145,11 @@ fn two_processes_on_one_base_take_turns() {
 fn hanging_prepare(base: &Path, mirrors: &str) -> (std::process::Child, std::net::TcpStream) {
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let hanging_url = format!("git://127.0.0.1:{}/r", silent.local_addr().unwrap().port());
+    // Mirrors per network: the hanging URL's mirror is the one the next
+    // prepare of the network (from a live URL) uses.
     let child = cli(base, &["prepare", "acme/demo", &hanging_url])
         .env("WORKSPACE_MIRRORS", mirrors)
+        .env("WORKSPACE_MIRROR_SHARING", "network")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -256,6 +259,7 @@ fn kill_9_mid_mirror_update_leaves_the_mirror_usable() {
         base.path(),
         &["--json", "prepare", "acme/demo", &daemon.url("demo.git")],
     )
+    .env("WORKSPACE_MIRROR_SHARING", "network")
     .output()
     .unwrap();
     assert!(

@@ -108,7 +108,16 @@ pub fn default_branch_at(
             Some(&mut fo),
             None,
         )
-        .map_err(|e| GitError::transfer(&action, e, remote, false))?;
+        .map_err(|e| match e.code() {
+            ErrorCode::Auth => GitError {
+                message: format!(
+                    "{action}: the remote refused the credential; the token in the URL needs \
+                     read and write access to the repository"
+                ),
+                ..GitError::transfer(&action, e, remote, false)
+            },
+            _ => GitError::transfer(&action, e, remote, false),
+        })?;
     let branch = target
         .default_branch()
         .ok()
