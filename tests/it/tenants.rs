@@ -626,7 +626,18 @@ fn lfs_requests_are_held_to_the_clone_urls_rules_and_limits() {
     // Within the limits, from the clone URL's own endpoint.
     let repo = prepare(64, false).unwrap().path;
     assert_eq!(std::fs::read(repo.join("model.bin")).unwrap(), content);
-    assert_eq!(git(&repo, &["status", "--porcelain"]), "");
+    // Clean to a job's git with the LFS filter, as `git lfs install` sets it.
+    let lfs_status = [
+        "-c",
+        "filter.lfs.clean=git-lfs clean -- %f",
+        "-c",
+        "filter.lfs.process=git-lfs filter-process",
+        "-c",
+        "filter.lfs.required=true",
+        "status",
+        "--porcelain",
+    ];
+    assert_eq!(git(&repo, &lfs_status), "");
     assert!(metadata.seen().is_empty(), "{:?}", metadata.seen());
     assert_eq!(
         files_containing(base.path(), A_TOKEN),

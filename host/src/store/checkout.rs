@@ -148,10 +148,9 @@ impl Store {
             }
         }
         if extras.lfs {
-            // TEMP until the native client lands
-            let _ = |u: &url::Url| self.checked_lfs_url(u);
-            git::lfs_pull(repo, url, remote)?;
-            let bytes = 0u64;
+            let bytes = git::lfs_pull(repo, url, remote, &budget, &|u: &url::Url| {
+                self.checked_lfs_url(u)
+            })?;
             tracing::info!(repo = %repo.display(), bytes, "LFS objects checked out");
         }
         Ok(())

@@ -258,12 +258,14 @@ fn handle(
     let mut parts = line.split(' ');
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    // LFS objects are stored once for the whole server: any account.
     let allowed = account.is_some_and(|a| {
-        a.repos.as_ref().is_none_or(|repos| {
-            repos
-                .iter()
-                .any(|r| path.starts_with(&format!("/{r}.git/")))
-        })
+        path.starts_with("/lfs-objects/")
+            || a.repos.as_ref().is_none_or(|repos| {
+                repos
+                    .iter()
+                    .any(|r| path.starts_with(&format!("/{r}.git/")))
+            })
     });
     seen.lock().unwrap().push(Request {
         line: line.clone(),

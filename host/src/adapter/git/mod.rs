@@ -15,7 +15,7 @@ mod refs;
 mod remote;
 mod submodules;
 
-pub use lfs::pull as lfs_pull;
+pub use lfs::{LfsUrlCheck, pull as lfs_pull};
 pub use push::{default_branch_at, push};
 pub use refs::GitRef;
 pub use submodules::{UrlCheck, remove_submodules, resolve_url, update_submodules};
