@@ -7,11 +7,19 @@ the router places repositories by: for a prepare, the repository's network
 calls that take a workspace name, the ``shard=`` given (the repository's
 full name). Errors are the same classes :class:`WorkspaceManager` raises.
 
+The token is guarded like the CLI's ``--server`` client guards it: a redirect
+is never followed (urllib would copy ``Authorization`` to wherever it points,
+another host or scheme included), so a 3xx answer is a :class:`Refused`
+error; and plain ``http://`` is refused for a host that is not loopback
+unless ``allow_insecure_http=True`` (the token would cross the network in
+clear text).
+
 Standard library only (``urllib``): nothing to install beside the package.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import urllib.error
@@ -20,17 +28,50 @@ import urllib.request
 from typing import Any, Dict, List, Optional
 
 from . import PreparedWorkspace, PushResult
-from .errors import BY_KIND, Busy, GitError, InvalidInput, WorkspaceError
+from .errors import BY_KIND, Busy, GitError, InvalidInput, Refused, WorkspaceError
 
 SHARD_HEADER = "X-Fixsec-Shard"
 """The header a router hashes to pick the node (deploy/haproxy/haproxy.cfg)."""
 
 
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows no redirect: urllib's default handler would send the request,
+    ``Authorization`` included, wherever ``Location`` points. Returning None
+    leaves the 3xx answer to urllib's default error handler, which raises it
+    as an ``HTTPError``; :meth:`WorkspaceClient._call` turns that into
+    :class:`Refused`."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D102
+        return None
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class WorkspaceClient:
-    """The workspaces of a service at ``server`` (``http://host:port``).
+    """The workspaces of a service at ``server``: ``https://host[:port]``, or
+    ``http://127.0.0.1:port`` (any loopback host: 127.0.0.0/8, ``[::1]``,
+    ``localhost``).
 
     ``token`` defaults to ``WORKSPACE_API_TOKEN``. ``timeout`` bounds each
     request in seconds (none: a prepare lasts as long as its clone).
+
+    Plain ``http://`` to a host that is not loopback raises
+    :class:`InvalidInput` (a ``ValueError``): the bearer token would cross the
+    network in clear text. Pass ``allow_insecure_http=True`` to accept that
+    (a trusted private network, a TLS-terminating sidecar on another
+    address). Any scheme other than ``http`` and ``https`` is refused too.
+
+    Redirects are never followed, whatever the scheme (the token would go
+    with them): a 3xx answer raises :class:`Refused` naming the host it
+    pointed at; give the client the service's own URL.
     """
 
     def __init__(
@@ -39,16 +80,30 @@ class WorkspaceClient:
         token: Optional[str] = None,
         *,
         timeout: Optional[float] = None,
+        allow_insecure_http: bool = False,
     ) -> None:
         parsed = urllib.parse.urlparse(server)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        if parsed.scheme not in ("http", "https") or not parsed.netloc or not parsed.hostname:
             raise InvalidInput(
                 f"server {server!r} is not an http(s) URL; e.g. http://127.0.0.1:8080",
+                "invalid_input",
+            )
+        if (
+            parsed.scheme == "http"
+            and not allow_insecure_http
+            and not _is_loopback(parsed.hostname)
+        ):
+            raise InvalidInput(
+                f"server {server!r}: plain http:// to a host that is not loopback would "
+                "send the API token in clear text; use https://, or pass "
+                "allow_insecure_http=True to accept that",
                 "invalid_input",
             )
         self.server = server.rstrip("/")
         self.token = token if token is not None else os.environ.get("WORKSPACE_API_TOKEN")
         self.timeout = timeout
+        self.allow_insecure_http = allow_insecure_http
+        self._opener = urllib.request.build_opener(_RefuseRedirects)
         self.last_served_by: Optional[str] = None
         """The node that answered the last request (``X-Served-By``)."""
 
@@ -70,11 +125,14 @@ class WorkspaceClient:
         if shard:
             request.add_header(SHARD_HEADER, shard)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with self._opener.open(request, timeout=self.timeout) as response:
                 self.last_served_by = response.headers.get("X-Served-By")
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as e:
             self.last_served_by = e.headers.get("X-Served-By")
+            if 300 <= e.code < 400:
+                e.close()
+                raise self._redirect_refused(e, request.full_url) from None
             text = e.read()
             try:
                 answer = json.loads(text or b"{}")
@@ -89,6 +147,20 @@ class WorkspaceClient:
                 "check the URL and that it runs",
                 "busy",
             ) from None
+
+    def _redirect_refused(self, e: urllib.error.HTTPError, url: str) -> Refused:
+        """The error for a 3xx answer: names where it pointed (the host, not
+        the whole Location), never the token."""
+        location = e.headers.get("Location") if e.headers is not None else None
+        target = _host_of(urllib.parse.urljoin(url, location)) if location else None
+        where = f" (node {self.last_served_by})" if self.last_served_by else ""
+        to = f"a redirect ({e.code}) to {target}" if target else f"a redirect ({e.code})"
+        return Refused(
+            f"the service at {self.server}{where} answered with {to}; the client does not "
+            "follow redirects (the bearer token would go with it): point it at the "
+            "service's own URL",
+            "refused",
+        )
 
     def prepare(
         self,
@@ -158,6 +230,21 @@ class WorkspaceClient:
     def health(self, *, shard: Optional[str] = None) -> Dict[str, Any]:
         """One node's health report (the open summary without a token)."""
         return self._call("GET", "/workspace/health", shard)
+
+
+def _host_of(url: str) -> Optional[str]:
+    """``host[:port]`` of ``url`` (no user info, path or query), or None."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return None
+    if not host:
+        return None
+    host = host[:255]
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{host}:{port}" if port is not None else host
 
 
 def _segment(name: str) -> str:
