@@ -47,8 +47,9 @@ pub struct PrepareRequest {
     /// clone URL's rules; the credential only for the clone URL's host).
     #[serde(default)]
     pub submodules: bool,
-    /// Fetch Git LFS objects in place of their pointer files (needs
-    /// `git-lfs` on the host; the credential only for the clone URL's host).
+    /// Fetch Git LFS objects in place of their pointer files (the host's own
+    /// client, from the clone URL's LFS endpoint, every download held to the
+    /// clone URL's rules; the credential only for the clone URL's origin).
     #[serde(default)]
     pub lfs: bool,
     /// The repository network this repository belongs to: the full name of

@@ -85,7 +85,7 @@ enum Command {
         /// Check out submodules too, recursively
         #[arg(long)]
         submodules: bool,
-        /// Fetch Git LFS objects (needs git-lfs on this host)
+        /// Fetch Git LFS objects (the host's own client, from the clone URL's LFS endpoint)
         #[arg(long)]
         lfs: bool,
         /// The fork network's root (owner/repo), when REPO is a fork: forks
