@@ -119,7 +119,7 @@ fn b_cannot_check_out_a_commit_of_as_repository_through_the_network_field() {
     a_prepares(&m, &forge);
 
     let mut request = PrepareRequest::new("bob/app", forge.b_url("bob/app"))
-        .git_ref(&format!("{}:refs/heads/loot", forge.secret_commit));
+        .git_ref(format!("{}:refs/heads/loot", forge.secret_commit));
     request.network = Some("acme/secret".into());
     let err = m.prepare(&request).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
