@@ -8,6 +8,8 @@
 //! <base>/.staging/               clones in progress, swapped in when complete
 //! <base>/.mirrors/<name>/        bare mirror of a repository network (objects borrowed)
 //! <base>/.mirrors/.locks/        lock files (one per mirror)
+//! <base>/.leases/<id>.json       leases (one file per lease)
+//! <base>/.leases/owners/         lease owners' lock files (one per process holding open-ended leases)
 //! <base>/.cache/policies/        compiled policy components (0700), sealed
 //! <base>/.api-token              a token `serve` generated (0600)
 //! ```
@@ -84,6 +86,13 @@ impl Layout {
     /// on this base directory.
     pub fn leases_dir(&self) -> PathBuf {
         self.base.join(".leases")
+    }
+
+    /// `<base>/.leases/owners`: one locked file per process that holds
+    /// open-ended leases (`<token>.lock`); a lease naming a token whose
+    /// file can be locked by another process is dead.
+    pub fn lease_owners_dir(&self) -> PathBuf {
+        self.leases_dir().join("owners")
     }
 
     /// `<base>/.cache/policies`: compiled policy components.
