@@ -63,6 +63,8 @@ def cluster(tmp_path) -> Iterator[Dict]:
                 WORKSPACE_NODE_ID=f"node{i + 1}",
                 WORKSPACE_ALLOW_LOCAL_URLS="1",
                 WORKSPACE_ALLOW_PRIVATE_NETWORKS="1",
+                # One tenant: forks borrow their root's mirror.
+                WORKSPACE_MIRROR_SHARING="network",
             )
             processes.append(
                 subprocess.Popen([binary(), "serve"], env=env, stderr=subprocess.DEVNULL)

@@ -29,7 +29,10 @@ def test_each_kind_of_failure_is_its_own_exception(manager, upstream):
         (lambda: manager.prepare("acme/app", "ext::sh -c touch% /tmp/x"), Refused),
         (lambda: manager.prepare("acme/other", str(upstream), ref="no-such-branch"), NotFound),
         (lambda: manager.remove("no_such_workspace_12345678"), NotFound),
-        (lambda: manager.push(ws.name, "main", "http://127.0.0.1:9/none.git"), Refused),
+        # The default branch, as the push target itself says it.
+        (lambda: manager.push(ws.name, "main", str(upstream)), Refused),
+        # A target that does not answer cannot say which branch is its default.
+        (lambda: manager.push(ws.name, "fix-1", "http://127.0.0.1:9/none.git"), GitError),
     ]
     for call, kind in cases:
         with pytest.raises(kind) as raised:

@@ -312,18 +312,7 @@ fn the_default_branch_cannot_be_unlocked_for_a_push() {
     );
     std::fs::write(repo.join("x.txt"), "x\n").unwrap();
     git(&repo, &["add", "x.txt"]);
-    git(
-        &repo,
-        &[
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "commit",
-            "-qm",
-            "x",
-        ],
-    );
+    git(&repo, &["commit", "-qm", "x"]);
     let before = forge.server.git("acme/secret", &["rev-parse", "main"]);
     let err = m
         .push(&name, &PushRequest::new("main", forge.a_url()).force(true))
@@ -361,18 +350,7 @@ fn a_push_ignores_the_workspaces_own_config() {
     git(&repo, &["checkout", "-q", "-b", "fix-1"]);
     std::fs::write(repo.join("fix.txt"), "fix\n").unwrap();
     git(&repo, &["add", "fix.txt"]);
-    git(
-        &repo,
-        &[
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "commit",
-            "-qm",
-            "fix",
-        ],
-    );
+    git(&repo, &["commit", "-qm", "fix"]);
     let pushed = m
         .push(&name, &PushRequest::new("fix-1", forge.a_url()))
         .unwrap();
@@ -405,18 +383,7 @@ fn a_credential_never_goes_to_another_port_of_the_same_host() {
     let info = format!("160000,{},lib", lib.head_of("main"));
     git(app.path(), &["update-index", "--add", "--cacheinfo", &info]);
     git(app.path(), &["add", ".gitmodules"]);
-    git(
-        app.path(),
-        &[
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "commit",
-            "-qm",
-            "app",
-        ],
-    );
+    git(app.path(), &["commit", "-qm", "app"]);
     forge.republish_secret(app.path());
 
     let base = tempfile::tempdir().unwrap();
@@ -507,18 +474,7 @@ fn submodule_fan_out_is_bounded_and_leaves_nothing_half_done() {
     }
     std::fs::write(app.path().join(".gitmodules"), gitmodules).unwrap();
     git(app.path(), &["add", ".gitmodules"]);
-    git(
-        app.path(),
-        &[
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "commit",
-            "-qm",
-            "fan",
-        ],
-    );
+    git(app.path(), &["commit", "-qm", "fan"]);
     forge.server.publish_dir("acme/fan", app.path());
 
     let base = tempfile::tempdir().unwrap();
@@ -584,18 +540,7 @@ fn lfs_requests_are_held_to_the_clone_urls_rules_and_limits() {
     )
     .unwrap();
     git(app.path(), &["add", "."]);
-    git(
-        app.path(),
-        &[
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "commit",
-            "-qm",
-            "lfs",
-        ],
-    );
+    git(app.path(), &["commit", "-qm", "lfs"]);
     forge.republish_secret(app.path());
 
     let base = tempfile::tempdir().unwrap();
