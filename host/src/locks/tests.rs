@@ -119,6 +119,7 @@ fn hold_owner(layout: &Layout, token: &str) -> (PathBuf, File) {
 }
 
 /// Run `f` in a thread; panics if it has not answered within `WAIT`.
+#[cfg(unix)]
 fn within_wait<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
