@@ -80,7 +80,7 @@ pub struct TransferGuard {
 }
 
 /// How often (in received bytes) free space is measured during a transfer.
-const FREE_CHECK_EVERY: u64 = 8 << 20;
+pub(super) const FREE_CHECK_EVERY: u64 = 8 << 20;
 
 impl TransferGuard {
     /// A guard with these bounds.
@@ -120,16 +120,7 @@ impl TransferGuard {
         } else if received >= self.next_free_check.load(Ordering::Relaxed) {
             self.next_free_check
                 .store(received + FREE_CHECK_EVERY, Ordering::Relaxed);
-            crate::adapter::fs::free_space(&self.disk)
-                .filter(|free| *free < self.min_free_bytes)
-                .map(|free| {
-                    Stop::Storage(format!(
-                        "only {} MB would be left free on the workspace disk, under the {} MB \
-                         floor (WORKSPACE_MIN_FREE_MB); free space or run a cleanup",
-                        free >> 20,
-                        self.min_free_bytes >> 20
-                    ))
-                })
+            self.free_space_stop(0)
         } else {
             None
         };
@@ -140,6 +131,21 @@ impl TransferGuard {
             }
             None => Ok(()),
         }
+    }
+
+    /// Why not to write `more` bytes: the workspace disk would be left with
+    /// less free space than the floor. None when it would not (or cannot be
+    /// measured).
+    pub(super) fn free_space_stop(&self, more: u64) -> Option<Stop> {
+        let left = crate::adapter::fs::free_space(&self.disk)?.saturating_sub(more);
+        (left < self.min_free_bytes).then(|| {
+            Stop::Storage(format!(
+                "only {} MB would be left free on the workspace disk, under the {} MB floor \
+                 (WORKSPACE_MIN_FREE_MB); free space or run a cleanup",
+                left >> 20,
+                self.min_free_bytes >> 20
+            ))
+        })
     }
 
     /// Why the transfer was stopped, if it was.

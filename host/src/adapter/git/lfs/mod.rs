@@ -37,7 +37,7 @@
 //! URL's query string (download URLs often carry signed tokens).
 
 use super::budget::ExtrasBudget;
-use super::remote::{GitError, Remote, Stop};
+use super::remote::{FREE_CHECK_EVERY, GitError, Remote, Stop};
 use git2::{AttrCheckFlags, Index, IndexEntry, IndexTime, ObjectType, Oid, Repository};
 use reqwest::StatusCode;
 use reqwest::blocking::{Client, RequestBuilder};
@@ -83,8 +83,6 @@ const CHUNKS_AHEAD: usize = 8;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often a wait for the network looks at cancellation and the deadline.
 const POLL: Duration = Duration::from_millis(200);
-/// How often (in downloaded bytes) free space is measured.
-const FREE_CHECK_EVERY: u64 = 8 << 20;
 /// The folder of partial downloads, inside the git directory.
 const TMP_DIR: &str = "fixsec-lfs-tmp";
 /// The stage bits of an index entry's flags (non-zero: a conflict side).
@@ -818,22 +816,10 @@ impl<'a, 'c> Session<'a, 'c> {
         let Some(guard) = self.remote.guard.as_deref() else {
             return Ok(());
         };
-        let Some(free) = crate::adapter::fs::free_space(&guard.disk) else {
-            return Ok(());
-        };
-        let left = free.saturating_sub(more);
-        if left >= guard.min_free_bytes {
-            return Ok(());
+        match guard.free_space_stop(more) {
+            Some(stop) => Err(GitError::stopped(&self.action, stop)),
+            None => Ok(()),
         }
-        Err(GitError::stopped(
-            &self.action,
-            Stop::Storage(format!(
-                "only {} MB would be left free on the workspace disk, under the {} MB floor \
-                 (WORKSPACE_MIN_FREE_MB); free space or run a cleanup",
-                left >> 20,
-                guard.min_free_bytes >> 20
-            )),
-        ))
     }
 
     /// Time until the extras deadline, at least a second.
