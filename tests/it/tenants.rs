@@ -589,3 +589,123 @@ fn lfs_requests_are_held_to_the_clone_urls_rules_and_limits() {
         Vec::<PathBuf>::new()
     );
 }
+
+/// `acme/app`, which A and B may both read, with A's private repository
+/// as its submodule `secret` (`../secret.git`, so on the same forge).
+fn publish_app_with_secret_submodule(forge: &Forge) -> String {
+    forge.server.grant("alice", "acme/app");
+    forge.server.grant("bob", "acme/app");
+    let app = tempfile::tempdir().unwrap();
+    git(app.path(), &["init", "-q", "-b", "main"]);
+    std::fs::write(
+        app.path().join(".gitmodules"),
+        "[submodule \"secret\"]\n\tpath = secret\n\turl = ../secret.git\n",
+    )
+    .unwrap();
+    let info = format!("160000,{},secret", forge.secret.head_of("main"));
+    git(app.path(), &["update-index", "--add", "--cacheinfo", &info]);
+    git(app.path(), &["add", ".gitmodules"]);
+    git(app.path(), &["commit", "-qm", "app"]);
+    forge.server.publish_dir("acme/app", app.path());
+    forge.server.url_as("alice", A_TOKEN, "acme/app")
+}
+
+/// Review finding: a workspace is named by `repo_full_name` and reused
+/// whoever asks for the same URL. A's prepare of a shared superproject
+/// checked out A's private submodule with A's credential; B's prepare of
+/// the same superproject keeps neither that checkout nor its git
+/// directory, whether B asks for submodules or not (libgit2 would not
+/// fetch a submodule commit it already has, so B's credential would never
+/// be checked).
+#[test]
+fn a_reused_workspace_keeps_no_submodule_another_credential_fetched() {
+    let forge = Forge::new();
+    let a_url = publish_app_with_secret_submodule(&forge);
+    let base = tempfile::tempdir().unwrap();
+    let m = manager(base.path(), MirrorSharing::Repository);
+    let mut a = PrepareRequest::new("acme/app", a_url);
+    a.submodules = true;
+    let repo = m.prepare(&a).unwrap().path;
+    let secret_file = repo.join("secret").join("secret.py");
+    assert_eq!(std::fs::read_to_string(&secret_file).unwrap(), SECRET_TEXT);
+
+    let b_url = forge.b_url("acme/app");
+    let b = m
+        .prepare(&PrepareRequest::new("acme/app", b_url.clone()))
+        .unwrap();
+    assert!(b.reused, "the superproject itself is B's to read");
+    assert!(
+        !secret_file.exists(),
+        "A's submodule checkout was left for B"
+    );
+    assert!(!repo.join(".git/modules").exists());
+    assert_eq!(files_containing(&repo, SECRET_TEXT), Vec::<PathBuf>::new());
+
+    // Asked for, the submodule is fetched with B's credential: refused.
+    let again = m.prepare(&a).unwrap();
+    assert!(again.reused);
+    assert!(secret_file.exists());
+    let mut b_sub = PrepareRequest::new("acme/app", b_url);
+    b_sub.submodules = true;
+    let err = m.prepare(&b_sub).unwrap_err();
+    assert!(err.to_string().contains("submodule secret"), "{err}");
+    assert!(
+        !secret_file.exists(),
+        "A's submodule checkout was left for B"
+    );
+    assert_eq!(
+        files_containing(base.path(), SECRET_TEXT),
+        Vec::<PathBuf>::new()
+    );
+
+    // A's own reuse keeps its submodule (no refetch needed, same credential).
+    let a_again = m.prepare(&a).unwrap();
+    assert_eq!(std::fs::read_to_string(&secret_file).unwrap(), SECRET_TEXT);
+    let before = forge.server.seen().len();
+    m.prepare(&a).unwrap();
+    let fetched_secret = forge.server.seen()[before..]
+        .iter()
+        .any(|r| r.line.contains("/acme/secret.git/"));
+    assert!(
+        !fetched_secret,
+        "the same credential's reuse refetched the submodule"
+    );
+    drop(a_again);
+}
+
+/// Review finding: a push sends the workspace's content, which came from
+/// its clone URL. B names A's workspace (A's repository name, passed
+/// through) in a push to B's own repository; B's credential cannot read
+/// A's repository, so nothing is pushed. A may push the same branch to
+/// another repository of hers, since her credential reads the source.
+#[test]
+fn a_push_carries_a_workspace_only_where_the_pusher_can_read_its_source() {
+    let forge = Forge::new();
+    let base = tempfile::tempdir().unwrap();
+    let m = manager(base.path(), MirrorSharing::Repository);
+    let repo = a_prepares(&m, &forge);
+    let name = m.workspace_name("acme/secret").unwrap();
+    git(&repo, &["checkout", "-q", "-b", "fix-1"]);
+    std::fs::write(repo.join("fix.txt"), "fix\n").unwrap();
+    git(&repo, &["add", "fix.txt"]);
+    git(&repo, &["commit", "-qm", "fix"]);
+
+    let err = m
+        .push(&name, &PushRequest::new("fix-1", forge.b_url("bob/app")))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Refused, "{err}");
+    assert!(err.to_string().contains("cannot read"), "{err}");
+    assert_eq!(
+        forge.server.git("bob/app", &["branch", "--list", "fix-1"]),
+        ""
+    );
+
+    forge.server.publish("acme/fork", &forge._bob);
+    forge.server.grant("alice", "acme/fork");
+    let fork = forge.server.url_as("alice", A_TOKEN, "acme/fork");
+    let pushed = m.push(&name, &PushRequest::new("fix-1", fork)).unwrap();
+    assert_eq!(
+        forge.server.git("acme/fork", &["rev-parse", "fix-1"]),
+        pushed.commit
+    );
+}

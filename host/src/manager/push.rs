@@ -23,11 +23,41 @@ impl WorkspaceManager {
     /// - Takes the workspace's lock, so it never runs beside a prepare of
     ///   the same workspace; a lease does not stop it (a push changes no
     ///   file, and the lease holder is the one pushing).
+    /// - A push to another repository than the workspace's own carries
+    ///   the workspace's content (cloned with someone's credential) there:
+    ///   it goes only if the push's credential may read the workspace's
+    ///   clone URL too ([`Error::Refused`] otherwise), so a user's
+    ///   `repo_full_name` cannot ship another tenant's checkout to a
+    ///   repository of theirs.
     /// - A push the remote refuses is [`Error::Rejected`]; one the policy
     ///   refuses is [`Error::Refused`].
     pub fn push(&self, name: &str, request: &PushRequest) -> Result<PushOutcome> {
         let timer = self.store.metrics.start(Operation::Push, Some(name));
         self.counted_as(&timer, self.push_inner(name, request))
+    }
+
+    /// `Ok` when `push_url` is the workspace's own repository (`clone_url`,
+    /// however spelt), or when `remote` (the push's credential) may read
+    /// `clone_url`.
+    fn check_source_readable(
+        &self,
+        name: &WorkspaceName,
+        clone_url: &str,
+        push_url: &str,
+        remote: &crate::adapter::git::Remote,
+    ) -> Result<()> {
+        if crate::adapter::git::same_remote(clone_url, push_url) {
+            return Ok(());
+        }
+        let source = self.checked_url(clone_url)?;
+        match self.store.check_readable(name, &source.public, remote) {
+            Err(Error::NotFound(why)) => Err(Error::Refused(format!(
+                "the push would carry {name}'s content, cloned from {clone_url}, to {push_url}, \
+                 but this credential cannot read {clone_url} ({why}); push with a credential \
+                 that reads both, or to {clone_url} itself"
+            ))),
+            other => other,
+        }
     }
 
     fn push_inner(&self, name: &str, request: &PushRequest) -> Result<PushOutcome> {
@@ -50,6 +80,7 @@ impl WorkspaceManager {
         };
         let _guard = store.locks.lock(&name, store.config.lock_wait)?;
         let remote = self.remote_for(&url, None);
+        self.check_source_readable(&name, &meta.clone_url, &url.public, &remote)?;
         // The target's own default branch, as it answers this credential
         // now: a refspec or a job could have moved `origin/HEAD` here.
         let default_branch = store.push_target_default_branch(&name, &url.public, &remote)?;

@@ -41,8 +41,9 @@ impl Store {
             None => git::clone(url, git_ref.as_ref(), depth, remote, &staging).map_err(Error::from),
         }
         .and_then(|head| {
-            self.add_extras(&staging, url, remote, extras)
-                .map(|()| head)
+            self.add_extras(&staging, url, remote, extras)?;
+            git::record_fetched_by(&staging, remote)?;
+            Ok(head)
         });
         let head = match cloned {
             Ok(head) => head,
@@ -90,7 +91,8 @@ impl Store {
 
     /// Fetch `git_ref` (none: the default branch), check it out,
     /// hard-reset and clean `repo/` in place, then add what `extras`
-    /// asks. Requires `name`'s lock.
+    /// asks. Submodules another principal's prepare fetched are taken out
+    /// first. Requires `name`'s lock.
     pub fn update_workspace(
         &self,
         name: &WorkspaceName,
@@ -106,9 +108,16 @@ impl Store {
         let timer = self.metrics.start(Operation::Update, Some(name.as_str()));
         let git_ref = parse_ref(git_ref)?;
         let repo = self.layout.repo_dir(name);
-        let updated = git::update(&repo, url, git_ref.as_ref(), depth, remote)
+        // What another principal's prepare fetched for the submodules is
+        // not this caller's to see (nor to skip its own fetch with).
+        let updated = git::forget_other_principals_submodules(&repo, remote)
+            .and_then(|()| git::update(&repo, url, git_ref.as_ref(), depth, remote))
             .map_err(Error::from)
-            .and_then(|u| self.add_extras(&repo, url, remote, extras).map(|()| u));
+            .and_then(|u| {
+                self.add_extras(&repo, url, remote, extras)?;
+                git::record_fetched_by(&repo, remote)?;
+                Ok(u)
+            });
         if let Err(e) = &updated {
             timer.fail(e);
         }
@@ -219,6 +228,16 @@ impl Store {
             .git_queue
             .enter(remote.host.as_deref().unwrap_or_default())?;
         git::default_branch_at(&self.layout.repo_dir(name), url, remote).map_err(Error::from)
+    }
+
+    /// `Ok` when `remote`'s credential may read `url` (see
+    /// [`git::check_readable`]), behind the git queue. Requires `name`'s
+    /// lock.
+    pub fn check_readable(&self, name: &WorkspaceName, url: &str, remote: &Remote) -> Result<()> {
+        let _slot = self
+            .git_queue
+            .enter(remote.host.as_deref().unwrap_or_default())?;
+        git::check_readable(&self.layout.repo_dir(name), url, remote).map_err(Error::from)
     }
 
     /// Delete staging folders of `name` (and only of `name`) left by a

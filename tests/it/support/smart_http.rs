@@ -135,6 +135,14 @@ impl SmartHttp {
         });
     }
 
+    /// Let the account `user` (added by [`add_account`](Self::add_account))
+    /// read `repo` too.
+    pub fn grant(&self, user: &str, repo: &str) {
+        let mut accounts = self.accounts.lock().unwrap();
+        let account = accounts.iter_mut().find(|a| a.user == user).unwrap();
+        account.repos.get_or_insert_with(Vec::new).push(repo.into());
+    }
+
     /// The URL of `name` with `user:password` in it.
     pub fn url_as(&self, user: &str, password: &str, name: &str) -> String {
         format!(

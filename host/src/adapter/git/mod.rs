@@ -16,9 +16,12 @@ mod remote;
 mod submodules;
 
 pub use lfs::{LfsUrlCheck, pull as lfs_pull};
-pub use push::{default_branch_at, push};
+pub use push::{check_readable, default_branch_at, push};
 pub use refs::GitRef;
-pub use submodules::{UrlCheck, remove_submodules, resolve_url, update_submodules};
+pub use submodules::{
+    UrlCheck, forget_other_principals_submodules, record_fetched_by, remove_submodules,
+    resolve_url, update_submodules,
+};
 
 pub use budget::{ExtrasBudget, ExtrasLimits};
 pub use hygiene::{clear_stale_locks, stale_locks};
@@ -294,7 +297,7 @@ pub fn update(
 
 /// URLs that differ only by a trailing `/` or `.git` name the same remote
 /// (as the default policy judges them).
-fn same_remote(a: &str, b: &str) -> bool {
+pub fn same_remote(a: &str, b: &str) -> bool {
     fn norm(u: &str) -> &str {
         let u = u.trim_end_matches('/');
         u.strip_suffix(".git").unwrap_or(u)

@@ -84,6 +84,25 @@ fn open_without_config(repo_dir: &Path) -> Result<Repository, GitError> {
     Ok(repo)
 }
 
+/// Connect to `url` as `remote` and read what it advertises, fetching
+/// nothing (a pattern that matches no reference), through `repo` with no
+/// configuration of its own.
+fn read_advertisement<'r>(
+    repo: &'r Repository,
+    url: &str,
+    remote: &Remote,
+) -> Result<git2::Remote<'r>, git2::Error> {
+    let mut target = repo.remote_anonymous(url)?;
+    let mut fo = fetch_options(remote, None);
+    fo.download_tags(AutotagOption::None);
+    target.fetch(
+        &["refs/fixsec-none/*:refs/fixsec-none/*"],
+        Some(&mut fo),
+        None,
+    )?;
+    Ok(target)
+}
+
 /// The default branch `url` advertises now to `remote`'s credential (what
 /// the push rule protects), read from the push target itself: never from
 /// the workspace, whose `origin/HEAD` a prepare or a job could move.
@@ -96,32 +115,52 @@ pub fn default_branch_at(
     let repo = open_without_config(repo_dir)?;
     let action = format!("reading the default branch of {url}");
     GitError::check_start(remote, &action)?;
-    let mut target = repo
-        .remote_anonymous(url)
-        .map_err(|e| GitError::new(&action, e))?;
-    let mut fo = fetch_options(remote, None);
-    fo.download_tags(AutotagOption::None);
-    // A pattern that matches nothing: the advertisement, no objects.
-    target
-        .fetch(
-            &["refs/fixsec-none/*:refs/fixsec-none/*"],
-            Some(&mut fo),
-            None,
-        )
-        .map_err(|e| match e.code() {
-            ErrorCode::Auth => GitError {
-                message: format!(
-                    "{action}: the remote refused the credential; the token in the URL needs \
-                     read and write access to the repository"
-                ),
-                ..GitError::transfer(&action, e, remote, false)
-            },
-            _ => GitError::transfer(&action, e, remote, false),
-        })?;
+    let target = read_advertisement(&repo, url, remote).map_err(|e| match e.code() {
+        ErrorCode::Auth => GitError {
+            message: format!(
+                "{action}: the remote refused the credential; the token in the URL needs \
+                 read and write access to the repository"
+            ),
+            ..GitError::transfer(&action, e, remote, false)
+        },
+        _ => GitError::transfer(&action, e, remote, false),
+    })?;
     let branch = target
         .default_branch()
         .ok()
         .and_then(|b| b.as_str().ok().map(str::to_string))
         .and_then(|b| b.strip_prefix("refs/heads/").map(str::to_string));
     Ok(branch)
+}
+
+/// `Ok` when `url` answers `remote`'s credential as a repository it may
+/// read (the credential goes there only if `url` is `remote`'s own scheme,
+/// host and port; elsewhere the question is asked anonymously). A remote
+/// that refuses the credential or does not show the repository (401, 403,
+/// 404, as forges hide private repositories) is `not_found`; a remote that
+/// cannot be reached is a transfer error.
+pub fn check_readable(repo_dir: &Path, url: &str, remote: &Remote) -> Result<(), GitError> {
+    let repo = open_without_config(repo_dir)?;
+    let action = format!("checking that the credential reads {url}");
+    GitError::check_start(remote, &action)?;
+    match read_advertisement(&repo, url, remote) {
+        Ok(_) => Ok(()),
+        Err(e) if denied(&e) => Err(GitError::not_found(format!(
+            "{action}: the remote does not let this credential read it ({})",
+            e.message().trim_end()
+        ))),
+        Err(e) => Err(GitError::transfer(&action, e, remote, false)),
+    }
+}
+
+/// Whether libgit2's `e` is the remote saying no to this credential, not
+/// a failure to reach it.
+fn denied(e: &git2::Error) -> bool {
+    let message = e.message();
+    matches!(e.code(), ErrorCode::Auth | ErrorCode::NotFound)
+        || ["401", "403", "404"]
+            .iter()
+            .any(|status| message.contains(&format!("status code: {status}")))
+        || message.contains("does not appear to be a git repository")
+        || message.contains("repository not found")
 }

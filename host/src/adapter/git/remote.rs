@@ -324,6 +324,32 @@ pub(crate) fn url_origin(url: &str) -> Option<(String, String, u16)> {
 }
 
 impl Remote {
+    /// Who this remote's transfers act as, as a digest: the credential
+    /// (or none) and whether the service's own may be used, keyed by a
+    /// random key of this process. Equal digests mean the same principal
+    /// fetched; the digest tells nothing about the secret (it cannot be
+    /// tried against guesses without the key, which never leaves memory),
+    /// and it changes when the process restarts, which only costs one
+    /// refetch.
+    pub fn principal_digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        static KEY: std::sync::LazyLock<[u8; 32]> = std::sync::LazyLock::new(rand::random);
+        let mut hash = Sha256::new();
+        hash.update(*KEY);
+        match &self.credentials {
+            Some(c) => {
+                hash.update([1]);
+                for part in [&c.username, &c.secret] {
+                    hash.update((part.len() as u64).to_le_bytes());
+                    hash.update(part.as_bytes());
+                }
+            }
+            None => hash.update([0]),
+        }
+        hash.update([u8::from(self.service_credentials)]);
+        format!("{:x}", hash.finalize())
+    }
+
     /// Whether `url` is the clone URL's own scheme, host and port: the only
     /// place the caller's credential may go (another port or scheme of the
     /// same host is another service).

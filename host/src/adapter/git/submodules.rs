@@ -102,6 +102,44 @@ pub fn remove_submodules(repo_dir: &Path) -> Result<(), GitError> {
     Ok(())
 }
 
+/// The file in a checkout's git directory that names (by
+/// [`Remote::principal_digest`]) who fetched what the checkout holds.
+const FETCHED_BY: &str = "fixsec-fetched-by";
+
+/// Before a checkout is reused: take its submodules out (their folders
+/// and `.git/modules`) unless `remote` acts for the principal whose
+/// prepare last fetched them. A submodule may be another repository than
+/// the superproject, readable by one caller and not another, and libgit2
+/// checks out a submodule commit it already has without asking its
+/// remote; so what one credential fetched must never stand in for
+/// another's.
+pub fn forget_other_principals_submodules(
+    repo_dir: &Path,
+    remote: &Remote,
+) -> Result<(), GitError> {
+    let marker = repo_dir.join(".git").join(FETCHED_BY);
+    let fetched_by = std::fs::read_to_string(&marker).unwrap_or_default();
+    if fetched_by.trim() == remote.principal_digest() {
+        return Ok(());
+    }
+    remove_submodules(repo_dir)?;
+    match std::fs::remove_file(&marker) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(GitError::io("removing", &marker, e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// After a prepare succeeded: record that `remote`'s principal fetched
+/// what the checkout at `repo_dir` holds (see
+/// [`forget_other_principals_submodules`]).
+pub fn record_fetched_by(repo_dir: &Path, remote: &Remote) -> Result<(), GitError> {
+    let marker = repo_dir.join(".git").join(FETCHED_BY);
+    crate::adapter::fs::write_atomically(&marker, remote.principal_digest().as_bytes())
+        .map_err(|e| GitError::io("writing", &marker, e))
+}
+
 fn update_in(
     repo: &Repository,
     base_url: &str,
