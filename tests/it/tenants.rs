@@ -709,3 +709,72 @@ fn a_push_carries_a_workspace_only_where_the_pusher_can_read_its_source() {
         pushed.commit
     );
 }
+
+/// Review finding: a reused checkout keeps an alternates line only to its
+/// own mirror (its URL's, by default). A line to another tenant's mirror
+/// in the same `.mirrors` folder (left by a period of network sharing, or
+/// by a job) is dropped, so B's checkout cannot read A's objects: a server
+/// of B's that advertised A's commit id would otherwise get A's tree
+/// checked out with no transfer at all (libgit2 asks for nothing it has).
+#[test]
+fn a_reused_checkout_borrows_from_its_own_mirror_only() {
+    let forge = Forge::new();
+    let base = tempfile::tempdir().unwrap();
+    let m = manager(base.path(), MirrorSharing::Repository);
+    a_prepares(&m, &forge);
+    let b_request = PrepareRequest::new("bob/app", forge.b_url("bob/app"));
+    let b_repo = m.prepare(&b_request).unwrap().path;
+    let a_mirror = std::fs::read_dir(base.path().join(".mirrors"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("acme_secret"))
+        .expect("A's mirror");
+    let alternates = b_repo.join(".git/objects/info/alternates");
+    let own = std::fs::read_to_string(&alternates).unwrap();
+    assert!(!own.is_empty(), "B's checkout borrows from its own mirror");
+    std::fs::write(
+        &alternates,
+        format!("{own}{}\n", a_mirror.join("objects").display()),
+    )
+    .unwrap();
+    assert!(has_object(&b_repo, &forge.secret_commit), "set-up");
+
+    let again = m.prepare(&b_request).unwrap();
+    assert!(again.reused);
+    assert!(!has_object(&b_repo, &forge.secret_commit));
+    assert_eq!(std::fs::read_to_string(&alternates).unwrap(), own);
+}
+
+/// Review finding: a mirror's folder name carries only 32 bits of its
+/// key's digest. A mirror whose state names another key (as a URL crafted
+/// to collide would find it) is never borrowed: the clone is made
+/// directly, and is complete.
+#[test]
+fn a_mirror_of_another_key_is_never_borrowed() {
+    let forge = Forge::new();
+    let base = tempfile::tempdir().unwrap();
+    let m = manager(base.path(), MirrorSharing::Repository);
+    a_prepares(&m, &forge);
+    let mirror = std::fs::read_dir(base.path().join(".mirrors"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("acme_secret"))
+        .expect("A's mirror");
+    let state_path = mirror.join("fixsec-mirror.json");
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
+    state["network"] = "http://127.0.0.1:1/colliding/key.git".into();
+    std::fs::write(&state_path, serde_json::to_vec(&state).unwrap()).unwrap();
+
+    let copy = m
+        .prepare(&PrepareRequest::new("acme/secret-copy", forge.a_url()))
+        .unwrap()
+        .path;
+    let alternates = copy.join(".git/objects/info/alternates");
+    assert_eq!(std::fs::read_to_string(alternates).unwrap_or_default(), "");
+    assert_eq!(
+        git(&copy, &["rev-parse", "HEAD"]),
+        forge.secret.head_of("main")
+    );
+    assert_eq!(git(&copy, &["fsck", "--no-progress"]), "");
+}

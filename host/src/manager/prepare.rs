@@ -78,7 +78,7 @@ impl WorkspaceManager {
                 Transport::Local => None,
             },
             port: url.port(),
-            mirrors_dir: Some(store.layout.mirrors_dir()),
+            mirror: None,
             progress,
             local: url.transport == Transport::Local,
             guard: Some(Arc::new(git::TransferGuard::new(
@@ -178,7 +178,8 @@ impl WorkspaceManager {
         store.snapshots.invalidate(); // now in use
         store.clear_staging(&name);
 
-        let remote = self.remote_for(&url, progress);
+        let mut remote = self.remote_for(&url, progress);
+        remote.mirror = store.mirror_folder(request.network_key(), &url.public);
         let mut call = CallContext::prepare(name.clone(), url.public.clone(), remote);
         call.network = Some(request.network_key().to_string());
         call.extras = git::Extras {

@@ -113,6 +113,15 @@ impl Store {
         }
     }
 
+    /// The folder of the one mirror a checkout of `url` in `network` may
+    /// borrow from ([`mirror_key`](Self::mirror_key)), whether or not this
+    /// prepare uses mirrors: the reuse hygiene keeps only its alternates
+    /// line.
+    pub(crate) fn mirror_folder(&self, network: &str, url: &str) -> Option<std::path::PathBuf> {
+        let key = self.mirror_key(Some(network), url)?;
+        mirror_name(&key).ok().map(|n| self.layout.mirror_dir(&n))
+    }
+
     /// Whether a clone with these parameters goes through a mirror: on
     /// (`WORKSPACE_MIRRORS`), full history (a shallow mirror could not
     /// serve a later full clone), and a network URL (local paths already
@@ -175,7 +184,24 @@ impl Store {
             Ok(r) => r,
             Err(e) => return Ok(Err(e.into())),
         };
-        let mut state = MirrorState::read(&dir).unwrap_or_else(|| MirrorState {
+        // The folder name carries 32 bits of the key's digest: a key
+        // crafted to collide must find a mirror that is not its own.
+        let state = match MirrorState::read(&dir) {
+            Some(s) if s.network != key => {
+                return Ok(Err(Error::Git(format!(
+                    "mirror {name} holds {:?}, not {key:?} (the names collide); not borrowed",
+                    s.network
+                ))));
+            }
+            None if repo.references().is_ok_and(|mut r| r.next().is_some()) => {
+                return Ok(Err(Error::Git(format!(
+                    "mirror {name} has references but no state file, so whose it is cannot be \
+                     told; not borrowed"
+                ))));
+            }
+            state => state,
+        };
+        let mut state = state.unwrap_or_else(|| MirrorState {
             network: key.to_string(),
             fetched: BTreeMap::new(),
             last_used: Utc::now(),

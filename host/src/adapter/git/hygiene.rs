@@ -90,9 +90,12 @@ const CONTENT_CHANGING_FILES: &[&str] = &[
 /// Remove what a previous user of a reused clone may have left that makes
 /// git show other content than the commit's (replace refs, grafts,
 /// attributes, excludes, foreign alternates), so `git show HEAD:f` and the
-/// file on disk agree again. Alternates are kept only where they name a
-/// mirror of this base directory (`mirrors_dir`, compared by identity).
-fn reset_content_overrides(repo: &Repository, mirrors_dir: Option<&Path>) -> Result<(), GitError> {
+/// file on disk agree again. An alternates line is kept only where it
+/// names the objects of `mirror` (compared by identity, so any spelling of
+/// the base path): the one mirror this checkout's remote may borrow from.
+/// A checkout that needed a dropped line fails its update for missing
+/// objects, and is cloned afresh.
+fn reset_content_overrides(repo: &Repository, mirror: Option<&Path>) -> Result<(), GitError> {
     let git_dir = repo.path();
     if git_dir.join("commondir").exists() {
         return Err(GitError::new(
@@ -129,16 +132,10 @@ fn reset_content_overrides(repo: &Repository, mirrors_dir: Option<&Path>) -> Res
     }
     let lines = super::mirror::alternates_lines(git_dir);
     if !lines.is_empty() {
-        let mirrors = mirrors_dir.and_then(super::mirror::folder_id);
+        let own = mirror.and_then(|m| super::mirror::folder_id(&m.join("objects")));
         let ours = |line: &String| {
-            let path = super::mirror::alternate_path(git_dir, line);
-            path.file_name().is_some_and(|n| n == "objects")
-                && mirrors.is_some()
-                && path
-                    .parent()
-                    .and_then(Path::parent)
-                    .and_then(super::mirror::folder_id)
-                    == mirrors
+            own.is_some()
+                && super::mirror::folder_id(&super::mirror::alternate_path(git_dir, line)) == own
         };
         let kept: Vec<&String> = lines.iter().filter(|l| ours(l)).collect();
         if kept.len() != lines.len() {
@@ -162,8 +159,8 @@ fn reset_content_overrides(repo: &Repository, mirrors_dir: Option<&Path>) -> Res
 /// Remove hooks (all but git's `*.sample` files), config keys a clone
 /// would not have, and content overrides ([`reset_content_overrides`])
 /// from the repository's git directory.
-pub(super) fn reset_git_dir(repo: &Repository, mirrors_dir: Option<&Path>) -> Result<(), GitError> {
-    reset_content_overrides(repo, mirrors_dir)?;
+pub(super) fn reset_git_dir(repo: &Repository, mirror: Option<&Path>) -> Result<(), GitError> {
+    reset_content_overrides(repo, mirror)?;
     let hooks = repo.path().join("hooks");
     if let Ok(entries) = std::fs::read_dir(&hooks) {
         for entry in entries.flatten() {

@@ -221,7 +221,7 @@ pub fn update(
     // A previous user of the workspace may have left hooks or config that
     // run commands or redirect fetches (core.hooksPath, core.fsmonitor,
     // url.*.insteadOf, include.path...): back to what a clone has.
-    reset_git_dir(&repo, remote.mirrors_dir.as_deref())?;
+    reset_git_dir(&repo, remote.mirror.as_deref())?;
     // Clones made before this setting existed (or by the original tool).
     enable_long_paths(&repo).map_err(|e| GitError::new("setting core.longpaths", e))?;
     let default;

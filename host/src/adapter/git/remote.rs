@@ -39,9 +39,12 @@ pub struct Remote {
     pub scheme: Option<String>,
     /// The port the clone URL connects to (its own or the scheme's default).
     pub port: Option<u16>,
-    /// The folder of this base directory's mirrors: an alternates line of a
-    /// reused checkout that names anything else is dropped.
-    pub mirrors_dir: Option<std::path::PathBuf>,
+    /// The one object mirror a checkout for this transfer may borrow from
+    /// (its folder): an alternates line of a reused checkout that names
+    /// anything else (another URL's or network's mirror, any other folder)
+    /// is dropped, so the checkout reads no object its own remote did not
+    /// send. None: no line is kept.
+    pub mirror: Option<std::path::PathBuf>,
     /// The deployment allows the service's own credentials (ssh-agent keys,
     /// the Windows logon) for this host (`WORKSPACE_SERVICE_CREDENTIAL_HOSTS`).
     pub service_credentials: bool,
