@@ -306,7 +306,11 @@ pub(crate) fn url_origin(url: &str) -> Option<(String, String, u16)> {
     if let Ok(u) = url::Url::parse(url)
         && let Some(h) = u.host_str()
     {
-        let scheme = u.scheme().to_ascii_lowercase();
+        let mut scheme = u.scheme().to_ascii_lowercase();
+        // git's other spellings of ssh, which clone URLs accept.
+        if matches!(scheme.as_str(), "git+ssh" | "ssh+git") {
+            scheme = "ssh".into();
+        }
         let port = u.port_or_known_default().or(match scheme.as_str() {
             "ssh" => Some(22),
             "git" => Some(9418),
@@ -534,6 +538,21 @@ mod tests {
         }
         let trusted = remote(true);
         assert!(credential_for(&trusted, "https://git.example/o/r.git", None, logon).is_ok());
+        // Review finding 7: git's other spellings of ssh are ssh on 22.
+        let ssh = Remote {
+            scheme: Some("ssh".into()),
+            port: Some(22),
+            ..remote(false)
+        };
+        for url in [
+            "git+ssh://git@git.example/o/r.git",
+            "ssh+git://git@git.example:22/o/r.git",
+            "ssh://git@git.example/o/r.git",
+            "git@git.example:o/r.git",
+        ] {
+            assert!(credential_for(&ssh, url, Some("git"), plain).is_ok(), "{url}");
+        }
+        assert!(credential_for(&ssh, "git+ssh://git@git.example:2222/o/r.git", None, plain).is_err());
         // Never to another host, configured or not.
         assert!(credential_for(&trusted, "https://other.example/r.git", None, logon).is_err());
     }
