@@ -778,3 +778,34 @@ fn a_mirror_of_another_key_is_never_borrowed() {
     );
     assert_eq!(git(&copy, &["fsck", "--no-progress"]), "");
 }
+
+/// Review finding 4: checking a commit id fetches branches and tags
+/// first, pull requests only when the commit is on none of them, and
+/// keeps none of the pull request references it fetched for the check.
+#[test]
+fn a_commit_check_fetches_pull_requests_only_when_needed_and_keeps_none() {
+    let forge = Forge::new();
+    let server_git = |args: &[&str]| {
+        let mut all = vec!["-c", "user.name=pr", "-c", "user.email=pr@example.invalid"];
+        all.extend_from_slice(args);
+        forge.server.git("acme/secret", &all)
+    };
+    let tree = server_git(&["rev-parse", "main^{tree}"]);
+    let pr = server_git(&["commit-tree", &tree, "-p", "main", "-m", "pull request"]);
+    server_git(&["update-ref", "refs/pull/1/head", &pr]);
+    let below_main = server_git(&["rev-parse", "main~1"]);
+
+    let base = tempfile::tempdir().unwrap();
+    let m = manager(base.path(), MirrorSharing::Repository);
+    let on_main = PrepareRequest::new("acme/secret", forge.a_url()).git_ref(&below_main);
+    // Without a mirror (depth 1), so only this prepare's fetches count.
+    let repo = m.prepare(&on_main.depth(1)).unwrap().path;
+    assert_eq!(git(&repo, &["rev-parse", "HEAD"]), below_main);
+    assert!(!has_object(&repo, &pr), "pull requests were fetched");
+    assert_eq!(git(&repo, &["for-each-ref", "refs/fixsec/pull"]), "");
+
+    let on_pr = PrepareRequest::new("acme/secret", forge.a_url()).git_ref(&pr);
+    m.prepare(&on_pr.depth(1)).unwrap();
+    assert_eq!(git(&repo, &["rev-parse", "HEAD"]), pr);
+    assert_eq!(git(&repo, &["for-each-ref", "refs/fixsec/pull"]), "");
+}

@@ -10,6 +10,10 @@ use git2::{AutotagOption, Oid, Repository};
 /// Where fetched references land that are neither branches nor tags.
 const PRIVATE_NAMESPACE: &str = "refs/fixsec";
 
+/// Where a commit check puts the remote's pull requests while it looks
+/// for the commit among them (emptied after).
+const PULL_NAMESPACE: &str = "refs/fixsec/pull";
+
 /// References the host writes itself: the remote's branches and default
 /// branch (`origin/HEAD`, which the push rule reads), and its private
 /// namespaces. A refspec's destination may not be in them.
@@ -296,9 +300,10 @@ fn record(repo: &Repository, wanted: &GitRef, commit: Oid) -> Result<Checkout, G
 
 /// The commit `oid`, once origin has vouched for it in this fetch: sent
 /// by id (a server that allows unadvertised wants checks reachability
-/// itself), or reachable from a branch, tag or pull request origin
-/// advertises now to this credential (deepening a shallow clone, since the
-/// commit may lie below the shallow boundary).
+/// itself), or reachable from a branch or tag origin advertises now to
+/// this credential, or else from a pull request (fetched only then, and
+/// not kept), deepening a shallow clone since the commit may lie below the
+/// shallow boundary.
 ///
 /// A commit already on disk (an earlier prepare, a mirror) saves the
 /// transfer, never the check: libgit2 does not even ask for an object it
@@ -325,29 +330,63 @@ fn fetch_commit(
             }
         }
     }
-    let every_ref = [
+    let branches_and_tags = [
         "+refs/heads/*:refs/remotes/origin/*".to_string(),
         "+refs/tags/*:refs/tags/*".to_string(),
-        format!("+refs/pull/*:{PRIVATE_NAMESPACE}/pull/*"),
     ];
-    let tips = run(&every_ref, depth, "every branch and tag")?;
-    if reachable(repo, &tips, oid) {
-        return Ok(oid);
-    }
-    if repo.is_shallow() {
-        let tips = run(
-            &every_ref,
-            Some(i32::MAX as u32),
-            "every branch and tag, unshallowed",
-        )?;
-        if reachable(repo, &tips, oid) {
-            return Ok(oid);
+    let pull_requests = [format!("+refs/pull/*:{PULL_NAMESPACE}/*")];
+    let mut found = false;
+    for (specs, what) in [
+        (&branches_and_tags[..], "every branch and tag"),
+        (&pull_requests[..], "every pull request"),
+    ] {
+        found = vouched_by(repo, oid, run, specs, depth, what)?;
+        if found {
+            break;
         }
+    }
+    // The pull requests were fetched for the check only: a clone has none.
+    drop_refs(repo, &format!("{PULL_NAMESPACE}/*"))?;
+    if found {
+        return Ok(oid);
     }
     Err(GitError::not_found(format!(
         "commit {oid} is not reachable from any branch, tag or pull request of the remote; \
          check the commit id"
     )))
+}
+
+/// Fetch `specs` and say whether `oid` is reachable from what origin
+/// advertises; a shallow clone is deepened once if not (the commit may lie
+/// below the shallow boundary).
+fn vouched_by(
+    repo: &Repository,
+    oid: Oid,
+    run: &Fetch<'_>,
+    specs: &[String],
+    depth: Option<u32>,
+    what: &str,
+) -> Result<bool, GitError> {
+    let tips = run(specs, depth, what)?;
+    if reachable(repo, &tips, oid) {
+        return Ok(true);
+    }
+    if !repo.is_shallow() {
+        return Ok(false);
+    }
+    let tips = run(specs, Some(i32::MAX as u32), &format!("{what}, unshallowed"))?;
+    Ok(reachable(repo, &tips, oid))
+}
+
+/// Delete the references matching `glob`.
+fn drop_refs(repo: &Repository, glob: &str) -> Result<(), GitError> {
+    let names: Vec<String> = repo
+        .references_glob(glob)
+        .map_err(|e| GitError::new("listing references", e))?
+        .flatten()
+        .filter_map(|r| r.name().ok().map(str::to_string))
+        .collect();
+    names.iter().try_for_each(|name| drop_ref(repo, name))
 }
 
 /// Whether commit `oid` is here and is one of `tips` or an ancestor of one.
