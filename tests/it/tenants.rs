@@ -809,3 +809,88 @@ fn a_commit_check_fetches_pull_requests_only_when_needed_and_keeps_none() {
     assert_eq!(git(&repo, &["rev-parse", "HEAD"]), pr);
     assert_eq!(git(&repo, &["for-each-ref", "refs/fixsec/pull"]), "");
 }
+
+/// `acme/big` on the forge (read by `carol`, as is `acme/blob`): one
+/// submodule, `blob`, whose only file is `content`.
+fn publish_with_submodule_holding(forge: &Forge, content: &[u8]) -> String {
+    let blob = tempfile::tempdir().unwrap();
+    git(blob.path(), &["init", "-q", "-b", "main"]);
+    std::fs::write(blob.path().join("data.bin"), content).unwrap();
+    git(blob.path(), &["add", "data.bin"]);
+    git(blob.path(), &["commit", "-qm", "data"]);
+    let blob_head = git(blob.path(), &["rev-parse", "HEAD"]);
+    forge.server.publish_dir("acme/blob", blob.path());
+    let app = tempfile::tempdir().unwrap();
+    git(app.path(), &["init", "-q", "-b", "main"]);
+    std::fs::write(
+        app.path().join(".gitmodules"),
+        "[submodule \"blob\"]\n\tpath = blob\n\turl = ../blob.git\n",
+    )
+    .unwrap();
+    let info = format!("160000,{blob_head},blob");
+    git(app.path(), &["update-index", "--add", "--cacheinfo", &info]);
+    git(app.path(), &["add", ".gitmodules"]);
+    git(app.path(), &["commit", "-qm", "big"]);
+    forge.server.publish_dir("acme/big", app.path());
+    forge
+        .server
+        .add_account("carol", "carol-token", &["acme/big", "acme/blob"]);
+    forge.server.url_as("carol", "carol-token", "acme/big")
+}
+
+fn manager_with_extras_mb(base: &Path, mb: u64) -> WorkspaceManager {
+    builder(base)
+        .configure(|c| c.extras.max_bytes = mb << 20)
+        .build()
+        .unwrap()
+}
+
+/// Review finding 3: a submodule's fetch is held to the extras' bytes
+/// while it arrives. A 48 MB submodule against a 4 MB limit is stopped
+/// early: the server never gets to send most of it.
+#[test]
+fn a_submodule_fetch_is_stopped_at_the_extras_limit_while_it_arrives() {
+    let forge = Forge::new();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: Vec<u8> = (0..48 << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let url = publish_with_submodule_holding(&forge, &noise);
+    let base = tempfile::tempdir().unwrap();
+    let m = manager_with_extras_mb(base.path(), 4);
+    let mut request = PrepareRequest::new("acme/big", url);
+    request.submodules = true;
+    let sent_before = forge.server.bytes_sent();
+    let err = m.prepare(&request).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InsufficientStorage, "{err}");
+    assert!(err.to_string().contains("WORKSPACE_MAX_EXTRAS_MB"), "{err}");
+    let sent = forge.server.bytes_sent() - sent_before;
+    assert!(
+        sent < 24 << 20,
+        "{} MB were sent before the stop",
+        sent >> 20
+    );
+}
+
+/// Review finding 3: a submodule's working tree counts against the
+/// extras' bytes, not only its git directory: a small pack that checks
+/// out 8 MB is refused under a 4 MB limit, and nothing of it is left.
+#[test]
+fn a_submodules_working_tree_counts_against_the_extras_limit() {
+    let forge = Forge::new();
+    let url = publish_with_submodule_holding(&forge, &vec![0u8; 8 << 20]);
+    let base = tempfile::tempdir().unwrap();
+    let m = manager_with_extras_mb(base.path(), 4);
+    let mut request = PrepareRequest::new("acme/big", url);
+    request.submodules = true;
+    let err = m.prepare(&request).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InsufficientStorage, "{err}");
+    assert!(err.to_string().contains("WORKSPACE_MAX_EXTRAS_MB"), "{err}");
+    let name = m.workspace_name("acme/big").unwrap();
+    assert!(!base.path().join(name).join("repo").exists());
+}

@@ -61,6 +61,11 @@ impl ExtrasBudget {
         self.bytes.get()
     }
 
+    /// Bytes still allowed.
+    pub fn remaining_bytes(&self) -> u64 {
+        self.limits.max_bytes.saturating_sub(self.bytes.get())
+    }
+
     /// `Err` once the time is up; `what` names the work (for the message).
     pub fn check_time(&self, what: &str) -> Result<(), GitError> {
         if Instant::now() < self.deadline {

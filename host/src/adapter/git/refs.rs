@@ -374,7 +374,11 @@ fn vouched_by(
     if !repo.is_shallow() {
         return Ok(false);
     }
-    let tips = run(specs, Some(i32::MAX as u32), &format!("{what}, unshallowed"))?;
+    let tips = run(
+        specs,
+        Some(i32::MAX as u32),
+        &format!("{what}, unshallowed"),
+    )?;
     Ok(reachable(repo, &tips, oid))
 }
 

@@ -78,6 +78,11 @@ pub struct TransferGuard {
     pub min_free_bytes: u64,
     /// A folder on the disk workspaces are written to.
     pub disk: std::path::PathBuf,
+    /// The setting `max_bytes` comes from (named in the message).
+    max_bytes_setting: &'static str,
+    /// When the transfer must be done by (submodules: the extras
+    /// deadline), checked at every chunk and progress message.
+    deadline: Option<std::time::Instant>,
     stopped: parking_lot::Mutex<Option<Stop>>,
     next_free_check: std::sync::atomic::AtomicU64,
 }
@@ -98,8 +103,38 @@ impl TransferGuard {
             max_bytes,
             min_free_bytes,
             disk,
+            max_bytes_setting: "WORKSPACE_MAX_WORKSPACE_MB",
+            deadline: None,
             stopped: parking_lot::Mutex::new(None),
             next_free_check: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// A guard for one transfer of the extras (a submodule's fetch): this
+    /// guard's bounds, and besides them at most `max_bytes` (what is left
+    /// of `WORKSPACE_MAX_EXTRAS_MB`) and done by `deadline` (the extras'
+    /// `WORKSPACE_EXTRAS_TIMEOUT_SECONDS`), both enforced while the data
+    /// arrives rather than counted after.
+    pub fn for_extras(&self, max_bytes: u64, deadline: std::time::Instant) -> Self {
+        let extras_tighter = self.max_bytes.is_none_or(|own| max_bytes < own);
+        TransferGuard {
+            max_bytes: Some(if extras_tighter {
+                max_bytes
+            } else {
+                self.max_bytes.unwrap_or(max_bytes)
+            }),
+            max_bytes_setting: if extras_tighter {
+                "WORKSPACE_MAX_EXTRAS_MB, for submodules and LFS objects together"
+            } else {
+                self.max_bytes_setting
+            },
+            deadline: Some(self.deadline.map_or(deadline, |d| d.min(deadline))),
+            ..TransferGuard::new(
+                self.cancel.clone(),
+                None,
+                self.min_free_bytes,
+                self.disk.clone(),
+            )
         }
     }
 
@@ -117,9 +152,19 @@ impl TransferGuard {
             Some(Stop::Cancelled)
         } else if let Some(max) = self.max_bytes.filter(|m| received > *m) {
             Some(Stop::Storage(format!(
-                "the transfer passed the size limit of {} MB (WORKSPACE_MAX_WORKSPACE_MB)",
-                max >> 20
+                "the transfer passed the size limit of {} MB ({})",
+                max >> 20,
+                self.max_bytes_setting
             )))
+        } else if self
+            .deadline
+            .is_some_and(|d| std::time::Instant::now() >= d)
+        {
+            Some(Stop::Storage(
+                "the transfer ran past the time allowed for submodules and LFS objects \
+                 (WORKSPACE_EXTRAS_TIMEOUT_SECONDS)"
+                    .into(),
+            ))
         } else if received >= self.next_free_check.load(Ordering::Relaxed) {
             self.next_free_check
                 .store(received + FREE_CHECK_EVERY, Ordering::Relaxed);
@@ -134,6 +179,21 @@ impl TransferGuard {
             }
             None => Ok(()),
         }
+    }
+
+    /// Whether a transfer that has no data yet (the remote is still
+    /// counting objects, or trickling progress messages) may go on waiting:
+    /// not past shutdown or the deadline. Records why not.
+    pub(super) fn check_waiting(&self) -> Result<(), ()> {
+        if self.cancel.load(std::sync::atomic::Ordering::Relaxed)
+            || self
+                .deadline
+                .is_some_and(|d| std::time::Instant::now() >= d)
+        {
+            // `check` finds and records which.
+            return self.check(0);
+        }
+        Ok(())
     }
 
     /// Why not to write `more` bytes: the workspace disk would be left with
@@ -453,8 +513,7 @@ pub(super) fn callbacks(remote: &Remote) -> RemoteCallbacks<'_> {
     }
     if let Some(guard) = remote.guard.clone() {
         // Also while the remote is still counting objects (no data yet).
-        callbacks
-            .sideband_progress(move |_| !guard.cancel.load(std::sync::atomic::Ordering::Relaxed));
+        callbacks.sideband_progress(move |_| guard.check_waiting().is_ok());
     }
     callbacks
 }
@@ -510,6 +569,37 @@ mod tests {
         }
     }
 
+    /// Review finding 3: a submodule's transfer stops at the extras'
+    /// deadline even while the remote only trickles progress messages, and
+    /// at what is left of the extras' bytes, each naming its setting.
+    #[test]
+    fn an_extras_transfer_stops_at_its_deadline_and_byte_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let parent = TransferGuard::new(Default::default(), Some(1 << 30), 0, dir.path().into());
+        let late = parent.for_extras(u64::MAX, std::time::Instant::now());
+        assert!(late.check_waiting().is_err());
+        let Some(Stop::Storage(why)) = late.stopped() else {
+            panic!("no stop recorded");
+        };
+        assert!(why.contains("WORKSPACE_EXTRAS_TIMEOUT_SECONDS"), "{why}");
+
+        let later = std::time::Instant::now() + std::time::Duration::from_secs(600);
+        let small = parent.for_extras(1000, later);
+        assert!(small.check_waiting().is_ok());
+        assert!(small.check(1000).is_ok());
+        assert!(small.check(1001).is_err());
+        let Some(Stop::Storage(why)) = small.stopped() else {
+            panic!("no stop recorded");
+        };
+        assert!(why.contains("WORKSPACE_MAX_EXTRAS_MB"), "{why}");
+        // The workspace's own limit still applies when it is the tighter.
+        let big = parent.for_extras(u64::MAX, later);
+        assert!(big.check((1 << 30) + 1).is_err());
+        assert!(
+            matches!(big.stopped(), Some(Stop::Storage(w)) if w.contains("WORKSPACE_MAX_WORKSPACE_MB"))
+        );
+    }
+
     /// Item 8: the service's own credentials (ssh-agent keys, the Windows
     /// logon) are offered only where the deployment said; the caller's
     /// only to the clone URL's host (item 3).
@@ -550,9 +640,14 @@ mod tests {
             "ssh://git@git.example/o/r.git",
             "git@git.example:o/r.git",
         ] {
-            assert!(credential_for(&ssh, url, Some("git"), plain).is_ok(), "{url}");
+            assert!(
+                credential_for(&ssh, url, Some("git"), plain).is_ok(),
+                "{url}"
+            );
         }
-        assert!(credential_for(&ssh, "git+ssh://git@git.example:2222/o/r.git", None, plain).is_err());
+        assert!(
+            credential_for(&ssh, "git+ssh://git@git.example:2222/o/r.git", None, plain).is_err()
+        );
         // Never to another host, configured or not.
         assert!(credential_for(&trusted, "https://other.example/r.git", None, logon).is_err());
     }

@@ -15,6 +15,7 @@ use super::remote::{GitError, Remote, fetch_options};
 use git2::build::CheckoutBuilder;
 use git2::{Repository, SubmoduleUpdateOptions};
 use std::path::Path;
+use std::sync::Arc;
 
 /// Submodules of submodules go this deep at most.
 const MAX_NESTING: usize = 8;
@@ -183,24 +184,35 @@ fn update_in(
             .map_err(|e| GitError::new(&format!("reloading submodule {name}"), e))?;
         let action = format!("fetching submodule {name} from {url}");
         GitError::check_start(remote, &action)?;
+        // The fetch is held to what is left of the extras' bytes and time
+        // while it arrives, not only counted after.
+        let fetching = Remote {
+            guard: remote
+                .guard
+                .as_ref()
+                .map(|g| Arc::new(g.for_extras(budget.remaining_bytes(), budget.deadline()))),
+            ..remote.clone()
+        };
         let mut checkout = CheckoutBuilder::new();
         checkout.force();
         let mut options = SubmoduleUpdateOptions::new();
         options
-            .fetch(fetch_options(remote, None))
+            .fetch(fetch_options(&fetching, None))
             .checkout(checkout)
             .allow_fetch(true);
         sm.update(true, Some(&mut options))
-            .map_err(|e| GitError::transfer(&action, e, remote, false))?;
+            .map_err(|e| GitError::transfer(&action, e, &fetching, false))?;
         let sub = sm
             .open()
             .map_err(|e| GitError::new(&format!("opening submodule {name}"), e))?;
+        let workdir = sub.workdir().unwrap_or(sm.path()).to_path_buf();
+        // Its git directory and its working tree (a small pack can check
+        // out large files).
+        let tracked_bytes = super::clean(&sub, &workdir)?;
         budget.spend_bytes(
-            crate::adapter::fs::dir_size(sub.path()),
+            crate::adapter::fs::dir_size(sub.path()) + tracked_bytes,
             &format!("submodule {name}"),
         )?;
-        let workdir = sub.workdir().unwrap_or(sm.path()).to_path_buf();
-        super::clean(&sub, &workdir)?;
         count += 1 + update_in(&sub, &url, remote, check, budget, nesting + 1)?;
     }
     Ok(count)
