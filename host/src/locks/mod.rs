@@ -19,7 +19,9 @@
 //! judged by a lock, not by a PID: the first time a process takes an
 //! open-ended lease it creates `<base>/.leases/owners/<token>.lock` (a
 //! random token) and holds an exclusive lock on it for as long as it holds
-//! leases on the base; its open-ended leases name that token. The lease is
+//! unreleased open-ended leases (or a registry) on the base, even once
+//! the manager that took them is dropped; its open-ended leases name that
+//! token. The lease is
 //! dead exactly when another process can take that lock, which the OS
 //! allows once the holder exits, however it ends. PIDs do not do this
 //! across containers and PID namespaces sharing a volume: a holder that is
@@ -177,7 +179,8 @@ const SAFE_OPEN_FLAGS: i32 = 0;
 
 /// This process's lease owner for one base directory: an exclusive lock
 /// held on `.leases/owners/<token>.lock`. Dropped (the file deleted, then
-/// the lock released) when no registry of that base holds it any more.
+/// the lock released) once no registry of that base and no unreleased
+/// open-ended lease of this process holds it.
 #[derive(Debug)]
 struct Owner {
     token: String,
@@ -189,6 +192,14 @@ struct Owner {
 /// Every base's owner in this process, by owners folder, so registries of
 /// one base share one.
 static OWNERS: LazyLock<Mutex<HashMap<PathBuf, Weak<Owner>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// The open-ended leases this process took and has not released, by
+/// owners folder and lease id, each holding its owner: an open-ended lease
+/// lives until it is released or this process ends, even once every
+/// registry of its base is dropped (a caller that builds a manager per
+/// request, as a web handler may, keeps its leases).
+static HELD: LazyLock<Mutex<HashMap<(PathBuf, u64), Arc<Owner>>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
 /// The tokens of this process's live owners: their leases are live without
@@ -763,8 +774,9 @@ impl WorkspaceLocks {
     /// under `<base>/.leases`: other processes see it, and a timed lease
     /// outlives a restart of the process that took it. An open-ended lease
     /// names this process's owner token, so it lives while this process
-    /// holds the owner's lock (while any registry of this base lives in
-    /// it), whatever its PID looks like from another container.
+    /// holds the owner's lock (until the lease is released, by any
+    /// registry, or the process ends), whatever its PID looks like from
+    /// another container.
     pub(crate) fn add_lease(
         &self,
         name: &WorkspaceName,
@@ -777,10 +789,11 @@ impl WorkspaceLocks {
                 .and_then(|d| chrono::Utc::now().checked_add_signed(d))
         });
         let _ = std::fs::create_dir_all(self.layout.leases_dir());
-        let owner = match expires_at {
+        let owner_handle = match expires_at {
             Some(_) => None,
-            None => self.owner().map(|o| o.token.clone()),
+            None => self.owner(),
         };
+        let owner = owner_handle.as_ref().map(|o| o.token.clone());
         let entry = LeaseEntry {
             name: name.clone(),
             holder: holder.to_string(),
@@ -806,6 +819,14 @@ impl WorkspaceLocks {
             tracing::warn!(workspace = %name, error = %e, "could not record the lease on disk");
         }
         self.own.lock().insert(id, entry);
+        if let Some(owner) = owner_handle {
+            let mut held = HELD.lock();
+            // Leases another process released: their owner need not stay.
+            held.retain(|(dir, id), _| {
+                dir != &self.layout.lease_owners_dir() || self.lease_file(*id).exists()
+            });
+            held.insert((self.layout.lease_owners_dir(), id), owner);
+        }
         (id, expires_at)
     }
 
@@ -838,6 +859,10 @@ impl WorkspaceLocks {
         if !owners.notes.is_empty() {
             tracing::warn!(owners = ?owners.notes, "could not check a lease owner");
         }
+        // Once judged live or not: its owner may go now. Dropped outside
+        // the map's lock (an owner's drop deletes its file).
+        let held = HELD.lock().remove(&(self.layout.lease_owners_dir(), id));
+        drop(held);
         name
     }
 }

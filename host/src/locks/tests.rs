@@ -152,7 +152,7 @@ fn an_open_ended_lease_lives_while_its_owner_lock_is_held_whatever_its_pid() {
 }
 
 #[test]
-fn an_open_ended_lease_names_a_locked_owner_and_lapses_with_its_registry() {
+fn an_open_ended_lease_names_a_locked_owner_and_outlives_its_registry() {
     let (_dir, layout) = registry();
     let name = WorkspaceName::parse("a_1").unwrap();
     let taker = WorkspaceLocks::new(layout.clone());
@@ -182,7 +182,13 @@ fn an_open_ended_lease_names_a_locked_owner_and_lapses_with_its_registry() {
     assert!(owner.exists());
     assert!(watcher.is_leased(&name));
     assert_eq!(watcher.release_lease(timed), Some(name.clone()));
+    // Review finding 8: the registry that took the lease is dropped (a
+    // manager built per request), the process goes on: the lease lives
+    // until it is released.
     drop(taker);
+    assert!(owner.exists());
+    assert!(watcher.is_leased(&name));
+    assert_eq!(watcher.release_lease(id), Some(name.clone()));
     assert!(!owner.exists());
     assert!(!watcher.is_leased(&name));
     assert!(!layout.leases_dir().join(format!("{id}.json")).exists());
