@@ -194,12 +194,15 @@ struct Owner {
 static OWNERS: LazyLock<Mutex<HashMap<PathBuf, Weak<Owner>>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
+/// An open-ended lease of this process: its base's owners folder, its id.
+type HeldLease = (PathBuf, u64);
+
 /// The open-ended leases this process took and has not released, by
 /// owners folder and lease id, each holding its owner: an open-ended lease
 /// lives until it is released or this process ends, even once every
 /// registry of its base is dropped (a caller that builds a manager per
 /// request, as a web handler may, keeps its leases).
-static HELD: LazyLock<Mutex<HashMap<(PathBuf, u64), Arc<Owner>>>> =
+static HELD: LazyLock<Mutex<HashMap<HeldLease, Arc<Owner>>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
 /// The tokens of this process's live owners: their leases are live without
