@@ -412,6 +412,12 @@ pub struct PublicHealth {
     pub status: HealthStatus,
     /// Counts and the total size.
     pub workspace_stats: PublicStats,
+    /// The full report's warnings that name no workspace and no path; one
+    /// line says how many others there are (the guide's key, kept so a
+    /// monitor written for the original reads it without a token).
+    pub warnings: Vec<String>,
+    /// The full report's recommendations, filtered the same way.
+    pub recommendations: Vec<String>,
     /// How many warnings the full report has.
     pub warning_count: usize,
     /// How many recommendations it has.
@@ -434,6 +440,29 @@ pub struct PublicStats {
 }
 
 impl HealthReport {
+    /// `lines` without those that name a workspace or the base path (a
+    /// policy writes them, so they are filtered, not trusted), plus one
+    /// line counting what was left out.
+    fn lines_naming_nothing(&self, lines: &[String], what: &str) -> Vec<String> {
+        let stats = &self.workspace_stats;
+        let names_something = |line: &&String| {
+            line.contains(&stats.base_path)
+                || stats.workspaces.iter().any(|w| line.contains(&w.name))
+        };
+        let mut open: Vec<String> = lines
+            .iter()
+            .filter(|l| !names_something(l))
+            .cloned()
+            .collect();
+        let hidden = lines.len() - open.len();
+        if hidden > 0 {
+            open.push(format!(
+                "{hidden} more {what}(s) name workspaces; send the bearer token to read them"
+            ));
+        }
+        open
+    }
+
     /// What may be shown without the token.
     pub fn public_summary(&self) -> PublicHealth {
         let s = &self.workspace_stats;
@@ -445,9 +474,11 @@ impl HealthReport {
                 in_use: s.in_use,
                 pending_deletions: s.pending_deletions,
             },
+            warnings: self.lines_naming_nothing(&self.warnings, "warning"),
+            recommendations: self.lines_naming_nothing(&self.recommendations, "recommendation"),
             warning_count: self.warnings.len(),
             recommendation_count: self.recommendations.len(),
-            detail: "send the bearer token for warnings, recommendations and per-workspace figures"
+            detail: "send the bearer token for the lines that name workspaces, per-workspace figures and the policy"
                 .into(),
         }
     }

@@ -170,6 +170,54 @@ fn health_is_open_with_counts_only_and_whole_with_the_token() {
     assert!(wrong.get("policy").is_none(), "{wrong}");
 }
 
+/// Issue 22: the open answer keeps the guide's four keys (`status`,
+/// `workspace_stats`, `warnings`, `recommendations`), so a monitor written
+/// for the original reads it without a token; a line that names a
+/// workspace is left out and counted instead.
+#[test]
+fn the_open_health_answer_keeps_the_guides_keys_and_names_no_workspace() {
+    let up = Upstream::new();
+    let base = tempfile::tempdir().unwrap();
+    let manager = support::builder(base.path())
+        .configure(|c| c.size_warning_mb = 0)
+        .build()
+        .unwrap();
+    let s = TestServer::start_manager(manager, base);
+    let (status, _) = s.prepare("acme/secret-project", &up.url());
+    assert_eq!(status, StatusCode::OK);
+    let (_, full) = send(s.get("/workspace/health"));
+    let name = s.manager.workspace_name("acme/secret-project").unwrap();
+    assert!(
+        full["warnings"].to_string().contains(name.as_str()),
+        "set-up: a warning names the workspace: {full}"
+    );
+    let (status, open) = send(s.client.get(format!("{}/workspace/health", s.url)));
+    assert_eq!(status, StatusCode::OK);
+    for key in ["status", "workspace_stats", "warnings", "recommendations"] {
+        assert!(open.get(key).is_some(), "{key} missing: {open}");
+    }
+    let warnings = open["warnings"].as_array().unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("name workspaces")),
+        "{open}"
+    );
+    assert!(!open["recommendations"].as_array().unwrap().is_empty());
+    assert_eq!(
+        open["warning_count"],
+        full["warnings"].as_array().unwrap().len()
+    );
+    let text = open.to_string();
+    let base = s.manager.base_path().display().to_string();
+    for secret in [name.as_str(), "secret-project", base.as_str()] {
+        assert!(
+            !text.contains(secret),
+            "{secret:?} in the open answer: {text}"
+        );
+    }
+}
+
 #[test]
 fn stats_and_cleanup_keep_the_seeds_shapes() {
     let up = Upstream::new();
