@@ -478,7 +478,7 @@ impl HealthReport {
             recommendations: self.lines_naming_nothing(&self.recommendations, "recommendation"),
             warning_count: self.warnings.len(),
             recommendation_count: self.recommendations.len(),
-            detail: "send the bearer token for the lines that name workspaces, per-workspace figures and the policy"
+            detail: "send the bearer token for the lines that name workspaces and the per-workspace figures"
                 .into(),
         }
     }
