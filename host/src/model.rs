@@ -58,6 +58,14 @@ pub struct PrepareRequest {
     /// one node. None: the repository is its own network.
     #[serde(default)]
     pub network: Option<String>,
+    /// Serve the clone URL's credential to stock git run in the workspace
+    /// (a job's `git push`, GitPython) for the lease's lifetime: from
+    /// memory, through git's credential cache, for the clone URL's scheme,
+    /// host and port only, never written to disk. Needs `lease_seconds`
+    /// and an http(s) clone URL with a credential; stops when the lease is
+    /// released or lapses. See docs/RELIABILITY.md#credentials-served-to-a-leased-workspace.
+    #[serde(default)]
+    pub serve_credential: bool,
 }
 
 impl PrepareRequest {
@@ -73,6 +81,7 @@ impl PrepareRequest {
             submodules: false,
             lfs: false,
             network: None,
+            serve_credential: false,
         }
     }
 

@@ -458,7 +458,7 @@ fn credentials_never_reach_disk_or_logs() {
 /// A process-wide subscriber: a thread-local one races with tracing's
 /// callsite cache when tests run in parallel. Other tests' lines land in the
 /// buffer too, which only makes the "no secret" check stricter.
-mod support_logs {
+pub(crate) mod support_logs {
     use std::sync::{Arc, Mutex, OnceLock};
 
     #[derive(Clone, Default)]

@@ -49,6 +49,8 @@ mod router;
 #[cfg(not(windows))]
 mod security;
 #[cfg(not(windows))]
+mod served_credential;
+#[cfg(not(windows))]
 mod tenants;
 #[cfg(not(windows))]
 mod ui;

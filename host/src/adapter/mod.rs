@@ -1,6 +1,9 @@
 //! The host's side effects, offered to the policy as WIT imports: sizing and
-//! listing ([`fs`]), retrying deletion ([`removal`]) and git ([`git`]).
+//! listing ([`fs`]), retrying deletion ([`removal`]) and git ([`git`]);
+//! and, for stock git run in a leased workspace, a credential served from
+//! memory ([`credential_cache`]).
 
+pub mod credential_cache;
 pub mod fs;
 pub mod git;
 pub mod removal;

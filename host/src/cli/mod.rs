@@ -296,6 +296,10 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                 submodules,
                 lfs,
                 network,
+                // Served for a lease's lifetime, which a one-shot CLI
+                // process does not outlive: the library and the service
+                // offer it.
+                serve_credential: false,
             };
             let bar = (!json && std::io::stderr().is_terminal()).then(progress_bar);
             let progress = bar.clone().map(|bar| {

@@ -103,6 +103,7 @@ impl WorkspaceManagerBuilder {
             git_queue: crate::git_queue::GitQueue::new(self.config.git, metrics.git_queue.clone()),
             cancel: Default::default(),
             draining: Default::default(),
+            served: Default::default(),
             metrics,
             background: Default::default(),
             snapshots: Snapshots::default(),

@@ -70,6 +70,9 @@ impl WorkspaceManager {
     /// Release a timed lease taken by a prepare with `lease_seconds`.
     /// `NotFound` when the id is unknown or the lease has lapsed.
     pub fn release_lease(&self, id: u64) -> Result<String> {
+        // A credential served for the lease stops first (the daemon exits).
+        let served = self.store.served.lock().remove(&id);
+        drop(served);
         let name = self
             .store
             .locks

@@ -90,6 +90,44 @@ impl WorkspaceManager {
         }
     }
 
+    /// Serve `url`'s credential to git in `repo_dir` until `lease` is
+    /// released or lapses (see [`PrepareRequest::serve_credential`]).
+    fn serve_credential(
+        &self,
+        repo_dir: &std::path::Path,
+        url: &CloneUrl,
+        lease: &LeaseInfo,
+    ) -> Result<()> {
+        let credentials = url.credentials.as_ref().ok_or_else(|| {
+            Error::InvalidInput("serve_credential needs a credential in the clone URL".into())
+        })?;
+        let ttl = (lease.expires_at - Utc::now()).to_std().unwrap_or_default();
+        let served = crate::adapter::credential_cache::serve(
+            repo_dir,
+            &url.public,
+            &credentials.username,
+            &credentials.secret,
+            ttl,
+        )
+        .map_err(|e| {
+            use crate::adapter::credential_cache::ServeError;
+            match e {
+                ServeError::NotHttp(_) | ServeError::NoCredential | ServeError::Unsupported => {
+                    Error::InvalidInput(e.to_string())
+                }
+                ServeError::Cache(_) => Error::Git(e.to_string()),
+                ServeError::Config { .. } => Error::filesystem(e.to_string()),
+            }
+        })?;
+        let mut all = self.store.served.lock();
+        // Lapsed leases: their daemons forgot at their timeout; drop the rest.
+        let now = Utc::now();
+        all.retain(|_, (until, _)| *until > now);
+        all.insert(lease.id, (lease.expires_at, served));
+        tracing::info!(url = %url.public, lease = lease.id, "credential served to git in the workspace until the lease ends");
+        Ok(())
+    }
+
     /// The workspace's lock, once no other caller holds a lease on it:
     /// waits up to the configured lease wait, then answers `InUse` with
     /// who holds the lease and until when. A leased tree is never reset,
@@ -162,6 +200,13 @@ impl WorkspaceManager {
                     .into(),
             ));
         }
+        if request.serve_credential && request.lease_seconds.is_none() {
+            return Err(Error::InvalidInput(
+                "serve_credential needs lease_seconds: the credential is served to git in the \
+                 workspace for the lease's lifetime only"
+                    .into(),
+            ));
+        }
         if request.depth == Some(0) {
             return Err(Error::InvalidInput(
                 "depth must be at least 1 (omit it for full history)".into(),
@@ -172,6 +217,16 @@ impl WorkspaceManager {
         let policy = self.policy();
         let name = self.checked_name_with(&policy, &request.repo_full_name)?;
         let url = self.checked_url(&request.clone_url)?;
+        if request.serve_credential
+            && (url.credentials.is_none()
+                || !matches!(url.transport, Transport::Https | Transport::Http))
+        {
+            return Err(Error::InvalidInput(
+                "serve_credential needs an http(s) clone URL with a credential in it (git asks \
+                 credential helpers for http(s) only)"
+                    .into(),
+            ));
+        }
         let store = &self.store;
         store.layout.ensure()?;
         let _guard = self.lock_unleased(&name)?;
@@ -264,6 +319,12 @@ impl WorkspaceManager {
                 expires_at: expires_at.unwrap_or(now),
             }
         });
+        if let (true, Some(lease)) = (request.serve_credential, &lease) {
+            self.serve_credential(&repo_dir, &url, lease)
+                .inspect_err(|_| {
+                    store.locks.release_lease(lease.id);
+                })?;
+        }
         let duration_ms = started.elapsed().as_millis() as u64;
         tracing::info!(workspace = %name, reused, head = %head, duration_ms, "workspace prepared");
         Ok(PrepareOutcome {

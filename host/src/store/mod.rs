@@ -46,6 +46,17 @@ pub(crate) struct Store {
     pub cancel: Arc<std::sync::atomic::AtomicBool>,
     /// Set when the service begins to drain: readiness fails, work goes on.
     pub draining: std::sync::atomic::AtomicBool,
+    /// Credentials served to stock git in leased workspaces, by lease id,
+    /// with when the lease lapses (stopped when it is released).
+    pub served: parking_lot::Mutex<
+        std::collections::HashMap<
+            u64,
+            (
+                chrono::DateTime<chrono::Utc>,
+                crate::adapter::credential_cache::ServedCredential,
+            ),
+        >,
+    >,
 }
 
 impl Store {
