@@ -16,7 +16,7 @@ const TOKEN: &str = "served-token-5c2e91";
 
 /// `git push origin <branch>` as a job would run it: stock git, no
 /// terminal to prompt on, a home of its own (no helper of the user's).
-fn job_push(repo: &Path, home: &Path, branch: &str) -> Output {
+pub(crate) fn job_push(repo: &Path, home: &Path, branch: &str) -> Output {
     std::process::Command::new("git")
         .current_dir(repo)
         .env_clear()
@@ -29,7 +29,7 @@ fn job_push(repo: &Path, home: &Path, branch: &str) -> Output {
         .unwrap()
 }
 
-fn commit_on(repo: &Path, branch: &str) -> String {
+pub(crate) fn commit_on(repo: &Path, branch: &str) -> String {
     git(repo, &["checkout", "-q", "-B", branch]);
     std::fs::write(repo.join(format!("{branch}.txt")), "fix\n").unwrap();
     git(repo, &["add", "-A"]);
@@ -123,4 +123,61 @@ fn a_served_credential_needs_a_lease_and_an_http_url_with_a_credential() {
     assert!(err.to_string().contains("credential"), "{err}");
     // Nothing was prepared or leased for either.
     assert!(m.list().unwrap().is_empty());
+}
+
+/// The same through the HTTP service: `serve_credential` on
+/// `POST /workspace/prepare`, stopped by `DELETE /workspace/leases/{id}`.
+#[test]
+fn the_http_service_serves_a_credential_until_the_lease_is_deleted() {
+    use fixsec_workspace::http::{self, ApiToken, ServerConfig};
+    let forge = SmartHttp::start("alice", TOKEN);
+    forge.publish("acme/app", &Upstream::new());
+    let base = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let m = builder(base.path()).build().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let config = ServerConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        ..ServerConfig::default()
+    };
+    let api_token = "api-token-0123456789";
+    let server = rt
+        .block_on(http::start(m, &config, ApiToken::new(api_token).unwrap()))
+        .unwrap();
+    let api = format!("http://{}", server.addr());
+    let client = reqwest::blocking::Client::new();
+    let prepared: serde_json::Value = client
+        .post(format!("{api}/workspace/prepare"))
+        .bearer_auth(api_token)
+        .json(&serde_json::json!({
+            "repo_full_name": "acme/app",
+            "clone_url": forge.url_as("alice", TOKEN, "acme/app"),
+            "lease_seconds": 600,
+            "serve_credential": true,
+        }))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let repo = std::path::PathBuf::from(prepared["path"].as_str().expect("a path"));
+    let commit = commit_on(&repo, "fix-1");
+    let pushed = job_push(&repo, home.path(), "fix-1");
+    assert!(pushed.status.success(), "{pushed:?}");
+    assert_eq!(forge.git("acme/app", &["rev-parse", "fix-1"]), commit);
+
+    let id = prepared["lease"]["id"].as_u64().expect("a lease id");
+    let released = client
+        .delete(format!("{api}/workspace/leases/{id}"))
+        .bearer_auth(api_token)
+        .send()
+        .unwrap();
+    assert!(released.status().is_success(), "{released:?}");
+    commit_on(&repo, "fix-2");
+    let refused = job_push(&repo, home.path(), "fix-2");
+    assert!(!refused.status.success(), "{refused:?}");
+    assert_eq!(
+        files_containing(base.path(), TOKEN),
+        Vec::<std::path::PathBuf>::new()
+    );
+    rt.block_on(server.shutdown(std::time::Duration::from_secs(5)));
 }
