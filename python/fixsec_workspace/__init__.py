@@ -114,6 +114,8 @@ class WorkspaceManager:
         allow_local_urls: Optional[bool] = None,
         allow_private_networks: Optional[bool] = None,
     ) -> None:
+        # Leases prepare_repo_workspace(serve_credential=True) took, by workspace.
+        self._served: Dict[str, List[int]] = {}
         self._native = _native.Manager(
             base_path=None if base_path is None else os.fspath(base_path),
             policy=None if policy is None else os.fspath(policy),
@@ -136,10 +138,49 @@ class WorkspaceManager:
         return folder
 
     def prepare_repo_workspace(
-        self, repo_full_name: str, clone_url: str, default_branch: Optional[str] = "main"
+        self,
+        repo_full_name: str,
+        clone_url: str,
+        default_branch: Optional[str] = "main",
+        *,
+        serve_credential: bool = False,
+        lease_seconds: int = 3600,
     ) -> Path:
-        """Reuse (fetch, hard reset, clean) or clone; the ``repo/`` folder."""
-        return self.prepare(repo_full_name, clone_url, ref=default_branch).path
+        """Reuse (fetch, hard reset, clean) or clone; the ``repo/`` folder.
+
+        With ``serve_credential=True`` the workspace is leased for
+        ``lease_seconds`` and the credential in ``clone_url`` is served to
+        stock git run in it (GitPython's ``push`` included) until
+        :meth:`release_repo_workspace` or the lease's end: from memory,
+        for the clone URL's scheme, host and port only, never on disk.
+        """
+        if not serve_credential:
+            return self.prepare(repo_full_name, clone_url, ref=default_branch).path
+        ws = self.prepare(
+            repo_full_name,
+            clone_url,
+            ref=default_branch,
+            lease_seconds=lease_seconds,
+            holder="prepare_repo_workspace(serve_credential=True)",
+            serve_credential=True,
+        )
+        if ws.lease_id is not None:
+            self._served.setdefault(ws.name, []).append(ws.lease_id)
+        return ws.path
+
+    def release_repo_workspace(self, repo_full_name: str) -> int:
+        """Release the leases ``prepare_repo_workspace(serve_credential=True)``
+        took on a repository's workspace through this manager; the credential
+        they served stops answering. How many were released."""
+        name = self._native.workspace_name(repo_full_name)
+        released = 0
+        for lease_id in self._served.pop(name, []):
+            try:
+                self._native.release_lease(lease_id)
+                released += 1
+            except NotFound:
+                pass  # lapsed already
+        return released
 
     def cleanup_old_workspaces(self, max_age_hours: float = 24) -> int:
         """Remove workspaces unused for longer than ``max_age_hours``; how many went."""
@@ -167,6 +208,7 @@ class WorkspaceManager:
         submodules: bool = False,
         lfs: bool = False,
         network: Optional[str] = None,
+        serve_credential: bool = False,
     ) -> PreparedWorkspace:
         """Prepare the workspace at ``ref`` (branch, tag, commit id,
         ``refs/pull/N/head``, ``src:dst``; none: the default branch).
@@ -187,6 +229,7 @@ class WorkspaceManager:
                 submodules=submodules,
                 lfs=lfs,
                 network=network,
+                serve_credential=serve_credential,
             )
         )
         return PreparedWorkspace.from_json(out)

@@ -97,7 +97,7 @@ impl Manager {
     }
 
     /// Prepare (reuse or clone); the outcome as JSON.
-    #[pyo3(signature = (repo_full_name, clone_url, git_ref=None, depth=None, lease_seconds=None, holder=None, submodules=false, lfs=false, network=None))]
+    #[pyo3(signature = (repo_full_name, clone_url, git_ref=None, depth=None, lease_seconds=None, holder=None, submodules=false, lfs=false, network=None, serve_credential=false))]
     #[allow(clippy::too_many_arguments)]
     fn prepare(
         &self,
@@ -111,9 +111,11 @@ impl Manager {
         submodules: bool,
         lfs: bool,
         network: Option<String>,
+        serve_credential: bool,
     ) -> PyResult<String> {
         let mut request = PrepareRequest::new(repo_full_name, clone_url);
         request.network = network;
+        request.serve_credential = serve_credential;
         request.git_ref = git_ref;
         request.depth = depth;
         request.lease_seconds = lease_seconds;
