@@ -105,6 +105,14 @@ impl Layout {
         self.base.join(".staging")
     }
 
+    /// `<base>/.principal-key`: the random key (mode 0600) under which a
+    /// checkout records who prepared it (`.git/fixsec-fetched-by`), the
+    /// same for every process on the base so a CLI run or a restart still
+    /// recognises its own checkouts.
+    pub fn principal_key_path(&self) -> PathBuf {
+        self.base.join(".principal-key")
+    }
+
     /// `<base>/.mirrors`: one bare mirror per repository network.
     pub fn mirrors_dir(&self) -> PathBuf {
         self.base.join(".mirrors")

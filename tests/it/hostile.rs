@@ -23,15 +23,20 @@ fn with_policy(feature: &str, base: &Path) -> fixsec_workspace::Result<Workspace
         .build()
 }
 
-/// Everything under `outer` except the base's own bookkeeping folders (and
-/// the compiled-policy cache).
+/// Everything under `outer` except the base's own bookkeeping (folders,
+/// the principal key, the compiled-policy cache).
 fn stray_files(outer: &Path) -> Vec<String> {
     walkdir::WalkDir::new(outer)
         .min_depth(1)
         .into_iter()
         .filter_map(Result::ok)
         .map(|e| e.path().strip_prefix(outer).unwrap().display().to_string())
-        .filter(|p| !matches!(p.as_str(), "ws" | "ws/.locks" | "ws/.staging" | "ws/.trash"))
+        .filter(|p| {
+            !matches!(
+                p.as_str(),
+                "ws" | "ws/.locks" | "ws/.staging" | "ws/.trash" | "ws/.principal-key"
+            )
+        })
         .filter(|p| !p.starts_with("ws/.cache"))
         .collect()
 }

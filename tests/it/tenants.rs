@@ -633,7 +633,12 @@ fn a_reused_workspace_keeps_no_submodule_another_credential_fetched() {
     let b = m
         .prepare(&PrepareRequest::new("acme/app", b_url.clone()))
         .unwrap();
-    assert!(b.reused, "the superproject itself is B's to read");
+    assert!(!b.reused, "another credential's checkout is cloned afresh");
+    assert!(
+        b.notes.iter().any(|n| n.contains("another credential")),
+        "{:?}",
+        b.notes
+    );
     assert!(
         !secret_file.exists(),
         "A's submodule checkout was left for B"
@@ -643,12 +648,17 @@ fn a_reused_workspace_keeps_no_submodule_another_credential_fetched() {
 
     // Asked for, the submodule is fetched with B's credential: refused.
     let again = m.prepare(&a).unwrap();
-    assert!(again.reused);
+    assert!(!again.reused, "B prepared it last");
     assert!(secret_file.exists());
     let mut b_sub = PrepareRequest::new("acme/app", b_url);
     b_sub.submodules = true;
     let err = m.prepare(&b_sub).unwrap_err();
     assert!(err.to_string().contains("submodule secret"), "{err}");
+    // B got no checkout; the next one B gets is its own again.
+    let b_again = m
+        .prepare(&PrepareRequest::new("acme/app", forge.b_url("acme/app")))
+        .unwrap();
+    assert!(!b_again.reused);
     assert!(
         !secret_file.exists(),
         "A's submodule checkout was left for B"
@@ -660,6 +670,7 @@ fn a_reused_workspace_keeps_no_submodule_another_credential_fetched() {
 
     // A's own reuse keeps its submodule (no refetch needed, same credential).
     let a_again = m.prepare(&a).unwrap();
+    m.prepare(&a).unwrap();
     assert_eq!(std::fs::read_to_string(&secret_file).unwrap(), SECRET_TEXT);
     let before = forge.server.seen().len();
     m.prepare(&a).unwrap();
@@ -674,10 +685,10 @@ fn a_reused_workspace_keeps_no_submodule_another_credential_fetched() {
 }
 
 /// Review finding: a push sends the workspace's content, which came from
-/// its clone URL. B names A's workspace (A's repository name, passed
-/// through) in a push to B's own repository; B's credential cannot read
-/// A's repository, so nothing is pushed. A may push the same branch to
-/// another repository of hers, since her credential reads the source.
+/// its clone URL with the credential that prepared it. B names A's
+/// workspace (A's repository name, passed through) in a push to B's own
+/// repository: refused, nothing is pushed. A may push the same branch to
+/// another repository of hers with her own credential.
 #[test]
 fn a_push_carries_a_workspace_only_where_the_pusher_can_read_its_source() {
     let forge = Forge::new();
@@ -694,7 +705,7 @@ fn a_push_carries_a_workspace_only_where_the_pusher_can_read_its_source() {
         .push(&name, &PushRequest::new("fix-1", forge.b_url("bob/app")))
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Refused, "{err}");
-    assert!(err.to_string().contains("cannot read"), "{err}");
+    assert!(err.to_string().contains("another credential"), "{err}");
     assert_eq!(
         forge.server.git("bob/app", &["branch", "--list", "fix-1"]),
         ""
@@ -780,10 +791,9 @@ fn a_mirror_of_another_key_is_never_borrowed() {
 }
 
 /// Review finding 4: checking a commit id fetches branches and tags
-/// first, pull requests only when the commit is on none of them, and
-/// keeps none of the pull request references it fetched for the check.
+/// first, and pull requests only when the commit is on none of them.
 #[test]
-fn a_commit_check_fetches_pull_requests_only_when_needed_and_keeps_none() {
+fn a_commit_check_fetches_pull_requests_only_when_needed() {
     let forge = Forge::new();
     let server_git = |args: &[&str]| {
         let mut all = vec!["-c", "user.name=pr", "-c", "user.email=pr@example.invalid"];
@@ -807,7 +817,10 @@ fn a_commit_check_fetches_pull_requests_only_when_needed_and_keeps_none() {
     let on_pr = PrepareRequest::new("acme/secret", forge.a_url()).git_ref(&pr);
     m.prepare(&on_pr.depth(1)).unwrap();
     assert_eq!(git(&repo, &["rev-parse", "HEAD"]), pr);
-    assert_eq!(git(&repo, &["for-each-ref", "refs/fixsec/pull"]), "");
+    // Kept hidden, so the next check negotiates with them rather than
+    // receiving every pull request again.
+    assert_ne!(git(&repo, &["for-each-ref", "refs/fixsec/pull"]), "");
+    assert_eq!(git(&repo, &["branch", "--list", "--all", "*pull*"]), "");
 }
 
 /// `acme/big` on the forge (read by `carol`, as is `acme/blob`): one
@@ -893,4 +906,61 @@ fn a_submodules_working_tree_counts_against_the_extras_limit() {
     assert!(err.to_string().contains("WORKSPACE_MAX_EXTRAS_MB"), "{err}");
     let name = m.workspace_name("acme/big").unwrap();
     assert!(!base.path().join(name).join("repo").exists());
+}
+
+/// Second review: on a repository both tenants may read, A's job commits a
+/// fix not yet disclosed. B can neither push A's branch to its own
+/// repository, nor find A's commit in the checkout its own prepare of the
+/// same repository gets (a reuse would have kept A's branches, reflogs and
+/// objects): another credential's checkout is cloned afresh.
+#[test]
+fn a_tenants_undisclosed_work_on_a_shared_repository_stays_its_own() {
+    let forge = Forge::new();
+    forge.server.publish("acme/public", &forge._bob);
+    forge.server.grant("alice", "acme/public");
+    forge.server.grant("bob", "acme/public");
+    let base = tempfile::tempdir().unwrap();
+    let m = manager(base.path(), MirrorSharing::Repository);
+    let a_url = forge.server.url_as("alice", A_TOKEN, "acme/public");
+    let repo = m
+        .prepare(&PrepareRequest::new("acme/public", a_url))
+        .unwrap()
+        .path;
+    let name = m.workspace_name("acme/public").unwrap();
+    git(&repo, &["checkout", "-q", "-b", "fix-1"]);
+    std::fs::write(repo.join("fix.txt"), "undisclosed fix\n").unwrap();
+    git(&repo, &["add", "fix.txt"]);
+    git(&repo, &["commit", "-qm", "undisclosed fix"]);
+    let fix = git(&repo, &["rev-parse", "HEAD"]);
+
+    let err = m
+        .push(&name, &PushRequest::new("fix-1", forge.b_url("bob/app")))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Refused, "{err}");
+    assert_eq!(
+        forge.server.git("bob/app", &["branch", "--list", "fix-1"]),
+        ""
+    );
+
+    let b = m
+        .prepare(&PrepareRequest::new(
+            "acme/public",
+            forge.b_url("acme/public"),
+        ))
+        .unwrap();
+    assert!(!b.reused);
+    assert!(!has_object(&b.path, &fix), "A's commit is in B's checkout");
+    assert_eq!(git(&b.path, &["branch", "--list", "fix-1"]), "");
+    // B's own work may go wherever B's credential pushes.
+    git(&b.path, &["checkout", "-q", "-b", "b-fix"]);
+    std::fs::write(b.path.join("b.txt"), "b\n").unwrap();
+    git(&b.path, &["add", "b.txt"]);
+    git(&b.path, &["commit", "-qm", "b"]);
+    let pushed = m
+        .push(&name, &PushRequest::new("b-fix", forge.b_url("bob/app")))
+        .unwrap();
+    assert_eq!(
+        forge.server.git("bob/app", &["rev-parse", "b-fix"]),
+        pushed.commit
+    );
 }

@@ -104,6 +104,7 @@ impl WorkspaceManagerBuilder {
             cancel: Default::default(),
             draining: Default::default(),
             served: Default::default(),
+            principal_key: crate::store::load_principal_key(&layout.principal_key_path()),
             metrics,
             background: Default::default(),
             snapshots: Snapshots::default(),

@@ -81,6 +81,7 @@ impl WorkspaceManager {
             mirror: None,
             progress,
             local: url.transport == Transport::Local,
+            principal_key: store.principal_key.clone(),
             guard: Some(Arc::new(git::TransferGuard::new(
                 store.cancel.clone(),
                 config.max_workspace_bytes,
@@ -235,6 +236,7 @@ impl WorkspaceManager {
 
         let mut remote = self.remote_for(&url, progress);
         remote.mirror = store.mirror_folder(request.network_key(), &url.public);
+        let principal = remote.principal_digest();
         let mut call = CallContext::prepare(name.clone(), url.public.clone(), remote);
         call.network = Some(request.network_key().to_string());
         call.extras = git::Extras {
@@ -278,6 +280,15 @@ impl WorkspaceManager {
                 policy.label(),
                 state.remote_url,
                 url.public
+            )));
+        }
+        // Whatever the policy did (a policy may hand back a checkout without
+        // updating it), the checkout must be this caller's own.
+        if git::prepared_by(&repo_dir).as_deref() != Some(principal.as_str()) {
+            return Err(Error::Policy(format!(
+                "{} handed back a checkout last prepared with another credential (or by another \
+                 process) without updating or re-cloning it; it was not given to this caller",
+                policy.label()
             )));
         }
         let reused = ctx.updated && !ctx.cloned;

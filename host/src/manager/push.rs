@@ -24,11 +24,11 @@ impl WorkspaceManager {
     ///   the same workspace; a lease does not stop it (a push changes no
     ///   file, and the lease holder is the one pushing).
     /// - A push to another repository than the workspace's own carries
-    ///   the workspace's content (cloned with someone's credential) there:
-    ///   it goes only if the push's credential may read the workspace's
-    ///   clone URL too ([`Error::Refused`] otherwise), so a user's
-    ///   `repo_full_name` cannot ship another tenant's checkout to a
-    ///   repository of theirs.
+    ///   the workspace's content (what a credential fetched, and a job's
+    ///   commits) there: it goes only with the credential that last
+    ///   prepared the workspace ([`Error::Refused`] otherwise), so a
+    ///   user's `repo_full_name` cannot ship another tenant's checkout or
+    ///   undisclosed work to a repository of theirs.
     /// - A push the remote refuses is [`Error::Rejected`]; one the policy
     ///   refuses is [`Error::Refused`].
     pub fn push(&self, name: &str, request: &PushRequest) -> Result<PushOutcome> {
@@ -36,28 +36,32 @@ impl WorkspaceManager {
         self.counted_as(&timer, self.push_inner(name, request))
     }
 
-    /// `Ok` when `push_url` is the workspace's own repository (`clone_url`,
-    /// however spelt), or when `remote` (the push's credential) may read
-    /// `clone_url`.
-    fn check_source_readable(
+    /// `Ok` when `push_url` is the repository the checkout at `repo_dir`
+    /// was cloned from (however spelt), or when `remote` (the push's
+    /// credential) is the principal that last prepared the checkout: only
+    /// then may its content (a job's commits on top of what that
+    /// credential fetched) go to another repository.
+    fn check_push_carries_own_work(
         &self,
         name: &WorkspaceName,
-        clone_url: &str,
+        repo_dir: &std::path::Path,
         push_url: &str,
         remote: &crate::adapter::git::Remote,
     ) -> Result<()> {
-        if crate::adapter::git::same_remote(clone_url, push_url) {
+        use crate::adapter::git;
+        let origin = git::inspect(repo_dir).remote_url.unwrap_or_default();
+        if git::same_remote(&origin, push_url) {
             return Ok(());
         }
-        let source = self.checked_url(clone_url)?;
-        match self.store.check_readable(name, &source.public, remote) {
-            Err(Error::NotFound(why)) => Err(Error::Refused(format!(
-                "the push would carry {name}'s content, cloned from {clone_url}, to {push_url}, \
-                 but this credential cannot read {clone_url} ({why}); push with a credential \
-                 that reads both, or to {clone_url} itself"
-            ))),
-            other => other,
+        if git::prepared_by(repo_dir).as_deref() == Some(remote.principal_digest().as_str()) {
+            return Ok(());
         }
+        Err(Error::Refused(format!(
+            "{name} was cloned from {origin} and last prepared with another credential (or by \
+             another process) than this push's; its content goes to another repository ({push_url}) \
+             only with the credential that prepared it: prepare it with this credential first, \
+             or push to {origin}"
+        )))
     }
 
     fn push_inner(&self, name: &str, request: &PushRequest) -> Result<PushOutcome> {
@@ -73,14 +77,21 @@ impl WorkspaceManager {
         }
         let url = self.checked_url(&request.url)?;
         let store = &self.store;
+        // Locked before anything about the workspace is read: a prepare
+        // with another URL cannot change it between the checks and the push.
+        let _guard = store.locks.lock(&name, store.config.lock_wait)?;
         let Some(meta) = WorkspaceMetadata::read(&store.layout.metadata_path(&name)) else {
             return Err(Error::NotFound(format!(
                 "workspace {name} does not exist; prepare it first"
             )));
         };
-        let _guard = store.locks.lock(&name, store.config.lock_wait)?;
         let remote = self.remote_for(&url, None);
-        self.check_source_readable(&name, &meta.clone_url, &url.public, &remote)?;
+        self.check_push_carries_own_work(
+            &name,
+            &store.layout.repo_dir(&name),
+            &url.public,
+            &remote,
+        )?;
         // The target's own default branch, as it answers this credential
         // now: a refspec or a job could have moved `origin/HEAD` here.
         let default_branch = store.push_target_default_branch(&name, &url.public, &remote)?;

@@ -91,8 +91,8 @@ impl Store {
 
     /// Fetch `git_ref` (none: the default branch), check it out,
     /// hard-reset and clean `repo/` in place, then add what `extras`
-    /// asks. Submodules another principal's prepare fetched are taken out
-    /// first. Requires `name`'s lock.
+    /// asks. A checkout another principal prepared is refused (the policy
+    /// clones afresh). Requires `name`'s lock.
     pub fn update_workspace(
         &self,
         name: &WorkspaceName,
@@ -108,9 +108,18 @@ impl Store {
         let timer = self.metrics.start(Operation::Update, Some(name.as_str()));
         let git_ref = parse_ref(git_ref)?;
         let repo = self.layout.repo_dir(name);
-        // What another principal's prepare fetched for the submodules is
-        // not this caller's to see (nor to skip its own fetch with).
-        let updated = git::forget_other_principals_submodules(&repo, remote)
+        // What another principal's prepare left (submodules, a job's
+        // branches and objects) is not this caller's to see. A clone the
+        // original tool left (no workspace.json, no principal recorded)
+        // is adopted as it is.
+        let adopted =
+            !self.layout.metadata_path(name).exists() && git::prepared_by(&repo).is_none();
+        let principal_checked = if adopted {
+            Ok(())
+        } else {
+            git::check_prepared_by(&repo, remote)
+        };
+        let updated = principal_checked
             .and_then(|()| git::update(&repo, url, git_ref.as_ref(), depth, remote))
             .map_err(Error::from)
             .and_then(|u| {
@@ -228,16 +237,6 @@ impl Store {
             .git_queue
             .enter(remote.host.as_deref().unwrap_or_default())?;
         git::default_branch_at(&self.layout.repo_dir(name), url, remote).map_err(Error::from)
-    }
-
-    /// `Ok` when `remote`'s credential may read `url` (see
-    /// [`git::check_readable`]), behind the git queue. Requires `name`'s
-    /// lock.
-    pub fn check_readable(&self, name: &WorkspaceName, url: &str, remote: &Remote) -> Result<()> {
-        let _slot = self
-            .git_queue
-            .enter(remote.host.as_deref().unwrap_or_default())?;
-        git::check_readable(&self.layout.repo_dir(name), url, remote).map_err(Error::from)
     }
 
     /// Delete staging folders of `name` (and only of `name`) left by a

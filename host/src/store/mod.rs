@@ -46,6 +46,8 @@ pub(crate) struct Store {
     pub cancel: Arc<std::sync::atomic::AtomicBool>,
     /// Set when the service begins to drain: readiness fails, work goes on.
     pub draining: std::sync::atomic::AtomicBool,
+    /// The base directory's principal key ([`Layout::principal_key_path`]).
+    pub principal_key: Option<Arc<[u8; 32]>>,
     /// Credentials served to stock git in leased workspaces, by lease id,
     /// with when the lease lapses (stopped when it is released).
     pub served: parking_lot::Mutex<
@@ -57,6 +59,39 @@ pub(crate) struct Store {
             ),
         >,
     >,
+}
+
+/// The principal key at `path`: read, or made (32 random bytes, mode 0600)
+/// when missing. None, with a warning, when neither works (each process
+/// then uses a key of its own: checkouts are re-cloned across processes,
+/// never handed to another principal).
+pub(crate) fn load_principal_key(path: &std::path::Path) -> Option<Arc<[u8; 32]>> {
+    use std::io::Write;
+    for _ in 0..2 {
+        if let Ok(bytes) = std::fs::read(path)
+            && let Ok(key) = <[u8; 32]>::try_from(bytes.as_slice())
+        {
+            return Some(Arc::new(key));
+        }
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let key: [u8; 32] = rand::random();
+        match options.open(path) {
+            Ok(mut file) => {
+                if file.write_all(&key).and_then(|()| file.sync_all()).is_ok() {
+                    return Some(Arc::new(key));
+                }
+                let _ = std::fs::remove_file(path);
+            }
+            // Another process made it meanwhile: read theirs.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(_) => break,
+        }
+    }
+    tracing::warn!(path = %path.display(), "no usable principal key; using one of this process");
+    None
 }
 
 impl Store {

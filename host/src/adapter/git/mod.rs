@@ -16,11 +16,11 @@ mod remote;
 mod submodules;
 
 pub use lfs::{LfsUrlCheck, pull as lfs_pull};
-pub use push::{check_readable, default_branch_at, push};
+pub use push::{default_branch_at, push};
 pub use refs::GitRef;
 pub use submodules::{
-    UrlCheck, forget_other_principals_submodules, record_fetched_by, remove_submodules,
-    resolve_url, update_submodules,
+    UrlCheck, check_prepared_by, prepared_by, record_fetched_by, remove_submodules, resolve_url,
+    update_submodules,
 };
 
 pub use budget::{ExtrasBudget, ExtrasLimits};

@@ -132,35 +132,3 @@ pub fn default_branch_at(
         .and_then(|b| b.strip_prefix("refs/heads/").map(str::to_string));
     Ok(branch)
 }
-
-/// `Ok` when `url` answers `remote`'s credential as a repository it may
-/// read (the credential goes there only if `url` is `remote`'s own scheme,
-/// host and port; elsewhere the question is asked anonymously). A remote
-/// that refuses the credential or does not show the repository (401, 403,
-/// 404, as forges hide private repositories) is `not_found`; a remote that
-/// cannot be reached is a transfer error.
-pub fn check_readable(repo_dir: &Path, url: &str, remote: &Remote) -> Result<(), GitError> {
-    let repo = open_without_config(repo_dir)?;
-    let action = format!("checking that the credential reads {url}");
-    GitError::check_start(remote, &action)?;
-    match read_advertisement(&repo, url, remote) {
-        Ok(_) => Ok(()),
-        Err(e) if denied(&e) => Err(GitError::not_found(format!(
-            "{action}: the remote does not let this credential read it ({})",
-            e.message().trim_end()
-        ))),
-        Err(e) => Err(GitError::transfer(&action, e, remote, false)),
-    }
-}
-
-/// Whether libgit2's `e` is the remote saying no to this credential, not
-/// a failure to reach it.
-fn denied(e: &git2::Error) -> bool {
-    let message = e.message();
-    matches!(e.code(), ErrorCode::Auth | ErrorCode::NotFound)
-        || ["401", "403", "404"]
-            .iter()
-            .any(|status| message.contains(&format!("status code: {status}")))
-        || message.contains("does not appear to be a git repository")
-        || message.contains("repository not found")
-}

@@ -10,8 +10,8 @@ use git2::{AutotagOption, Oid, Repository};
 /// Where fetched references land that are neither branches nor tags.
 const PRIVATE_NAMESPACE: &str = "refs/fixsec";
 
-/// Where a commit check puts the remote's pull requests while it looks
-/// for the commit among them (emptied after).
+/// Where a commit check puts the remote's pull requests when it looks
+/// for the commit among them.
 const PULL_NAMESPACE: &str = "refs/fixsec/pull";
 
 /// References the host writes itself: the remote's branches and default
@@ -301,8 +301,8 @@ fn record(repo: &Repository, wanted: &GitRef, commit: Oid) -> Result<Checkout, G
 /// The commit `oid`, once origin has vouched for it in this fetch: sent
 /// by id (a server that allows unadvertised wants checks reachability
 /// itself), or reachable from a branch or tag origin advertises now to
-/// this credential, or else from a pull request (fetched only then, and
-/// not kept), deepening a shallow clone since the commit may lie below the
+/// this credential, or else from a pull request (fetched only then),
+/// deepening a shallow clone since the commit may lie below the
 /// shallow boundary.
 ///
 /// A commit already on disk (an earlier prepare, a mirror) saves the
@@ -345,8 +345,9 @@ fn fetch_commit(
             break;
         }
     }
-    // The pull requests were fetched for the check only: a clone has none.
-    drop_refs(repo, &format!("{PULL_NAMESPACE}/*"))?;
+    // The pull-request references stay (hidden under refs/fixsec): their
+    // objects are on disk anyway, and the next check's fetch offers them
+    // as `have`s instead of receiving every pull request again.
     if found {
         return Ok(oid);
     }
@@ -380,17 +381,6 @@ fn vouched_by(
         &format!("{what}, unshallowed"),
     )?;
     Ok(reachable(repo, &tips, oid))
-}
-
-/// Delete the references matching `glob`.
-fn drop_refs(repo: &Repository, glob: &str) -> Result<(), GitError> {
-    let names: Vec<String> = repo
-        .references_glob(glob)
-        .map_err(|e| GitError::new("listing references", e))?
-        .flatten()
-        .filter_map(|r| r.name().ok().map(str::to_string))
-        .collect();
-    names.iter().try_for_each(|name| drop_ref(repo, name))
 }
 
 /// Whether commit `oid` is here and is one of `tips` or an ancestor of one.

@@ -54,6 +54,9 @@ pub struct Remote {
     pub local: bool,
     /// Cancellation and size bounds, checked as data arrives.
     pub guard: Option<Arc<TransferGuard>>,
+    /// The key [`principal_digest`](Self::principal_digest) is made under
+    /// (the base directory's; none: a key of this process).
+    pub principal_key: Option<Arc<[u8; 32]>>,
 }
 
 /// Why a transfer was stopped by the host rather than failed by git.
@@ -392,17 +395,16 @@ pub(crate) fn url_origin(url: &str) -> Option<(String, String, u16)> {
 
 impl Remote {
     /// Who this remote's transfers act as, as a digest: the credential
-    /// (or none) and whether the service's own may be used, keyed by a
-    /// random key of this process. Equal digests mean the same principal
-    /// fetched; the digest tells nothing about the secret (it cannot be
-    /// tried against guesses without the key, which never leaves memory),
-    /// and it changes when the process restarts, which only costs one
-    /// refetch.
+    /// (or none) and whether the service's own may be used, under
+    /// [`principal_key`](Self::principal_key) (else a random key of this
+    /// process). Equal digests mean the same principal fetched; without
+    /// the key the digest cannot be tried against guesses of the secret.
     pub fn principal_digest(&self) -> String {
         use sha2::{Digest, Sha256};
-        static KEY: std::sync::LazyLock<[u8; 32]> = std::sync::LazyLock::new(rand::random);
+        static PROCESS_KEY: std::sync::LazyLock<[u8; 32]> = std::sync::LazyLock::new(rand::random);
+        let key = self.principal_key.as_deref().unwrap_or(&PROCESS_KEY);
         let mut hash = Sha256::new();
-        hash.update(*KEY);
+        hash.update(key);
         match &self.credentials {
             Some(c) => {
                 hash.update([1]);
