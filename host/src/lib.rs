@@ -11,16 +11,23 @@
 //! WebAssembly component a deployment can swap. See `docs/ARCHITECTURE.md`.
 //!
 //! Start with [`WorkspaceManager`].
+//!
+//! Cargo features: `server` (the HTTP service, [`http`]: warp, hyper,
+//! tokio) and `cli` (the `fixsec-workspace` program, with `server`), both
+//! on by default. An embedder that only needs the manager turns default
+//! features off and links no HTTP server (`examples/embed_manager.rs`).
 
 #![warn(missing_docs)]
 
 pub mod adapter;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod clone_url;
 pub mod config;
 pub mod conformance;
 pub mod error;
 pub mod git_queue;
+#[cfg(feature = "server")]
 pub mod http;
 pub mod layout;
 pub mod locks;

@@ -19,15 +19,17 @@ keep running meanwhile.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Union
 from contextlib import contextmanager
 
-from . import _native, errors
+from . import _native, errors, types
+from .types import CleanupReport, HealthReport, RemovalReport, Stats, WorkspaceSummary
 from .errors import (
     Busy,
     ConfigError,
@@ -40,6 +42,7 @@ from .errors import (
     PolicyError,
     Refused,
     Rejected,
+    ServiceUnreachable,
     Unauthorized,
     WorkspaceError,
 )
@@ -96,6 +99,11 @@ class PushResult:
     """Where it went, without the credential."""
     forced: bool
     duration_ms: int
+
+    @classmethod
+    def from_json(cls, out: Dict[str, Any]) -> "PushResult":
+        """From the host's JSON outcome; keys a newer host adds are ignored."""
+        return cls(**{f.name: out[f.name] for f in fields(cls)})
 
 
 class WorkspaceManager:
@@ -186,7 +194,7 @@ class WorkspaceManager:
         """Remove workspaces unused for longer than ``max_age_hours``; how many went."""
         return int(self.cleanup(max_age_hours)["cleaned_workspaces"])
 
-    def get_workspace_stats(self) -> Dict[str, Any]:
+    def get_workspace_stats(self) -> Stats:
         """``total_workspaces``, ``total_size_mb``, ``base_path``, ``workspaces``."""
         return json.loads(self._native.stats())
 
@@ -239,7 +247,7 @@ class WorkspaceManager:
         credential in it, which reaches git through its callback only), if
         the policy allows it."""
         out = json.loads(self._native.push(name, branch, url, force))
-        return PushResult(**out)
+        return PushResult.from_json(out)
 
     @contextmanager
     def lease(self, name: str) -> Iterator[str]:
@@ -258,19 +266,19 @@ class WorkspaceManager:
         """Release a lease taken by ``prepare(lease_seconds=...)``; the workspace's name."""
         return self._native.release_lease(lease_id)
 
-    def list(self) -> List[Dict[str, Any]]:
+    def list(self) -> List[WorkspaceSummary]:
         """Every workspace with its size, last use, head and whether it is in use."""
         return json.loads(self._native.list())
 
-    def health(self) -> Dict[str, Any]:
+    def health(self) -> HealthReport:
         """``status``, ``warnings``, ``recommendations``, ``workspace_stats``, ``policy``."""
         return json.loads(self._native.health())
 
-    def cleanup(self, max_age_hours: Optional[float] = None) -> Dict[str, Any]:
+    def cleanup(self, max_age_hours: Optional[float] = None) -> CleanupReport:
         """Remove old workspaces (never one in use); the whole report."""
         return json.loads(self._native.cleanup(max_age_hours))
 
-    def remove(self, name: str) -> Dict[str, Any]:
+    def remove(self, name: str) -> RemovalReport:
         """Remove one workspace, retrying through file locks; the report."""
         return json.loads(self._native.remove(name))
 
@@ -281,6 +289,63 @@ class WorkspaceManager:
     def reload_policy(self) -> Dict[str, str]:
         """Load the policy file again and swap it in (the old one stays if it is broken)."""
         return json.loads(self._native.reload_policy())
+
+
+class AsyncWorkspaceManager:
+    """:class:`WorkspaceManager` for asyncio code (FastAPI, aiohttp): each
+    call runs in a worker thread (the host releases the GIL while it works),
+    so a clone never blocks the event loop::
+
+        manager = AsyncWorkspaceManager("workspace")
+        ws = await manager.prepare("acme/app", url)
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.sync = WorkspaceManager(*args, **kwargs)
+        """The blocking manager underneath (for the calls not wrapped here)."""
+
+    @property
+    def base_path(self) -> Path:
+        """The base directory."""
+        return self.sync.base_path
+
+    async def prepare(self, repo_full_name: str, clone_url: str, **options: Any) -> PreparedWorkspace:
+        """:meth:`WorkspaceManager.prepare`."""
+        return await asyncio.to_thread(self.sync.prepare, repo_full_name, clone_url, **options)
+
+    async def prepare_repo_workspace(self, repo_full_name: str, clone_url: str, default_branch: Optional[str] = "main", **options: Any) -> Path:
+        """:meth:`WorkspaceManager.prepare_repo_workspace`."""
+        return await asyncio.to_thread(
+            self.sync.prepare_repo_workspace, repo_full_name, clone_url, default_branch, **options
+        )
+
+    async def push(self, name: str, branch: str, url: str, *, force: bool = False) -> PushResult:
+        """:meth:`WorkspaceManager.push`."""
+        return await asyncio.to_thread(self.sync.push, name, branch, url, force=force)
+
+    async def release_lease(self, lease_id: int) -> str:
+        """:meth:`WorkspaceManager.release_lease`."""
+        return await asyncio.to_thread(self.sync.release_lease, lease_id)
+
+    async def list(self) -> List[WorkspaceSummary]:
+        """:meth:`WorkspaceManager.list`."""
+        return await asyncio.to_thread(self.sync.list)
+
+    async def stats(self) -> Stats:
+        """:meth:`WorkspaceManager.get_workspace_stats`."""
+        return await asyncio.to_thread(self.sync.get_workspace_stats)
+
+    async def health(self) -> HealthReport:
+        """:meth:`WorkspaceManager.health`."""
+        return await asyncio.to_thread(self.sync.health)
+
+    async def cleanup(self, max_age_hours: Optional[float] = None) -> CleanupReport:
+        """:meth:`WorkspaceManager.cleanup`."""
+        return await asyncio.to_thread(self.sync.cleanup, max_age_hours)
+
+    async def remove(self, name: str) -> RemovalReport:
+        """:meth:`WorkspaceManager.remove`."""
+        return await asyncio.to_thread(self.sync.remove, name)
 
 
 _manager: Optional[WorkspaceManager] = None
@@ -301,6 +366,7 @@ from .client import SHARD_HEADER, WorkspaceClient  # noqa: E402  (uses the class
 __all__ = [
     "CONTRACT",
     "WorkspaceManager",
+    "AsyncWorkspaceManager",
     "WorkspaceClient",
     "SHARD_HEADER",
     "PreparedWorkspace",

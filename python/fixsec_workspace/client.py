@@ -28,7 +28,16 @@ import urllib.request
 from typing import Any, Dict, List, Optional
 
 from . import PreparedWorkspace, PushResult
-from .errors import BY_KIND, Busy, GitError, InvalidInput, Refused, WorkspaceError
+from .types import CleanupReport, RemovalReport, Stats, WorkspaceSummary
+from .errors import (
+    BY_KIND,
+    Busy,
+    GitError,
+    InvalidInput,
+    Refused,
+    ServiceUnreachable,
+    WorkspaceError,
+)
 
 SHARD_HEADER = "X-Fixsec-Shard"
 """The header a router hashes to pick the node (deploy/haproxy/haproxy.cfg)."""
@@ -141,11 +150,12 @@ class WorkspaceClient:
             if e.code in ok_statuses and isinstance(answer, dict):
                 return answer
             raise _error(e.code, answer, self.server, self.last_served_by) from None
-        except urllib.error.URLError as e:
-            raise Busy(
-                f"cannot reach the service at {self.server}: {e.reason}; "
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
+            reason = getattr(e, "reason", e)
+            raise ServiceUnreachable(
+                f"cannot reach the service at {self.server}: {reason}; "
                 "check the URL and that it runs",
-                "busy",
+                "unreachable",
             ) from None
 
     def _redirect_refused(self, e: urllib.error.HTTPError, url: str) -> Refused:
@@ -174,6 +184,7 @@ class WorkspaceClient:
         submodules: bool = False,
         lfs: bool = False,
         network: Optional[str] = None,
+        serve_credential: bool = False,
     ) -> PreparedWorkspace:
         """Prepare on the node that holds the repository (its network's)."""
         body: Dict[str, Any] = {"repo_full_name": repo_full_name, "clone_url": clone_url}
@@ -190,6 +201,8 @@ class WorkspaceClient:
             body["submodules"] = True
         if lfs:
             body["lfs"] = True
+        if serve_credential:
+            body["serve_credential"] = True
         out = self._call("POST", "/workspace/prepare", network or repo_full_name, body)
         return PreparedWorkspace.from_json(out, served_by=self.last_served_by)
 
@@ -203,9 +216,9 @@ class WorkspaceClient:
             shard,
             {"branch": branch, "url": url, "force": force},
         )
-        return PushResult(**out)
+        return PushResult.from_json(out)
 
-    def remove(self, name: str, *, shard: str) -> Dict[str, Any]:
+    def remove(self, name: str, *, shard: str) -> RemovalReport:
         """Remove a workspace; the removal report (``removed`` says whether
         everything went)."""
         out = self._call(
@@ -219,17 +232,25 @@ class WorkspaceClient:
         """Release a lease a prepare took; the workspace's name."""
         return self._call("DELETE", f"/workspace/leases/{int(lease_id)}", shard)["name"]
 
-    def list(self, *, shard: Optional[str] = None) -> List[Dict[str, Any]]:
+    def list(self, *, shard: Optional[str] = None) -> List[WorkspaceSummary]:
         """The workspaces of one node (the node of ``shard`` behind a router)."""
         return self._call("GET", "/workspace/workspaces", shard)["workspaces"]
 
-    def stats(self, *, shard: Optional[str] = None) -> Dict[str, Any]:
+    def stats(self, *, shard: Optional[str] = None) -> Stats:
         """One node's stats (the node of ``shard`` behind a router)."""
         return self._call("GET", "/workspace/stats", shard)["stats"]
 
     def health(self, *, shard: Optional[str] = None) -> Dict[str, Any]:
         """One node's health report (the open summary without a token)."""
         return self._call("GET", "/workspace/health", shard)
+
+    def cleanup(
+        self, max_age_hours: Optional[float] = None, *, shard: Optional[str] = None
+    ) -> CleanupReport:
+        """Remove one node's old workspaces (never one in use); the whole
+        report, as :meth:`WorkspaceManager.cleanup` gives it."""
+        body = {} if max_age_hours is None else {"max_age_hours": max_age_hours}
+        return self._call("POST", "/workspace/cleanup", shard, body)["report"]
 
 
 def _host_of(url: str) -> Optional[str]:

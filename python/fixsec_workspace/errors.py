@@ -64,6 +64,12 @@ class Unauthorized(Refused):
     """The service refused the API token (:class:`WorkspaceClient` only)."""
 
 
+class ServiceUnreachable(WorkspaceError, ConnectionError):
+    """The service could not be reached at all (:class:`WorkspaceClient`
+    only): a wrong URL, a service that is down, a network fault. Not
+    :class:`Busy`, which the service itself says when it is at a limit."""
+
+
 BY_KIND = {
     "invalid_input": InvalidInput,
     "refused": Refused,
@@ -77,6 +83,7 @@ BY_KIND = {
     "policy": PolicyError,
     "config": ConfigError,
     "unauthorized": Unauthorized,
+    "unreachable": ServiceUnreachable,
 }
 """The exception class of each kind label (the HTTP API's ``error``)."""
 
@@ -95,4 +102,5 @@ __all__ = [
     "PolicyError",
     "ConfigError",
     "Unauthorized",
+    "ServiceUnreachable",
 ]

@@ -156,6 +156,9 @@ def test_the_shard_key_keeps_forks_with_their_root_and_the_pr_flow_works(
     assert client.release_lease(ws.lease_id, shard=root) == ws.name
     report = client.remove(forked.name, shard=root)
     assert report["removed"] is True
+    # The same cleanup call as in-process, on the root's node.
+    cleaned = client.cleanup(24, shard=root)
+    assert cleaned["cleaned_workspaces"] == 0 and cleaned["max_age_hours"] == 24
     with pytest.raises(NotFound):
         client.remove(forked.name, shard=root)
 

@@ -11,6 +11,8 @@
 //! | `reliability` | concurrency, crashes, deep and read-only trees |
 //! | `security` | the security review's findings (issue 11) |
 //! | `tenants` | two tenants on one forge: no tenant reaches another's code, credentials or network (issue 21) |
+//! | `served_credential` | stock git pushing from a leased workspace with a served credential (issue 22) |
+//! | `architecture_doc` | docs/ARCHITECTURE.md's module table against the source tree |
 //! | `hostile` | policies that misbehave |
 //! | `plugins` | other policies, swapped at run time |
 //! | `extras` | submodules and Git LFS, against loopback servers |
@@ -25,6 +27,7 @@
 
 mod support;
 
+mod architecture_doc;
 mod cleanup;
 mod cli;
 mod http;

@@ -38,10 +38,12 @@
 use crate::adapter::git::ExtrasLimits;
 use crate::adapter::removal::RemovalConfig;
 use crate::error::{Error, Result};
-use crate::http::ApiToken;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+
+mod token;
+pub use token::ApiToken;
 
 /// Where the policy component comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,15 +10,14 @@
 //! blocking thread; the git queue bounds that work anyway. The server reads request headers under a timeout and caps open
 //! connections, so idle or slow clients cannot exhaust it.
 
-mod auth;
 mod errors;
 mod probes;
 mod routes;
 mod server;
 pub mod ui;
 
+pub use crate::config::ApiToken;
 pub use crate::config::ServerConfig;
-pub use auth::ApiToken;
 use probes::isolated;
 pub use routes::ROUTES;
 pub use server::{RunningServer, start};

@@ -17,16 +17,18 @@ type WitError = types::Error;
 /// The export a call is running: which imports it may use.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) enum Export {
-    /// `workspace-name`: pure; clock, settings and log only.
+    /// `workspace-name`: pure; clock, free space, settings and log only.
     #[default]
     WorkspaceName,
     /// `prepare`: may list, inspect, and change the workspace being prepared.
     Prepare,
     /// `cleanup`: may list and remove.
     Cleanup,
-    /// `assess-health` (reached without a token): clock, settings and log only.
+    /// `assess-health` (reached without a token): clock, free space,
+    /// settings and log only.
     AssessHealth,
-    /// `authorize-push`: a decision; clock, settings and log only.
+    /// `authorize-push`: a decision; clock, free space, settings and log
+    /// only.
     AuthorizePush,
 }
 

@@ -1,4 +1,6 @@
-//! Bearer-token authentication, compared in constant time.
+//! The HTTP API's bearer token: configuration (it lives here, not in
+//! `http`, so the configuration builds without the server), compared in
+//! constant time.
 
 use subtle::ConstantTimeEq;
 

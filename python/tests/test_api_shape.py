@@ -1,0 +1,64 @@
+"""Issue 22: the Python surface an application builds on: results that do
+not break on a key a newer host adds, an unreachable service that is not
+called busy, the client's cleanup, and an asyncio manager."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from fixsec_workspace import (
+    AsyncWorkspaceManager,
+    Busy,
+    PushResult,
+    ServiceUnreachable,
+    WorkspaceClient,
+)
+
+
+def test_a_push_result_ignores_keys_a_newer_host_adds():
+    out = {
+        "name": "acme_app_1", "branch": "fix", "commit": "abc", "url": "https://h/r.git",
+        "forced": False, "duration_ms": 3, "added_later": {"x": 1},
+    }
+    assert PushResult.from_json(out).commit == "abc"
+
+
+def test_an_unreachable_service_is_not_reported_as_busy():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = WorkspaceClient(f"http://127.0.0.1:{port}", token="t", timeout=5)
+    with pytest.raises(ServiceUnreachable) as e:
+        client.list()
+    assert not isinstance(e.value, Busy)
+    assert isinstance(e.value, ConnectionError)
+    assert e.value.kind == "unreachable"
+    assert f"127.0.0.1:{port}" in str(e.value)
+
+
+def test_the_asyncio_manager_prepares_without_blocking_the_loop(tmp_path, upstream):
+    manager = AsyncWorkspaceManager(tmp_path / "ws", allow_local_urls=True)
+
+    async def run():
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.001)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        ws = await manager.prepare("acme/app", str(upstream))
+        again = await manager.prepare("acme/app", str(upstream))
+        stats = await manager.stats()
+        task.cancel()
+        return ws, again, stats, ticks
+
+    ws, again, stats, ticks = asyncio.run(run())
+    assert not ws.reused and again.reused
+    assert stats["total_workspaces"] == 1
+    assert ticks > 0, "the event loop was blocked during the prepares"
