@@ -86,7 +86,7 @@ fn default_names_leave_a_deep_repository_room_under_max_path() -> Result<(), Fai
 #[cfg(windows)]
 mod windows {
     use super::support::{self, Upstream};
-    use fixsec_workspace::adapter::removal::RemovalConfig;
+    use fixsec_workspace::RemovalConfig;
     use fixsec_workspace::{PrepareRequest, WorkspaceManager};
     use libtest_mimic::{Failed, Trial};
     use std::io::{BufRead, BufReader, Read, Write};

@@ -36,7 +36,7 @@ pub(crate) fn mirror(b: &mut Bench, large: &Path) {
             .allow_local_urls(true)
             .allow_private_networks(true)
             .configure(|c| {
-                c.mirror_sharing = fixsec_workspace::config::MirrorSharing::Network;
+                c.mirror_sharing = fixsec_workspace::MirrorSharing::Network;
             })
             .build()
             .unwrap();

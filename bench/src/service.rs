@@ -15,8 +15,8 @@ pub(crate) fn stats(b: &mut Bench) {
             let repo = base.join(format!("ws_{w:03}")).join("repo");
             let now = chrono::Utc::now();
             std::fs::create_dir_all(&repo).unwrap();
-            fixsec_workspace::metadata::WorkspaceMetadata {
-                version: fixsec_workspace::metadata::METADATA_VERSION,
+            fixsec_workspace::testing::WorkspaceMetadata {
+                version: fixsec_workspace::testing::METADATA_VERSION,
                 repo_full_name: format!("bench/ws{w}"),
                 clone_url: "https://example.invalid/r.git".into(),
                 branch: Some("main".into()),

@@ -98,11 +98,6 @@ pub struct Options {
     pub same_names_as_default: bool,
 }
 
-/// Run every check against the component at `path`.
-pub fn run(path: &Path) -> CheckReport {
-    run_with(path, Options::default())
-}
-
 /// Run every check, and those `options` ask for, against `path`.
 pub fn run_with(path: &Path, options: Options) -> CheckReport {
     let mut checks = Vec::new();
@@ -324,7 +319,8 @@ fn cleanup(m: &WorkspaceManager, upstream: &Path) -> Result<String, String> {
 }
 
 fn health(m: &WorkspaceManager) -> Result<String, String> {
-    use crate::policy::bindings::exports::fixsec::workspace::policy::{HealthStats, Thresholds};
+    use crate::model::Thresholds;
+    use crate::policy::HealthFigures;
     let current = m.health().map_err(|e| e.to_string())?.status;
     let thresholds = Thresholds {
         workspace_size_warning_mb: 1000,
@@ -332,17 +328,8 @@ fn health(m: &WorkspaceManager) -> Result<String, String> {
         max_workspaces: 100,
         max_age_hours: 24.0,
     };
-    let empty = HealthStats {
-        total_workspaces: 0,
-        total_size_bytes: 0,
-        in_use: 0,
-        largest: vec![],
-        stale: 0,
-        without_metadata: 0,
-        pending_deletions: 0,
-        free_space_bytes: None,
-    };
-    let extreme = HealthStats {
+    let empty = HealthFigures::default();
+    let extreme = HealthFigures {
         total_workspaces: u32::MAX,
         total_size_bytes: u64::MAX,
         in_use: u32::MAX,
@@ -354,9 +341,10 @@ fn health(m: &WorkspaceManager) -> Result<String, String> {
     };
     let mut seen = vec![current.as_str()];
     for (what, stats) in [("no workspaces", empty), ("extreme figures", extreme)] {
-        let (status, _) = m
-            .assess(&stats, thresholds)
-            .map_err(|e| format!("{what}: {e}"))?;
+        let status = m
+            .assess(&stats, &thresholds)
+            .map_err(|e| format!("{what}: {e}"))?
+            .status;
         seen.push(status.as_str());
         if what == "extreme figures" && status == HealthStatus::Healthy {
             return Err("extreme figures (disk full, u32::MAX workspaces) judged healthy".into());

@@ -67,11 +67,6 @@ impl Layout {
         self.workspace_dir(name).join("workspace.json")
     }
 
-    /// `<base>/.locks/<name>.lock`.
-    pub fn lock_path(&self, name: &WorkspaceName) -> PathBuf {
-        self.locks_dir().join(format!("{name}.lock"))
-    }
-
     /// `<base>/.trash`.
     pub fn trash_dir(&self) -> PathBuf {
         self.base.join(".trash")

@@ -19,30 +19,51 @@
 
 #![warn(missing_docs)]
 
-pub mod adapter;
+// The library's API is the re-exports below (and `http`, `cli` with their
+// features); every module is the crate's own.
+pub(crate) mod adapter;
 #[cfg(feature = "cli")]
 pub mod cli;
-pub mod clone_url;
-pub mod config;
+pub(crate) mod clone_url;
+pub(crate) mod config;
 pub mod conformance;
-pub mod error;
-pub mod git_queue;
+pub(crate) mod error;
+pub(crate) mod git_queue;
 #[cfg(feature = "server")]
 pub mod http;
-pub mod layout;
-pub mod locks;
-pub mod manager;
-pub mod metadata;
-pub mod metrics;
-pub mod model;
-pub mod names;
-pub mod policy;
+pub(crate) mod layout;
+pub(crate) mod locks;
+pub(crate) mod manager;
+pub(crate) mod metadata;
+pub(crate) mod metrics;
+pub(crate) mod model;
+pub(crate) mod names;
+pub(crate) mod policy;
 mod store;
 
-pub use config::{Config, PolicyLimits, PolicySource};
+pub use adapter::git::ExtrasLimits;
+pub use adapter::removal::RemovalConfig;
+pub use config::{
+    ApiToken, Config, GitLimits, MirrorSharing, PolicyLimits, PolicySource, ServerConfig,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use manager::{Lease, WorkspaceManager, WorkspaceManagerBuilder};
+pub use metrics::{Metrics, RecentOperation, RunningOperation};
 pub use model::*;
+pub use names::WorkspaceName;
+pub use policy::{CONTRACT, DEFAULT_POLICY, OLDER_CONTRACTS, PushQuestion, default_push_rule};
+pub use store::{METRICS_MAX_AGE, SNAPSHOT_TTL};
+
+/// Seams for this crate's own tests and benchmarks: fault injection in
+/// removals, the git engine called directly, the naming corpus, the
+/// metadata file. Not part of the API: it changes without notice.
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::adapter::git::{self as git, GitRef, Remote};
+    pub use crate::adapter::removal::{FaultInjector, FsOps, RealFs, Remover};
+    pub use crate::conformance::NAME_CORPUS;
+    pub use crate::metadata::{METADATA_VERSION, WorkspaceMetadata};
+}
 
 /// The README's Rust examples, compiled as doctests so they stay true.
 #[doc = include_str!("../../README.md")]

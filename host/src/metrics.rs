@@ -287,7 +287,7 @@ impl Drop for OperationTimer<'_> {
 }
 
 impl Metrics {
-    /// The last [`RECENT_OPERATIONS`] finished operations, newest first.
+    /// The last finished operations (at most 100), newest first.
     pub fn recent(&self) -> Vec<RecentOperation> {
         self.recent.lock().iter().rev().cloned().collect()
     }

@@ -33,7 +33,7 @@ impl WorkspaceName {
     /// Check `name` and wrap it. Refuses separators, `..`, NUL and control
     /// characters, characters Windows forbids, trailing dots and spaces,
     /// reserved device names (`CON`, `COM1.txt`, ...), a leading `.` (kept for
-    /// the host's own folders) and names over [`MAX_NAME_LEN`] bytes.
+    /// the host's own folders) and names over 200 bytes.
     pub fn parse(name: &str) -> Result<Self> {
         let refuse = |why: &str| {
             Err(Error::Refused(format!(

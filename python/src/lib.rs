@@ -216,6 +216,6 @@ impl LeaseHandle {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Manager>()?;
     m.add_class::<LeaseHandle>()?;
-    m.add("CONTRACT", fixsec_workspace::policy::CONTRACT)?;
+    m.add("CONTRACT", fixsec_workspace::CONTRACT)?;
     Ok(())
 }

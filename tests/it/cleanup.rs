@@ -4,7 +4,7 @@
 use crate::support;
 
 use crate::support::{Fixture, Upstream, age_workspace, builder, manager};
-use fixsec_workspace::adapter::removal::FaultInjector;
+use fixsec_workspace::testing::FaultInjector;
 use fixsec_workspace::{ErrorKind, HealthStatus, PrepareRequest, WorkspaceManager};
 use std::path::Path;
 use std::sync::Arc;

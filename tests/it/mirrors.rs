@@ -6,7 +6,7 @@
 use crate::support::forge::git;
 use crate::support::smart_http::SmartHttp;
 use crate::support::{Upstream, builder, mirror_folders};
-use fixsec_workspace::config::MirrorSharing;
+use fixsec_workspace::MirrorSharing;
 use fixsec_workspace::{PrepareRequest, WorkspaceManager};
 use std::path::Path;
 

@@ -4,8 +4,8 @@
 
 use crate::support;
 use crate::support::{Upstream, age_workspace, component, hostile_policy};
+use fixsec_workspace::DEFAULT_POLICY;
 use fixsec_workspace::http::{self, ApiToken, ServerConfig};
-use fixsec_workspace::policy::DEFAULT_POLICY;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -5,8 +5,8 @@
 use crate::support;
 
 use fixsec_policy_default::naming;
-use fixsec_workspace::names::WorkspaceName;
-use fixsec_workspace::policy::DEFAULT_POLICY;
+use fixsec_workspace::DEFAULT_POLICY;
+use fixsec_workspace::WorkspaceName;
 use fixsec_workspace::{ErrorKind, PolicyLimits, WorkspaceManager};
 use proptest::prelude::*;
 use std::collections::HashMap;
@@ -23,7 +23,7 @@ fn shared() -> &'static WorkspaceManager {
 }
 
 /// The conformance suite's corpus of tricky inputs, shared with `policy check`.
-use fixsec_workspace::conformance::NAME_CORPUS as TRICKY;
+use fixsec_workspace::testing::NAME_CORPUS as TRICKY;
 
 #[test]
 fn the_component_names_like_the_original() {

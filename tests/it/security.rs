@@ -269,7 +269,7 @@ fn deletion_never_follows_a_link_at_the_root() {
     let base = tempfile::tempdir().unwrap();
     let m = builder(base.path())
         .fs_ops(std::sync::Arc::new(
-            fixsec_workspace::adapter::removal::FaultInjector::new(|p| {
+            fixsec_workspace::testing::FaultInjector::new(|p| {
                 p.file_name()
                     .is_some_and(|n| n.to_string_lossy().starts_with("evil"))
             })

@@ -13,7 +13,7 @@ use crate::support::Upstream;
 use crate::support::forge::git;
 use crate::support::smart_http::SmartHttp;
 use crate::support::{builder, files_containing};
-use fixsec_workspace::config::MirrorSharing;
+use fixsec_workspace::MirrorSharing;
 use fixsec_workspace::{ErrorKind, PrepareRequest, PushRequest, WorkspaceManager};
 use std::path::{Path, PathBuf};
 
@@ -192,7 +192,7 @@ fn b_cannot_check_out_a_commit_left_in_a_workspace_by_another_url_or_credential(
 /// `update` where the default one re-clones).
 #[test]
 fn the_host_refuses_to_update_a_checkout_to_another_url() {
-    use fixsec_workspace::adapter::git::{self, GitRef, Remote};
+    use fixsec_workspace::testing::{GitRef, Remote, git};
     let forge = Forge::new();
     let base = tempfile::tempdir().unwrap();
     let m = manager(base.path(), MirrorSharing::Repository);
@@ -264,7 +264,7 @@ fn a_server_never_learns_another_tenants_ref_tips() {
 /// spelt out; an unknown value is refused with the two choices named.
 #[test]
 fn sharing_mirrors_across_a_network_is_opt_in() {
-    use fixsec_workspace::config::Config;
+    use fixsec_workspace::Config;
     let lookup =
         |v: &'static str| move |k: &str| (k == "WORKSPACE_MIRROR_SHARING").then(|| v.to_string());
     assert_eq!(

@@ -174,11 +174,6 @@ impl ServedCredential {
         format!("cache --socket '{socket}'")
     }
 
-    /// Where git's cache listens for this credential.
-    pub fn socket(&self) -> &Path {
-        &self.socket
-    }
-
     /// Forget the credential now: the daemon exits, the socket folder and
     /// the helper entry go. Safe to call twice.
     pub fn stop(&mut self) {

@@ -631,6 +631,7 @@ impl WorkspaceLocks {
     ///
     /// A read: it never creates a lock file (every holder creates one first,
     /// so a missing file means no other process holds the lock).
+    #[cfg(test)]
     pub fn is_busy(&self, name: &WorkspaceName) -> bool {
         self.is_leased(name) || self.is_locked(name)
     }

@@ -79,7 +79,7 @@ fn waiting_for_a_lock_held_elsewhere_ends_busy() {
 fn a_lock_on_a_replaced_file_is_not_kept() {
     let (_dir, layout) = registry();
     let name = WorkspaceName::parse("a_1").unwrap();
-    let path = layout.lock_path(&name);
+    let path = layout.locks_dir().join(format!("{name}.lock"));
     let locks = WorkspaceLocks::new(layout);
     let opened = locks.open_lock_file(&name).unwrap();
     std::fs::remove_file(&path).unwrap();

@@ -4,8 +4,7 @@ use super::{LONG_OPERATION, WorkspaceManager};
 use crate::error::Result;
 use crate::metrics::Metrics;
 use crate::model::*;
-use crate::policy::bindings::exports::fixsec::workspace::policy as wit;
-use crate::policy::{CallContext, Export};
+use crate::policy::HealthFigures;
 use crate::store::METRICS_MAX_AGE;
 use chrono::Utc;
 
@@ -37,7 +36,7 @@ impl WorkspaceManager {
         let now = Utc::now();
         let max_age = chrono::Duration::seconds((config.max_age_hours * 3600.0) as i64);
         let size_limit = config.size_warning_mb * 1024 * 1024;
-        let wit_stats = wit::HealthStats {
+        let figures = HealthFigures {
             total_workspaces: stats.total_workspaces as u32,
             // The disk the service uses: workspaces and the mirrors they
             // borrow from.
@@ -56,15 +55,14 @@ impl WorkspaceManager {
             pending_deletions: stats.pending_deletions as u32,
             free_space_bytes: stats.free_space_bytes,
         };
-        let thresholds = wit::Thresholds {
+        let thresholds = crate::model::Thresholds {
             workspace_size_warning_mb: config.size_warning_mb,
             total_size_warning_mb: config.total_size_warning_mb,
             max_workspaces: config.max_workspaces,
             max_age_hours: config.max_age_hours,
         };
-        let verdict = self.assess(&wit_stats, thresholds)?;
-        let mut status = verdict.0;
-        let verdict = verdict.1;
+        let verdict = self.assess(&figures, &thresholds)?;
+        let mut status = verdict.status;
         let mut warnings = verdict.warnings;
         let mut recommendations = verdict.recommendations;
         // The guide's operational alerts, from what this process observed.
@@ -95,12 +93,7 @@ impl WorkspaceManager {
         Ok(HealthReport {
             status,
             policy: self.policy_info(),
-            thresholds: crate::model::Thresholds {
-                workspace_size_warning_mb: config.size_warning_mb,
-                total_size_warning_mb: config.total_size_warning_mb,
-                max_workspaces: config.max_workspaces,
-                max_age_hours: config.max_age_hours,
-            },
+            thresholds,
             workspace_stats: stats,
             warnings,
             recommendations,
@@ -110,16 +103,11 @@ impl WorkspaceManager {
     /// The policy's verdict on given figures (health, and the conformance checks).
     pub(crate) fn assess(
         &self,
-        stats: &wit::HealthStats,
-        thresholds: wit::Thresholds,
-    ) -> Result<(HealthStatus, wit::HealthReport)> {
-        let (verdict, _) = self.policy().call(
-            self.store.clone(),
-            CallContext::for_export(Export::AssessHealth),
-            "assess-health",
-            |p, s| p.assess_health(s, stats, thresholds),
-        )?;
-        Ok((verdict.status.into(), verdict))
+        figures: &HealthFigures,
+        thresholds: &crate::model::Thresholds,
+    ) -> Result<crate::policy::Verdict> {
+        self.policy()
+            .call_assess_health(self.store.clone(), figures, thresholds)
     }
 
     /// The manager's metrics (for `GET /metrics` or an embedder's registry).

@@ -16,7 +16,6 @@ mod prepare;
 mod push;
 
 /// How old stats, health and metrics answers may be (re-exported from the store).
-pub use crate::store::{METRICS_MAX_AGE, SNAPSHOT_TTL};
 pub use builder::WorkspaceManagerBuilder;
 pub use lease::Lease;
 
@@ -28,8 +27,7 @@ use crate::metadata::WorkspaceMetadata;
 use crate::metrics::Operation;
 use crate::model::*;
 use crate::names::WorkspaceName;
-use crate::policy::bindings::exports::fixsec::workspace::policy as wit;
-use crate::policy::{CallContext, PolicyEngine};
+use crate::policy::PolicyEngine;
 use crate::store::Store;
 use std::path::Path;
 use std::sync::Arc;
@@ -177,7 +175,7 @@ impl WorkspaceManager {
     }
 
     /// Totals and per-workspace sizes, from sizes recorded at prepare time
-    /// (an answer at most [`SNAPSHOT_TTL`] old, fresh after any change made
+    /// (an answer at most [`SNAPSHOT_TTL`](crate::SNAPSHOT_TTL) old, fresh after any change made
     /// through this manager).
     pub fn stats(&self) -> Result<Stats> {
         let snapshots = &self.store.snapshots;
@@ -216,28 +214,16 @@ impl WorkspaceManager {
             )));
         }
         let (pending_finished, pending_freed) = self.store.purge_trash();
-        let request = wit::CleanupRequest { max_age_hours };
-        let (outcome, ctx) = self.policy().call(
-            self.store.clone(),
-            CallContext::cleanup(max_age_hours),
-            "cleanup",
-            |p, s| p.cleanup(s, request),
-        )?;
-        let outcome = outcome.map_err(Error::from)?;
+        let (outcome, ctx) = self
+            .policy()
+            .call_cleanup(self.store.clone(), max_age_hours)?;
         let mut report = CleanupReport {
             cleaned_workspaces: 0,
             max_age_hours,
             bytes_freed: pending_freed,
             removed: Vec::new(),
             failed: Vec::new(),
-            skipped: outcome
-                .skipped
-                .into_iter()
-                .map(|s| SkippedWorkspace {
-                    name: s.name,
-                    reason: s.reason,
-                })
-                .collect(),
+            skipped: outcome.skipped,
             kept: outcome.kept,
             pending_deletions_finished: pending_finished,
             mirrors_removed: Vec::new(),

@@ -10,8 +10,7 @@ use crate::metadata::{METADATA_VERSION, WorkspaceMetadata};
 use crate::metrics::Operation;
 use crate::model::*;
 use crate::names::WorkspaceName;
-use crate::policy::bindings::exports::fixsec::workspace::policy as wit;
-use crate::policy::{CallContext, Export, PolicyEngine};
+use crate::policy::{CallContext, PolicyEngine, PrepareCall};
 use chrono::Utc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -33,13 +32,7 @@ impl WorkspaceManager {
         policy: &PolicyEngine,
         repo_full_name: &str,
     ) -> Result<WorkspaceName> {
-        let (name, _) = policy.call(
-            self.store.clone(),
-            CallContext::for_export(Export::WorkspaceName),
-            "workspace-name",
-            |p, s| p.workspace_name(s, repo_full_name),
-        )?;
-        let name = name.map_err(Error::from)?;
+        let name = policy.call_workspace_name(self.store.clone(), repo_full_name)?;
         WorkspaceName::parse(&name).map_err(|e| {
             Error::Policy(format!(
                 "{} returned an unsafe workspace name for {repo_full_name:?}: {e}",
@@ -243,22 +236,20 @@ impl WorkspaceManager {
             submodules: request.submodules,
             lfs: request.lfs,
         };
-        let wit_request = wit::PrepareRequest {
+        let question = PrepareCall {
             repo_full_name: request.repo_full_name.clone(),
             name: name.to_string(),
             clone_url: url.public.clone(),
             git_ref: request.git_ref.clone(),
             depth: request.depth,
         };
-        let (outcome, mut ctx) = policy.call(store.clone(), call, "prepare", |p, s| {
-            p.prepare(s, &wit_request)
-        })?;
+        let (outcome, mut ctx) = policy.call_prepare(store.clone(), call, &question)?;
         // A host limit (queue, disk, shutdown) is the answer, whatever the
         // policy made of it.
         if let Some(stop) = ctx.host_stop.take() {
             return Err(stop);
         }
-        let outcome = outcome.map_err(Error::from)?;
+        let outcome = outcome?;
 
         // Trust the disk, not the policy's word.
         let repo_dir = store.layout.repo_dir(&name);

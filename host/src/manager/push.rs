@@ -7,8 +7,7 @@ use crate::metadata::WorkspaceMetadata;
 use crate::metrics::Operation;
 use crate::model::{PushOutcome, PushRequest};
 use crate::names::WorkspaceName;
-use crate::policy::bindings::exports::fixsec::workspace::policy as wit;
-use crate::policy::{CallContext, Export};
+use crate::policy::PushQuestion;
 use std::time::Instant;
 
 impl WorkspaceManager {
@@ -95,8 +94,7 @@ impl WorkspaceManager {
         // The target's own default branch, as it answers this credential
         // now: a refspec or a job could have moved `origin/HEAD` here.
         let default_branch = store.push_target_default_branch(&name, &url.public, &remote)?;
-        let policy = self.policy();
-        let decision_request = wit::PushRequest {
+        let question = PushQuestion {
             repo_full_name: meta.repo_full_name,
             name: name.to_string(),
             branch: branch.clone(),
@@ -104,17 +102,13 @@ impl WorkspaceManager {
             url: url.public.clone(),
             default_branch,
         };
-        let (decision, _) = policy.call(
-            store.clone(),
-            CallContext::for_export(Export::AuthorizePush),
-            "authorize-push",
-            |p, s| p.authorize_push(s, &decision_request),
-        )?;
-        decision.map_err(|e| match Error::from(e) {
-            // A policy's "no" names the rule; keep it the caller's to read.
-            Error::Refused(m) => Error::Refused(format!("the policy refuses the push: {m}")),
-            other => other,
-        })?;
+        self.policy()
+            .call_authorize_push(store.clone(), &question)
+            .map_err(|e| match e {
+                // A policy's "no" names the rule; keep it the caller's to read.
+                Error::Refused(m) => Error::Refused(format!("the policy refuses the push: {m}")),
+                other => other,
+            })?;
         let commit = store.push_workspace(&name, &url.public, branch, request.force, &remote)?;
         let duration_ms = started.elapsed().as_millis() as u64;
         tracing::info!(workspace = %name, branch, url = %url.public, commit, force = request.force, duration_ms, "branch pushed");

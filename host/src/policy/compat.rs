@@ -13,6 +13,7 @@ use super::bindings::fixsec::workspace as now;
 use super::bindings::fixsec::workspace::types;
 use super::bindings_v0_1::exports::fixsec::workspace::policy as old;
 use super::bindings_v0_1::fixsec::workspace as then;
+use super::calls::PushQuestion;
 use wasmtime::Store;
 
 type WitResult<T> = wasmtime::Result<Result<T, types::Error>>;
@@ -28,15 +29,12 @@ pub(crate) enum Instance {
 /// The push rule for policies without `authorize-push` (0.1.x), and the
 /// default policy's unless its settings say more: any branch but the
 /// remote's default branch, with or without force.
-pub fn default_push_rule(request: &current::PushRequest) -> Result<(), types::Error> {
-    if request.default_branch.as_deref() == Some(request.branch.as_str()) {
-        return Err(types::Error {
-            kind: types::ErrorKind::Refused,
-            message: format!(
-                "{} is the remote's default branch; push a topic branch and open a pull request",
-                request.branch
-            ),
-        });
+pub fn default_push_rule(question: &PushQuestion) -> crate::error::Result<()> {
+    if question.default_branch.as_deref() == Some(question.branch.as_str()) {
+        return Err(crate::error::Error::Refused(format!(
+            "{} is the remote's default branch; push a topic branch and open a pull request",
+            question.branch
+        )));
     }
     Ok(())
 }
@@ -152,7 +150,9 @@ impl Instance {
     ) -> WitResult<()> {
         match self {
             Instance::Current(i) => i.fixsec_workspace_policy().call_authorize_push(s, r),
-            Instance::V0_1(_) => Ok(default_push_rule(r)),
+            Instance::V0_1(_) => {
+                Ok(default_push_rule(&PushQuestion::from(r)).map_err(types::Error::from))
+            }
         }
     }
 }

@@ -4,6 +4,7 @@
 
 use super::bindings::exports::fixsec::workspace::policy as wit;
 use super::bindings::fixsec::workspace::types;
+use super::calls::PushQuestion;
 use crate::adapter::git::RepoState;
 use crate::error::{Error, ErrorKind};
 use crate::model::{HealthStatus, RemovalReport, WorkspaceSummary};
@@ -99,6 +100,32 @@ impl From<wit::HealthStatus> for HealthStatus {
             wit::HealthStatus::Healthy => HealthStatus::Healthy,
             wit::HealthStatus::Warning => HealthStatus::Warning,
             wit::HealthStatus::Critical => HealthStatus::Critical,
+        }
+    }
+}
+
+impl From<&PushQuestion> for wit::PushRequest {
+    fn from(q: &PushQuestion) -> Self {
+        wit::PushRequest {
+            repo_full_name: q.repo_full_name.clone(),
+            name: q.name.clone(),
+            branch: q.branch.clone(),
+            force: q.force,
+            url: q.url.clone(),
+            default_branch: q.default_branch.clone(),
+        }
+    }
+}
+
+impl From<&wit::PushRequest> for PushQuestion {
+    fn from(r: &wit::PushRequest) -> Self {
+        PushQuestion {
+            repo_full_name: r.repo_full_name.clone(),
+            name: r.name.clone(),
+            branch: r.branch.clone(),
+            force: r.force,
+            url: r.url.clone(),
+            default_branch: r.default_branch.clone(),
         }
     }
 }

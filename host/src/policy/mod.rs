@@ -9,6 +9,7 @@
 //! memory limits. A trap, a limit or a broken contract is an error for that
 //! call only.
 
+mod calls;
 mod compat;
 mod convert;
 mod host;
@@ -25,13 +26,17 @@ use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+pub use calls::PushQuestion;
+pub(crate) use calls::{HealthFigures, PrepareCall, Verdict};
 pub(crate) use compat::Instance;
 pub use compat::default_push_rule;
 pub(crate) use host::{CallContext, Export};
 
-/// Bindings generated from `wit/workspace.wit` (the current contract).
+/// Bindings generated from `wit/workspace.wit` (the current contract):
+/// the host's own business (`calls.rs` and `convert.rs` translate), never
+/// part of the library's API.
 #[allow(missing_docs)]
-pub mod bindings {
+pub(crate) mod bindings {
     wasmtime::component::bindgen!({
         world: "workspace-policy",
         path: "../wit",
@@ -43,7 +48,7 @@ pub mod bindings {
 /// are the current ones (identical in both), so one implementation of the
 /// imports serves both versions (`compat.rs`).
 #[allow(missing_docs)]
-pub mod bindings_v0_1 {
+pub(crate) mod bindings_v0_1 {
     wasmtime::component::bindgen!({
         world: "workspace-policy",
         path: "../wit/v0.1",
@@ -108,11 +113,6 @@ impl std::fmt::Debug for PolicyEngine {
 }
 
 impl PolicyEngine {
-    /// Load the policy named by `source`, without a disk cache.
-    pub fn load(source: &PolicySource, limits: PolicyLimits) -> Result<Self> {
-        Self::load_cached(source, limits, None)
-    }
-
     /// Load the policy named by `source`; compiled code is cached in
     /// `cache_dir` (when given) and reused by later starts.
     pub fn load_cached(

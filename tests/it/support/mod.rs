@@ -14,7 +14,7 @@ pub mod webdriver;
 #[allow(unused_imports)] // the Windows harness includes this file too
 pub use servers::{GitDaemon, HttpStub, Tarpit};
 
-use fixsec_workspace::adapter::removal::RemovalConfig;
+use fixsec_workspace::RemovalConfig;
 use fixsec_workspace::{WorkspaceManager, WorkspaceManagerBuilder};
 use git2::{Repository, Signature};
 use std::net::TcpStream;
@@ -198,7 +198,7 @@ fn wait_for_port(port: u16) {
 /// files (git's objects and packs) included, which `std::fs::remove_dir_all`
 /// refuses there.
 pub fn remove_tree(path: &Path) {
-    let outcome = fixsec_workspace::adapter::removal::Remover::default().remove_tree(path);
+    let outcome = fixsec_workspace::testing::Remover::default().remove_tree(path);
     assert!(outcome.removed, "removing {}: {outcome:?}", path.display());
 }
 
