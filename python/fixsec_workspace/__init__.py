@@ -300,8 +300,12 @@ class AsyncWorkspaceManager:
         ws = await manager.prepare("acme/app", url)
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.sync = WorkspaceManager(*args, **kwargs)
+    def __init__(
+        self, *args: Any, manager: Optional[WorkspaceManager] = None, **kwargs: Any
+    ) -> None:
+        # ``manager``: wrap one the application already has; else the
+        # arguments are WorkspaceManager's.
+        self.sync = manager if manager is not None else WorkspaceManager(*args, **kwargs)
         """The blocking manager underneath (for the calls not wrapped here)."""
 
     @property

@@ -7,6 +7,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from fixsec_workspace import AsyncWorkspaceManager
 from forge import make_repository
 
 
@@ -55,7 +56,8 @@ def test_asyncio_to_thread_keeps_the_loop_running(manager, tmp_path):
                 ticks += 1
 
         ticker = asyncio.create_task(tick())
-        ws = await asyncio.to_thread(manager.prepare, "acme/async", str(repo))
+        # AsyncWorkspaceManager is asyncio.to_thread around the manager.
+        ws = await AsyncWorkspaceManager(manager=manager).prepare("acme/async", str(repo))
         ticker.cancel()
         return ws, ticks
 

@@ -15,7 +15,6 @@ mod lease;
 mod prepare;
 mod push;
 
-/// How old stats, health and metrics answers may be (re-exported from the store).
 pub use builder::WorkspaceManagerBuilder;
 pub use lease::Lease;
 

@@ -277,8 +277,8 @@ impl WorkspaceManager {
         // updating it), the checkout must be this caller's own.
         if git::prepared_by(&repo_dir).as_deref() != Some(principal.as_str()) {
             return Err(Error::Policy(format!(
-                "{} handed back a checkout last prepared with another credential (or by another \
-                 process) without updating or re-cloning it; it was not given to this caller",
+                "{} handed back a checkout last prepared with another credential without \
+                 updating or re-cloning it; it was not given to this caller",
                 policy.label()
             )));
         }

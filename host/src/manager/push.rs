@@ -52,14 +52,14 @@ impl WorkspaceManager {
         if git::same_remote(&origin, push_url) {
             return Ok(());
         }
-        if git::prepared_by(repo_dir).as_deref() == Some(remote.principal_digest().as_str()) {
+        if git::check_prepared_by(repo_dir, remote, false).is_ok() {
             return Ok(());
         }
         Err(Error::Refused(format!(
-            "{name} was cloned from {origin} and last prepared with another credential (or by \
-             another process) than this push's; its content goes to another repository ({push_url}) \
-             only with the credential that prepared it: prepare it with this credential first, \
-             or push to {origin}"
+            "{name} was cloned from {origin} and last prepared with another credential than this \
+             push's; its content goes to another repository ({push_url}) only with the \
+             credential that prepared it: prepare it with this credential first, or push to \
+             {origin}"
         )))
     }
 

@@ -42,7 +42,7 @@ impl Store {
         }
         .and_then(|head| {
             self.add_extras(&staging, url, remote, extras)?;
-            git::record_fetched_by(&staging, remote)?;
+            git::record_prepared_by(&staging, remote)?;
             Ok(head)
         });
         let head = match cloned {
@@ -112,19 +112,13 @@ impl Store {
         // branches and objects) is not this caller's to see. A clone the
         // original tool left (no workspace.json, no principal recorded)
         // is adopted as it is.
-        let adopted =
-            !self.layout.metadata_path(name).exists() && git::prepared_by(&repo).is_none();
-        let principal_checked = if adopted {
-            Ok(())
-        } else {
-            git::check_prepared_by(&repo, remote)
-        };
-        let updated = principal_checked
+        let adopt_unrecorded = !self.layout.metadata_path(name).exists();
+        let updated = git::check_prepared_by(&repo, remote, adopt_unrecorded)
             .and_then(|()| git::update(&repo, url, git_ref.as_ref(), depth, remote))
             .map_err(Error::from)
             .and_then(|u| {
                 self.add_extras(&repo, url, remote, extras)?;
-                git::record_fetched_by(&repo, remote)?;
+                git::record_prepared_by(&repo, remote)?;
                 Ok(u)
             });
         if let Err(e) = &updated {

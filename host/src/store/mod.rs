@@ -50,45 +50,49 @@ pub(crate) struct Store {
     pub principal_key: Option<Arc<[u8; 32]>>,
     /// Credentials served to stock git in leased workspaces, by lease id,
     /// with when the lease lapses (stopped when it is released).
-    pub served: parking_lot::Mutex<
-        std::collections::HashMap<
-            u64,
-            (
-                chrono::DateTime<chrono::Utc>,
-                crate::adapter::credential_cache::ServedCredential,
-            ),
-        >,
-    >,
+    pub served: parking_lot::Mutex<std::collections::HashMap<u64, ServedUntil>>,
 }
+
+/// A credential served for a lease, with when the lease lapses.
+pub(crate) type ServedUntil = (
+    chrono::DateTime<chrono::Utc>,
+    crate::adapter::credential_cache::ServedCredential,
+);
 
 /// The principal key at `path`: read, or made (32 random bytes, mode 0600)
 /// when missing. None, with a warning, when neither works (each process
 /// then uses a key of its own: checkouts are re-cloned across processes,
 /// never handed to another principal).
 pub(crate) fn load_principal_key(path: &std::path::Path) -> Option<Arc<[u8; 32]>> {
-    use std::io::Write;
-    for _ in 0..2 {
-        if let Ok(bytes) = std::fs::read(path)
-            && let Ok(key) = <[u8; 32]>::try_from(bytes.as_slice())
-        {
-            return Some(Arc::new(key));
-        }
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let read = || {
+        let bytes = std::fs::read(path).ok()?;
+        <[u8; 32]>::try_from(bytes.as_slice()).ok().map(Arc::new)
+    };
+    if let Some(key) = read() {
+        return Some(key);
+    }
+    // Written whole beside it, then linked into place: a process that
+    // reads the path sees a whole key or none, and of two processes making
+    // one at once, the second link fails and it reads the first's.
+    let made = (|| -> std::io::Result<Arc<[u8; 32]>> {
         let key: [u8; 32] = rand::random();
-        match options.open(path) {
-            Ok(mut file) => {
-                if file.write_all(&key).and_then(|()| file.sync_all()).is_ok() {
-                    return Some(Arc::new(key));
-                }
-                let _ = std::fs::remove_file(path);
-            }
-            // Another process made it meanwhile: read theirs.
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(_) => break,
-        }
+        let dir = path.parent().unwrap_or(std::path::Path::new("."));
+        let mut file = tempfile::NamedTempFile::new_in(dir)?;
+        std::io::Write::write_all(&mut file, &key)?;
+        file.as_file().sync_all()?;
+        #[cfg(unix)]
+        std::fs::set_permissions(
+            file.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )?;
+        std::fs::hard_link(file.path(), path)?;
+        Ok(Arc::new(key))
+    })();
+    if let Ok(key) = made {
+        return Some(key);
+    }
+    if let Some(key) = read() {
+        return Some(key);
     }
     tracing::warn!(path = %path.display(), "no usable principal key; using one of this process");
     None
@@ -167,5 +171,32 @@ impl Store {
             workspaces,
             mirrors: self.mirror_stats(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::load_principal_key;
+
+    /// One key per base, the same for every process that loads it, only
+    /// the service's user may read it; a file that is not a key is never
+    /// replaced (nor used).
+    #[test]
+    fn the_principal_key_is_made_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".principal-key");
+        let first = load_principal_key(&path).unwrap();
+        assert_eq!(load_principal_key(&path).unwrap(), first);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "a temporary file was left: {names:?}");
+        std::fs::write(&path, b"short").unwrap();
+        assert_eq!(load_principal_key(&path), None);
+        assert_eq!(std::fs::read(&path).unwrap(), b"short");
     }
 }

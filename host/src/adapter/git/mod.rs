@@ -18,13 +18,12 @@ mod submodules;
 pub use lfs::{LfsUrlCheck, pull as lfs_pull};
 pub use push::{default_branch_at, push};
 pub use refs::GitRef;
-pub use submodules::{
-    UrlCheck, check_prepared_by, prepared_by, record_fetched_by, remove_submodules, resolve_url,
-    update_submodules,
-};
+pub use submodules::{UrlCheck, remove_submodules, resolve_url, update_submodules};
 
 pub use budget::{ExtrasBudget, ExtrasLimits};
-pub use hygiene::{clear_stale_locks, stale_locks};
+pub use hygiene::{
+    check_prepared_by, clear_stale_locks, prepared_by, record_prepared_by, stale_locks,
+};
 pub use remote::{
     GitError, Progress, ProgressFn, Remote, Stop, TransferGuard, set_network_timeouts,
 };

@@ -119,17 +119,13 @@ impl TransferGuard {
     /// `WORKSPACE_EXTRAS_TIMEOUT_SECONDS`), both enforced while the data
     /// arrives rather than counted after.
     pub fn for_extras(&self, max_bytes: u64, deadline: std::time::Instant) -> Self {
-        let extras_tighter = self.max_bytes.is_none_or(|own| max_bytes < own);
+        // The workspace's own limit, where it is the tighter.
+        let own = self.max_bytes.filter(|own| *own <= max_bytes);
         TransferGuard {
-            max_bytes: Some(if extras_tighter {
-                max_bytes
-            } else {
-                self.max_bytes.unwrap_or(max_bytes)
-            }),
-            max_bytes_setting: if extras_tighter {
-                "WORKSPACE_MAX_EXTRAS_MB, for submodules and LFS objects together"
-            } else {
-                self.max_bytes_setting
+            max_bytes: Some(own.unwrap_or(max_bytes)),
+            max_bytes_setting: match own {
+                Some(_) => self.max_bytes_setting,
+                None => "WORKSPACE_MAX_EXTRAS_MB, for submodules and LFS objects together",
             },
             deadline: Some(self.deadline.map_or(deadline, |d| d.min(deadline))),
             ..TransferGuard::new(
@@ -188,15 +184,9 @@ impl TransferGuard {
     /// counting objects, or trickling progress messages) may go on waiting:
     /// not past shutdown or the deadline. Records why not.
     pub(super) fn check_waiting(&self) -> Result<(), ()> {
-        if self.cancel.load(std::sync::atomic::Ordering::Relaxed)
-            || self
-                .deadline
-                .is_some_and(|d| std::time::Instant::now() >= d)
-        {
-            // `check` finds and records which.
-            return self.check(0);
-        }
-        Ok(())
+        // No bytes yet: only shutdown, the deadline (and a first free-space
+        // measure) can stop it.
+        self.check(0)
     }
 
     /// Why not to write `more` bytes: the workspace disk would be left with

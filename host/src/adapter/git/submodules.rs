@@ -103,48 +103,6 @@ pub fn remove_submodules(repo_dir: &Path) -> Result<(), GitError> {
     Ok(())
 }
 
-/// The file in a checkout's git directory that names (by
-/// [`Remote::principal_digest`]) who last prepared it.
-const PREPARED_BY: &str = "fixsec-fetched-by";
-
-/// The digest of the principal whose prepare last fetched what the
-/// checkout at `repo_dir` holds, if recorded.
-pub fn prepared_by(repo_dir: &Path) -> Option<String> {
-    let marker = repo_dir.join(".git").join(PREPARED_BY);
-    std::fs::read_to_string(marker)
-        .ok()
-        .map(|m| m.trim().to_string())
-}
-
-/// `Ok` when the checkout at `repo_dir` was last prepared by `remote`'s
-/// principal (the same credential, in this process). Anything else is an
-/// error that makes the default policy clone afresh: a checkout holds more
-/// than its clone URL serves (a job's local branches, reflogs, stashes and
-/// unreachable objects; submodules, which may be other repositories and
-/// which libgit2 checks out without asking their remote when it has the
-/// commit), and none of it may pass to another caller.
-pub fn check_prepared_by(repo_dir: &Path, remote: &Remote) -> Result<(), GitError> {
-    if prepared_by(repo_dir).as_deref() == Some(remote.principal_digest().as_str()) {
-        return Ok(());
-    }
-    Err(GitError {
-        message: "the checkout was last prepared with another credential (or by another \
-                  process); it is cloned afresh rather than handed over"
-            .into(),
-        not_found: false,
-        stopped: None,
-        rejected: false,
-    })
-}
-
-/// After a prepare succeeded: record that `remote`'s principal fetched
-/// what the checkout at `repo_dir` holds (see [`check_prepared_by`]).
-pub fn record_fetched_by(repo_dir: &Path, remote: &Remote) -> Result<(), GitError> {
-    let marker = repo_dir.join(".git").join(PREPARED_BY);
-    crate::adapter::fs::write_atomically(&marker, remote.principal_digest().as_bytes())
-        .map_err(|e| GitError::io("writing", &marker, e))
-}
-
 fn update_in(
     repo: &Repository,
     base_url: &str,
