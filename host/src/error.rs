@@ -1,4 +1,5 @@
-//! Typed errors of the library. Every message says what failed and what to do.
+//! Typed errors of the library: one [`Error`] with a kind, a message and
+//! the cause. Every message says what failed and what to do.
 
 use serde::Serialize;
 use std::path::PathBuf;
@@ -33,21 +34,47 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [ErrorKind; 11] = [
+        ErrorKind::InvalidInput,
+        ErrorKind::Refused,
+        ErrorKind::NotFound,
+        ErrorKind::InUse,
+        ErrorKind::Busy,
+        ErrorKind::InsufficientStorage,
+        ErrorKind::Git,
+        ErrorKind::Io,
+        ErrorKind::Rejected,
+        ErrorKind::Policy,
+        ErrorKind::Config,
+    ];
+
     /// A short stable label, used in metrics and JSON errors.
     pub fn as_str(self) -> &'static str {
+        self.wording().0
+    }
+
+    /// The label, and how a message of this kind is introduced when shown.
+    fn wording(self) -> (&'static str, &'static str) {
         match self {
-            ErrorKind::InvalidInput => "invalid_input",
-            ErrorKind::Refused => "refused",
-            ErrorKind::NotFound => "not_found",
-            ErrorKind::InUse => "in_use",
-            ErrorKind::Busy => "busy",
-            ErrorKind::InsufficientStorage => "insufficient_storage",
-            ErrorKind::Git => "git",
-            ErrorKind::Io => "io",
-            ErrorKind::Rejected => "rejected",
-            ErrorKind::Policy => "policy",
-            ErrorKind::Config => "config",
+            ErrorKind::InvalidInput => ("invalid_input", "invalid input: "),
+            ErrorKind::Refused => ("refused", "refused: "),
+            ErrorKind::NotFound => ("not_found", "not found: "),
+            ErrorKind::InUse => ("in_use", "in use: "),
+            ErrorKind::Busy => ("busy", "busy: "),
+            ErrorKind::InsufficientStorage => ("insufficient_storage", "insufficient storage: "),
+            ErrorKind::Git => ("git", "git: "),
+            ErrorKind::Io => ("io", "filesystem: "),
+            ErrorKind::Rejected => ("rejected", "rejected: "),
+            ErrorKind::Policy => ("policy", "policy: "),
+            ErrorKind::Config => ("config", "configuration: "),
         }
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -57,155 +84,151 @@ impl std::str::FromStr for ErrorKind {
     /// The kind named by its label ([`as_str`](ErrorKind::as_str)), as a
     /// JSON error from the service carries it.
     fn from_str(label: &str) -> std::result::Result<Self, Self::Err> {
-        [
-            ErrorKind::InvalidInput,
-            ErrorKind::Refused,
-            ErrorKind::NotFound,
-            ErrorKind::InUse,
-            ErrorKind::Busy,
-            ErrorKind::InsufficientStorage,
-            ErrorKind::Git,
-            ErrorKind::Io,
-            ErrorKind::Rejected,
-            ErrorKind::Policy,
-            ErrorKind::Config,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == label)
-        .ok_or_else(|| format!("unknown error kind {label:?}"))
+        ErrorKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == label)
+            .ok_or_else(|| format!("unknown error kind {label:?}"))
     }
 }
 
-/// An error from the workspace manager.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The caller's input is malformed.
-    #[error("invalid input: {0}")]
-    InvalidInput(String),
-    /// The input is not allowed.
-    #[error("refused: {0}")]
-    Refused(String),
-    /// Something named does not exist.
-    #[error("not found: {0}")]
-    NotFound(String),
-    /// The workspace is busy.
-    #[error("workspace {0} is in use (being prepared or leased): retry when it is released")]
-    InUse(String),
-    /// The service is at one of its own limits.
-    #[error("busy: {0}")]
-    Busy(String),
-    /// Not enough disk, or a clone over the size limit; nothing was left behind.
-    #[error("insufficient storage: {0}")]
-    InsufficientStorage(String),
-    /// git failed.
-    #[error("git: {0}")]
-    Git(String),
-    /// A filesystem operation failed: what was being done and where, with
-    /// the OS error when there is one (one reported by the policy, or a
-    /// summary of several attempts, has none).
-    #[error("filesystem: {message}")]
-    Io {
-        /// What failed, where, and what to do.
-        message: String,
-        /// The OS error.
-        #[source]
-        source: Option<std::io::Error>,
-    },
-    /// Push rejected by the remote (not a fast-forward, a protected
-    /// branch, a hook said no): nothing changed there.
-    #[error("rejected: {0}")]
-    Rejected(String),
-    /// The policy failed for this call.
-    #[error("policy: {0}")]
-    Policy(String),
-    /// The configuration or policy file is unusable.
-    #[error("configuration: {0}")]
-    Config(String),
+/// The cause an [`Error`] carries: an OS error, libgit2's error, a JSON
+/// error.
+type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// An error from the workspace manager: what kind of failure, a message
+/// that says what failed and what to do, and the underlying cause when
+/// there is one (reach it with [`std::error::Error::source`]).
+///
+/// Shown, the message is introduced by its kind (`not found: ...`); a
+/// workspace in use reads `workspace <name> is in use ...`.
+#[derive(Debug)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    source: Option<Cause>,
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.kind {
+            ErrorKind::InUse => write!(
+                f,
+                "workspace {} is in use (being prepared or leased): retry when it is released",
+                self.message
+            ),
+            kind => write!(f, "{}{}", kind.wording().1, self.message),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
 }
 
 impl Error {
-    /// The class of this error.
-    pub fn kind(&self) -> ErrorKind {
-        match self {
-            Error::InvalidInput(_) => ErrorKind::InvalidInput,
-            Error::Refused(_) => ErrorKind::Refused,
-            Error::NotFound(_) => ErrorKind::NotFound,
-            Error::InUse(_) => ErrorKind::InUse,
-            Error::Busy(_) => ErrorKind::Busy,
-            Error::InsufficientStorage(_) => ErrorKind::InsufficientStorage,
-            Error::Git(_) => ErrorKind::Git,
-            Error::Io { .. } => ErrorKind::Io,
-            Error::Rejected(_) => ErrorKind::Rejected,
-            Error::Policy(_) => ErrorKind::Policy,
-            Error::Config(_) => ErrorKind::Config,
-        }
-    }
-
-    /// The message without the kind's prefix (`not found: `, `git: `...):
-    /// what crosses the WIT boundary, so an error that goes to the policy
-    /// and comes back is not prefixed twice.
-    pub fn detail(&self) -> String {
-        match self {
-            Error::InvalidInput(m)
-            | Error::Refused(m)
-            | Error::NotFound(m)
-            | Error::Busy(m)
-            | Error::InsufficientStorage(m)
-            | Error::Git(m)
-            | Error::Io { message: m, .. }
-            | Error::Rejected(m)
-            | Error::Policy(m)
-            | Error::Config(m) => m.clone(),
-            Error::InUse(name) => name.clone(),
-        }
-    }
-
-    /// An error of `kind` with `message` as its detail.
-    pub fn of_kind(kind: ErrorKind, message: String) -> Self {
-        match kind {
-            ErrorKind::InvalidInput => Error::InvalidInput(message),
-            ErrorKind::Refused => Error::Refused(message),
-            ErrorKind::NotFound => Error::NotFound(message),
-            ErrorKind::InUse => Error::InUse(message),
-            ErrorKind::Busy => Error::Busy(message),
-            ErrorKind::InsufficientStorage => Error::InsufficientStorage(message),
-            ErrorKind::Git => Error::Git(message),
-            ErrorKind::Io => Error::filesystem(message),
-            ErrorKind::Rejected => Error::Rejected(message),
-            ErrorKind::Policy => Error::Policy(message),
-            ErrorKind::Config => Error::Config(message),
-        }
-    }
-
-    /// The error a service reported as `{"error": kind, "detail": text}`,
-    /// where `text` is the error's whole message: its kind's wording is
-    /// taken off so it is not said twice.
-    pub fn from_reported(kind: ErrorKind, text: &str) -> Self {
-        let marker = "\u{0}";
-        let shape = Error::of_kind(kind, marker.into()).to_string();
-        let (prefix, suffix) = shape.split_once(marker).unwrap_or((&shape, ""));
-        let detail = text
-            .strip_prefix(prefix)
-            .and_then(|t| t.strip_suffix(suffix))
-            .unwrap_or(text);
-        Error::of_kind(kind, detail.to_string())
-    }
-
-    /// Wrap an I/O error with what was being done and where.
-    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        let path = path.into();
-        Error::Io {
-            message: format!("{action} {}: {source}", path.display()),
-            source: Some(source),
-        }
-    }
-
-    /// A filesystem failure without a single OS error to carry.
-    pub fn filesystem(message: impl Into<String>) -> Self {
-        Error::Io {
+    /// An error of `kind` whose message is `message` (without the kind's
+    /// introduction, which [`Display`](std::fmt::Display) adds).
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
             message: message.into(),
             source: None,
         }
+    }
+
+    /// The same error, carrying `source` as its cause.
+    pub fn with_source(
+        mut self,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// The class of this error.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The message without the kind's introduction: what crosses the WIT
+    /// boundary and what the service sends as `message`, so an error that
+    /// goes out and comes back is not introduced twice. For a workspace in
+    /// use, its name (and who holds it).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The caller's input is malformed.
+    pub fn invalid_input(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::InvalidInput, message)
+    }
+
+    /// The input is well formed but not allowed.
+    pub fn refused(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Refused, message)
+    }
+
+    /// Something named does not exist.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::NotFound, message)
+    }
+
+    /// The workspace `name` (with who holds it, when known) is busy.
+    pub fn in_use(name: impl Into<String>) -> Self {
+        Error::new(ErrorKind::InUse, name)
+    }
+
+    /// The service is at one of its own limits.
+    pub fn busy(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Busy, message)
+    }
+
+    /// Not enough disk, or a clone over the size limit; nothing was left
+    /// behind.
+    pub fn insufficient_storage(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::InsufficientStorage, message)
+    }
+
+    /// git failed.
+    pub fn git(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Git, message)
+    }
+
+    /// The remote rejected a push (not a fast-forward, a protected branch,
+    /// a hook said no): nothing changed there.
+    pub fn rejected(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Rejected, message)
+    }
+
+    /// The policy failed for this call.
+    pub fn policy(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Policy, message)
+    }
+
+    /// The configuration or policy file is unusable.
+    pub fn config(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Config, message)
+    }
+
+    /// An I/O error, with what was being done and where; the OS error is
+    /// the cause.
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        let path = path.into();
+        Error::new(
+            ErrorKind::Io,
+            format!("{action} {}: {source}", path.display()),
+        )
+        .with_source(source)
+    }
+
+    /// A filesystem failure without a single OS error to carry (one the
+    /// policy reported, or a summary of several attempts).
+    pub fn filesystem(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Io, message)
     }
 }
 
@@ -217,18 +240,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_reported_error_reads_as_the_original() {
-        for e in [
-            Error::NotFound("branch x not found".into()),
-            Error::InUse("acme_app_12345678 (leased by scan-7)".into()),
-            Error::filesystem("disk gone"),
-            Error::Rejected("refs/heads/main: protected".into()),
-        ] {
-            let label = e.kind().as_str();
-            let back = Error::from_reported(label.parse().unwrap(), &e.to_string());
-            assert_eq!(back.to_string(), e.to_string());
-            assert_eq!(back.kind(), e.kind());
-        }
+    fn an_error_reads_as_its_kind_then_its_message() {
+        let e = Error::not_found("branch x");
+        assert_eq!(e.to_string(), "not found: branch x");
+        assert_eq!(e.message(), "branch x");
+        let e = Error::in_use("acme_app_12345678 (leased by scan-7)");
+        assert_eq!(
+            e.to_string(),
+            "workspace acme_app_12345678 (leased by scan-7) is in use (being prepared or \
+             leased): retry when it is released"
+        );
+        // What goes out as kind and message comes back the same.
+        let back = Error::new(e.kind().as_str().parse().unwrap(), e.message());
+        assert_eq!(back.to_string(), e.to_string());
         assert!("unauthorized".parse::<ErrorKind>().is_err());
+    }
+
+    #[test]
+    fn an_io_error_keeps_its_cause() {
+        use std::error::Error as _;
+        let os = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied");
+        let e = Error::io("reading", "/x", os);
+        assert_eq!(e.kind(), ErrorKind::Io);
+        assert_eq!(e.to_string(), "filesystem: reading /x: denied");
+        let cause = e
+            .source()
+            .unwrap()
+            .downcast_ref::<std::io::Error>()
+            .unwrap();
+        assert_eq!(cause.kind(), std::io::ErrorKind::PermissionDenied);
+    }
+
+    #[test]
+    fn every_label_names_its_kind() {
+        for kind in ErrorKind::ALL {
+            assert_eq!(kind.as_str().parse::<ErrorKind>(), Ok(kind));
+        }
     }
 }

@@ -71,7 +71,7 @@ impl GitQueue {
         if !has_room(&state) {
             if state.queued >= limits.max_queued {
                 self.gauges.rejected.inc();
-                return Err(Error::Busy(format!(
+                return Err(Error::busy(format!(
                     "{} git operations are running and {} waiting (the limits are \
                      WORKSPACE_GIT_MAX_RUNNING={}, WORKSPACE_GIT_MAX_PER_HOST={}, \
                      WORKSPACE_GIT_MAX_QUEUED={}); retry later",
@@ -90,7 +90,7 @@ impl GitQueue {
                     state.queued -= 1;
                     self.gauges.queued.set(state.queued as i64);
                     self.gauges.rejected.inc();
-                    return Err(Error::Busy(format!(
+                    return Err(Error::busy(format!(
                         "waited {:?} for a git slot (WORKSPACE_GIT_QUEUE_WAIT_SECONDS); \
                          the remotes are slow or the service is overloaded: retry later",
                         limits.queue_wait

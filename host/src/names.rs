@@ -36,7 +36,7 @@ impl WorkspaceName {
     /// the host's own folders) and names over 200 bytes.
     pub fn parse(name: &str) -> Result<Self> {
         let refuse = |why: &str| {
-            Err(Error::Refused(format!(
+            Err(Error::refused(format!(
                 "unsafe workspace name {:?}: {why}",
                 truncate_for_message(name)
             )))

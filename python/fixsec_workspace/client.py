@@ -232,6 +232,17 @@ class WorkspaceClient:
         """Release a lease a prepare took; the workspace's name."""
         return self._call("DELETE", f"/workspace/leases/{int(lease_id)}", shard)["name"]
 
+    def reload_policy(self, *, shard: Optional[str] = None) -> Dict[str, str]:
+        """Reload one node's policy file; its identity. A file that does not
+        load is refused and the old policy stays."""
+        return self._call("POST", "/workspace/policy/reload", shard)["policy"]
+
+    def workspace_name(self, repo_full_name: str) -> str:
+        """The folder name the service's policy gives ``repo_full_name``,
+        as :meth:`WorkspaceManager.workspace_name` does in-process."""
+        query = urllib.parse.urlencode({"repo": repo_full_name})
+        return self._call("GET", f"/workspace/name?{query}", repo_full_name)["name"]
+
     def list(self, *, shard: Optional[str] = None) -> List[WorkspaceSummary]:
         """The workspaces of one node (the node of ``shard`` behind a router)."""
         return self._call("GET", "/workspace/workspaces", shard)["workspaces"]

@@ -51,3 +51,19 @@ def test_the_asyncio_manager_prepares_and_reports(tmp_path, upstream):
     ws, again, stats = asyncio.run(run())
     assert not ws.reused and again.reused
     assert stats["total_workspaces"] == 1
+
+
+def test_the_client_offers_the_in_process_calls_a_service_can_answer():
+    """What WorkspaceManager does for its own base directory, the client
+    does over HTTP; only what needs this machine's files stays local."""
+    from fixsec_workspace import WorkspaceManager
+
+    local_only = {
+        "base_path", "get_repo_workspace", "prepare_repo_workspace",
+        "release_repo_workspace", "cleanup_old_workspaces", "get_workspace_stats",
+        "lease", "policy_info",
+    }
+    in_process = {n for n in dir(WorkspaceManager) if not n.startswith("_")}
+    remote = {n for n in dir(WorkspaceClient) if not n.startswith("_")}
+    missing = in_process - local_only - remote
+    assert not missing, f"WorkspaceClient lacks {sorted(missing)}"

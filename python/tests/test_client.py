@@ -136,6 +136,11 @@ def test_the_shard_key_keeps_forks_with_their_root_and_the_pr_flow_works(
 
     ws = client.prepare(root, auth_url, lease_seconds=300, holder="autofix")
     assert ws.served_by == root_node
+    # The name the service gives is the one the prepare used.
+    assert client.workspace_name(root) == ws.name
+    # A reload on the root's node keeps the embedded policy (no file).
+    reloaded = client.reload_policy(shard=root)
+    assert reloaded["contract"].startswith("fixsec:workspace@") and reloaded["digest"]
     base = cluster["bases"][int(root_node[-1]) - 1]
     assert ws.path.resolve().is_relative_to(base.resolve())
     # A fork names its root: same node, borrowing the root's mirror.

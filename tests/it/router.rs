@@ -437,9 +437,21 @@ fn the_cli_through_the_router_sends_the_shard_key() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!base_of(&root).join(&fork).exists());
-    // Errors keep their kind across the wire: a second remove is not found.
+    // Errors keep their kind and message across the wire: a second remove
+    // is not found, said once.
     let out = cli(&["--shard", &root, "remove", &fork]);
     assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("not found: ").count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("no workspace named {fork}")),
+        "{stderr}"
+    );
+    // `name` asks a node (the repository is its own shard key) for the
+    // name the policy gives, the same on every node.
+    let out = cli(&["name", &fork_repo]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), fork);
 
     // A wrong token is refused, with what to do.
     let mut wrong = cli_local(

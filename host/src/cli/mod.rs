@@ -3,6 +3,7 @@
 
 mod backend;
 mod remote;
+mod render;
 mod serve;
 
 pub use remote::SHARD_HEADER;
@@ -14,6 +15,7 @@ use crate::{
     Config, Error, ErrorKind, PolicySource, PrepareRequest, PushRequest, WorkspaceManager,
 };
 use clap::{Args, Parser, Subcommand};
+use render::print_json;
 use serde::Serialize;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -69,47 +71,9 @@ enum Command {
         repo: String,
     },
     /// Prepare (reuse or clone) the workspace of a repository
-    Prepare {
-        /// Full repository name, e.g. facebook/react
-        repo: String,
-        /// Clone URL (https, ssh, git; local paths with --allow-local-urls)
-        url: String,
-        /// What to check out: a branch, tag, full commit id,
-        /// refs/pull/N/head or a refspec src:dst (default: the remote's
-        /// default branch)
-        #[arg(long = "ref", alias = "branch", value_name = "REF")]
-        git_ref: Option<String>,
-        /// Fetch only the last N commits
-        #[arg(long)]
-        depth: Option<u32>,
-        /// Check out submodules too, recursively
-        #[arg(long)]
-        submodules: bool,
-        /// Fetch Git LFS objects (the host's own client, from the clone URL's LFS endpoint)
-        #[arg(long)]
-        lfs: bool,
-        /// The fork network's root (owner/repo), when REPO is a fork: forks
-        /// share one object mirror
-        #[arg(long, value_name = "OWNER/REPO")]
-        network: Option<String>,
-    },
+    Prepare(PrepareArgs),
     /// Push a branch of a workspace with a credential that is never stored
-    Push {
-        /// Workspace folder name, as `prepare` and `list` show it
-        name: String,
-        /// The branch to push (to the branch of the same name)
-        branch: String,
-        /// Where to, with the credential (https://x-access-token:TOKEN@host/o/r.git);
-        /// prefer --url-env so the token stays out of the process list
-        #[arg(long, required_unless_present = "url_env", conflicts_with = "url_env")]
-        url: Option<String>,
-        /// Read the URL from this environment variable instead
-        #[arg(long)]
-        url_env: Option<String>,
-        /// Overwrite the remote branch if it is not a fast-forward (if the policy allows)
-        #[arg(long)]
-        force: bool,
-    },
+    Push(PushArgs),
     /// List workspaces
     List,
     /// Totals and per-workspace sizes
@@ -138,6 +102,72 @@ enum Command {
         #[arg(long)]
         bind: Option<std::net::SocketAddr>,
     },
+}
+
+/// `prepare`'s arguments.
+#[derive(Debug, Args)]
+struct PrepareArgs {
+    /// Full repository name, e.g. facebook/react
+    repo: String,
+    /// Clone URL (https, ssh, git; local paths with --allow-local-urls)
+    url: String,
+    /// What to check out: a branch, tag, full commit id,
+    /// refs/pull/N/head or a refspec src:dst (default: the remote's
+    /// default branch)
+    #[arg(long = "ref", alias = "branch", value_name = "REF")]
+    git_ref: Option<String>,
+    /// Fetch only the last N commits
+    #[arg(long)]
+    depth: Option<u32>,
+    /// Check out submodules too, recursively
+    #[arg(long)]
+    submodules: bool,
+    /// Fetch Git LFS objects (the host's own client, from the clone URL's LFS endpoint)
+    #[arg(long)]
+    lfs: bool,
+    /// The fork network's root (owner/repo), when REPO is a fork: forks
+    /// share one object mirror
+    #[arg(long, value_name = "OWNER/REPO")]
+    network: Option<String>,
+}
+
+/// `push`'s arguments.
+#[derive(Debug, Args)]
+struct PushArgs {
+    /// Workspace folder name, as `prepare` and `list` show it
+    name: String,
+    /// The branch to push (to the branch of the same name)
+    branch: String,
+    /// Where to, with the credential (https://x-access-token:TOKEN@host/o/r.git);
+    /// prefer --url-env so the token stays out of the process list
+    #[arg(long, required_unless_present = "url_env", conflicts_with = "url_env")]
+    url: Option<String>,
+    /// Read the URL from this environment variable instead
+    #[arg(long)]
+    url_env: Option<String>,
+    /// Overwrite the remote branch if it is not a fast-forward (if the policy allows)
+    #[arg(long)]
+    force: bool,
+}
+
+impl PushArgs {
+    /// The workspace, and the push with its URL (from `--url-env` when
+    /// asked).
+    fn into_request(self) -> Result<(String, PushRequest), Error> {
+        let url = match (self.url, self.url_env) {
+            (Some(url), _) => url,
+            (None, Some(var)) => std::env::var(&var).map_err(|_| {
+                Error::invalid_input(format!("--url-env {var}: the variable is not set"))
+            })?,
+            (None, None) => unreachable!("clap requires one"),
+        };
+        let request = PushRequest {
+            branch: self.branch,
+            url,
+            force: self.force,
+        };
+        Ok((self.name, request))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -228,13 +258,6 @@ fn manager(global: &GlobalArgs) -> Result<WorkspaceManager, Error> {
     WorkspaceManager::from_config(config)
 }
 
-fn print_json<T: Serialize>(value: &T) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).expect("reports serialize")
-    );
-}
-
 fn run(cli: Cli) -> Result<ExitCode, Error> {
     let json = cli.global.json;
     if let Command::Policy {
@@ -252,8 +275,8 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
     }
     if let Command::Serve { bind } = cli.command {
         if cli.global.server.is_some() {
-            return Err(Error::InvalidInput(
-                "serve runs the service here; drop --server".into(),
+            return Err(Error::invalid_input(
+                "serve runs the service here; drop --server",
             ));
         }
         serve::serve(manager(&cli.global)?, bind)?;
@@ -267,214 +290,71 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
         )?),
         None => Box::new(manager(&cli.global)?),
     };
-    match cli.command {
+    let location = m.location();
+    let show = |answer: &dyn ShowAnswer| answer.show(json, &location);
+    Ok(match cli.command {
         Command::Policy { .. } | Command::Serve { .. } => unreachable!("handled above"),
-        Command::Name { repo } => {
-            let name = m.workspace_name(&repo)?;
-            if json {
-                print_json(&serde_json::json!({ "repo_full_name": repo, "name": name }));
-            } else {
-                println!("{name}");
-            }
+        Command::Name { repo } => show(&render::NameAnswer {
+            name: m.workspace_name(&repo)?,
+            repo_full_name: repo,
+        }),
+        Command::Prepare(args) => show(&prepare(&*m, args, json)?),
+        Command::Push(args) => {
+            let (name, request) = args.into_request()?;
+            show(&m.push(&name, &request)?)
         }
-        Command::Prepare {
-            repo,
-            url,
-            git_ref,
-            depth,
-            submodules,
-            lfs,
-            network,
-        } => {
-            let request = PrepareRequest {
-                repo_full_name: repo,
-                clone_url: url,
-                git_ref,
-                depth,
-                lease_seconds: None,
-                holder: None,
-                submodules,
-                lfs,
-                network,
-                // Served for a lease's lifetime, which a one-shot CLI
-                // process does not outlive: the library and the service
-                // offer it.
-                serve_credential: false,
-            };
-            let bar = (!json && std::io::stderr().is_terminal()).then(progress_bar);
-            let progress = bar.clone().map(|bar| {
-                Arc::new(move |p: Progress| {
-                    bar.set_length(p.total_objects as u64);
-                    bar.set_position(p.received_objects as u64);
-                    bar.set_message(indicatif::HumanBytes(p.received_bytes as u64).to_string());
-                }) as Arc<crate::adapter::git::ProgressFn>
-            });
-            let result = m.prepare(&request, progress);
-            if let Some(bar) = bar {
-                bar.finish_and_clear();
-            }
-            let outcome = result?;
-            if json {
-                print_json(&outcome);
-            } else {
-                println!(
-                    "{} {} at {} (head {}, {} ms)",
-                    if outcome.reused { "reused" } else { "cloned" },
-                    outcome.name,
-                    outcome.path.display(),
-                    &outcome.head[..outcome.head.len().min(12)],
-                    outcome.duration_ms
-                );
-                for note in &outcome.notes {
-                    println!("  note: {note}");
-                }
-            }
-        }
-        Command::Push {
-            name,
-            branch,
-            url,
-            url_env,
-            force,
-        } => {
-            let url = match (url, url_env) {
-                (Some(url), _) => url,
-                (None, Some(var)) => std::env::var(&var).map_err(|_| {
-                    Error::InvalidInput(format!("--url-env {var}: the variable is not set"))
-                })?,
-                (None, None) => unreachable!("clap requires one"),
-            };
-            let outcome = m.push(&name, &PushRequest { branch, url, force })?;
-            if json {
-                print_json(&outcome);
-            } else {
-                println!(
-                    "pushed {} of {} to {} (commit {}{}, {} ms)",
-                    outcome.branch,
-                    outcome.name,
-                    outcome.url,
-                    &outcome.commit[..outcome.commit.len().min(12)],
-                    if outcome.forced { ", forced" } else { "" },
-                    outcome.duration_ms
-                );
-            }
-        }
-        Command::List => {
-            let list = m.list()?;
-            if json {
-                print_json(&list);
-            } else if list.is_empty() {
-                println!("no workspaces in {}", m.location());
-            } else {
-                println!(
-                    "{:<40} {:>10} {:<20} {:<6} REPOSITORY",
-                    "NAME", "SIZE MB", "LAST USED", "IN USE"
-                );
-                for w in list {
-                    println!(
-                        "{:<40} {:>10.1} {:<20} {:<6} {}",
-                        w.name,
-                        w.size_mb,
-                        w.last_used
-                            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-                            .unwrap_or_else(|| "unknown".into()),
-                        if w.in_use { "yes" } else { "no" },
-                        w.repo_full_name.unwrap_or_default()
-                    );
-                }
-            }
-        }
-        Command::Stats => {
-            let stats = m.stats()?;
-            if json {
-                print_json(&stats);
-            } else {
-                println!(
-                    "{} workspaces, {:.1} MB in {}",
-                    stats.total_workspaces, stats.total_size_mb, stats.base_path
-                );
-                if stats.mirrors.count > 0 {
-                    println!(
-                        "{} object mirror(s), {:.1} MB ({} not borrowed from)",
-                        stats.mirrors.count, stats.mirrors.size_mb, stats.mirrors.unreferenced
-                    );
-                }
-                for w in &stats.workspaces {
-                    println!("  {:<40} {:>10.1} MB", w.name, w.size_mb);
-                }
-            }
-        }
-        Command::Cleanup { max_age_hours } => {
-            let report = m.cleanup(max_age_hours)?;
-            if json {
-                print_json(&report);
-            } else {
-                println!(
-                    "removed {} workspace(s) older than {} hours, {:.1} MB freed",
-                    report.cleaned_workspaces,
-                    report.max_age_hours,
-                    crate::model::to_mb(report.bytes_freed)
-                );
-                for f in &report.failed {
-                    println!(
-                        "  FAILED {}: {}",
-                        f.name,
-                        f.error.as_deref().unwrap_or("unknown error")
-                    );
-                }
-                for s in &report.skipped {
-                    println!("  skipped {}: {}", s.name, s.reason);
-                }
-            }
-            if !report.failed.is_empty() {
-                return Ok(ExitCode::FAILURE);
-            }
-        }
-        Command::Health => {
-            let health = m.health()?;
-            if json {
-                print_json(&health);
-            } else {
-                println!(
-                    "status: {} ({} workspaces, {:.1} MB)",
-                    health.status.as_str(),
-                    health.workspace_stats.total_workspaces,
-                    health.workspace_stats.total_size_mb
-                );
-                for w in &health.warnings {
-                    println!("  warning: {w}");
-                }
-                for r in &health.recommendations {
-                    println!("  recommendation: {r}");
-                }
-            }
-        }
-        Command::Remove { name } => {
-            let report = m.remove(&name)?;
-            if json {
-                print_json(&report);
-            } else if report.removed {
-                println!(
-                    "removed {} ({:.1} MB freed, {} attempt(s))",
-                    report.name,
-                    crate::model::to_mb(report.bytes_freed),
-                    report.attempts
-                );
-            } else {
-                eprintln!(
-                    "could not remove {} after {} attempt(s): {}; still on disk: {}",
-                    report.name,
-                    report.attempts,
-                    report.error.as_deref().unwrap_or("unknown error"),
-                    report.remaining.join(", ")
-                );
-            }
-            if !report.removed {
-                return Ok(ExitCode::FAILURE);
-            }
-        }
+        Command::List => show(&m.list()?),
+        Command::Stats => show(&m.stats()?),
+        Command::Cleanup { max_age_hours } => show(&m.cleanup(max_age_hours)?),
+        Command::Health => show(&m.health()?),
+        Command::Remove { name } => show(&m.remove(&name)?),
+    })
+}
+
+/// [`render::show`] for any answer, so one closure prints them all.
+trait ShowAnswer {
+    fn show(&self, json: bool, location: &str) -> ExitCode;
+}
+
+impl<A: render::Answer> ShowAnswer for A {
+    fn show(&self, json: bool, location: &str) -> ExitCode {
+        render::show(self, json, location)
     }
-    Ok(ExitCode::SUCCESS)
+}
+
+/// `prepare`, with a progress bar on a terminal.
+fn prepare(
+    m: &dyn backend::Backend,
+    args: PrepareArgs,
+    json: bool,
+) -> Result<crate::PrepareOutcome, Error> {
+    let request = PrepareRequest {
+        repo_full_name: args.repo,
+        clone_url: args.url,
+        git_ref: args.git_ref,
+        depth: args.depth,
+        lease_seconds: None,
+        holder: None,
+        submodules: args.submodules,
+        lfs: args.lfs,
+        network: args.network,
+        // Served for a lease's lifetime, which a one-shot CLI process does
+        // not outlive: the library and the service offer it.
+        serve_credential: false,
+    };
+    let bar = (!json && std::io::stderr().is_terminal()).then(progress_bar);
+    let progress = bar.clone().map(|bar| {
+        Arc::new(move |p: Progress| {
+            bar.set_length(p.total_objects as u64);
+            bar.set_position(p.received_objects as u64);
+            bar.set_message(indicatif::HumanBytes(p.received_bytes as u64).to_string());
+        }) as Arc<crate::adapter::git::ProgressFn>
+    });
+    let result = m.prepare(&request, progress);
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    result
 }
 
 fn progress_bar() -> indicatif::ProgressBar {

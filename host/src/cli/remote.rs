@@ -45,17 +45,17 @@ impl Remote {
     pub fn new(server: &str, shard: Option<String>, allow_insecure_http: bool) -> Result<Self> {
         let base = server.trim_end_matches('/').to_string();
         let parsed = url::Url::parse(&base).map_err(|e| {
-            Error::InvalidInput(format!(
+            Error::invalid_input(format!(
                 "--server {server:?} is not a URL ({e}); e.g. http://127.0.0.1:8080"
             ))
         })?;
         if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::invalid_input(format!(
                 "--server {server:?}: use an http:// or https:// URL"
             )));
         }
         if parsed.scheme() == "http" && !allow_insecure_http && !is_loopback(&parsed) {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::invalid_input(format!(
                 "--server {server:?}: plain http:// to a host that is not loopback would send the \
                  API token in clear text; use https://, or pass --allow-insecure-http"
             )));
@@ -78,7 +78,7 @@ impl Remote {
             .timeout(None)
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| Error::Config(format!("starting the HTTP client: {e}")))?;
+            .map_err(|e| Error::config(format!("starting the HTTP client: {e}")))?;
         Ok(Remote {
             base,
             token,
@@ -113,7 +113,7 @@ impl Remote {
         carries: Option<StatusCode>,
     ) -> Result<T> {
         let response = r.send().map_err(|e| {
-            Error::Busy(format!(
+            Error::busy(format!(
                 "cannot reach the service at {}: {e}; check --server and that it runs",
                 self.base
             ))
@@ -130,7 +130,7 @@ impl Remote {
             match serde_json::from_str(&text) {
                 Ok(v) => return Ok(v),
                 Err(e) if status.is_success() => {
-                    return Err(Error::Config(format!(
+                    return Err(Error::config(format!(
                         "the answer of {} is not what this CLI expects ({e}); are the CLI \
                          and the service the same version?",
                         self.base
@@ -147,8 +147,8 @@ impl Remote {
         let body: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
         let label = body["error"].as_str().unwrap_or_default();
         let detail = body["detail"].as_str().unwrap_or_default();
-        if let Ok(kind) = label.parse::<ErrorKind>() {
-            return Error::from_reported(kind, detail);
+        if let (Ok(kind), Some(message)) = (label.parse::<ErrorKind>(), body["message"].as_str()) {
+            return Error::new(kind, message);
         }
         let detail = if detail.is_empty() {
             status.to_string()
@@ -156,16 +156,16 @@ impl Remote {
             detail.to_string()
         };
         match status {
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Error::Refused(format!(
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Error::refused(format!(
                 "{} refused the token{served_by}: set WORKSPACE_API_TOKEN (or \
                  WORKSPACE_API_TOKEN_FILE) to the service's token",
                 self.base
             )),
-            s if s.is_client_error() => Error::InvalidInput(format!("{detail}{served_by}")),
+            s if s.is_client_error() => Error::invalid_input(format!("{detail}{served_by}")),
             s if s == StatusCode::SERVICE_UNAVAILABLE => {
-                Error::Busy(format!("{detail}{served_by}; retry later"))
+                Error::busy(format!("{detail}{served_by}; retry later"))
             }
-            _ => Error::Git(format!(
+            _ => Error::git(format!(
                 "{} answered {status}: {detail}{served_by}",
                 self.base
             )),
@@ -182,10 +182,14 @@ impl Backend for Remote {
         self.base.clone()
     }
 
-    fn workspace_name(&self, _repo: &str) -> Result<String> {
-        Err(Error::InvalidInput(
-            "`name` asks this machine's policy; run it without --server".into(),
-        ))
+    fn workspace_name(&self, repo: &str) -> Result<String> {
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            name: String,
+        }
+        let path = format!("/workspace/name?repo={}", segment(repo));
+        let a: Answer = self.send(self.request(Method::GET, &path, Some(repo)))?;
+        Ok(a.name)
     }
 
     fn prepare(
@@ -238,8 +242,8 @@ impl Backend for Remote {
     fn health(&self) -> Result<HealthReport> {
         if self.token.is_none() {
             // Without it the service answers the open summary only.
-            return Err(Error::Refused(
-                "the whole health report needs the token: set WORKSPACE_API_TOKEN".into(),
+            return Err(Error::refused(
+                "the whole health report needs the token: set WORKSPACE_API_TOKEN",
             ));
         }
         self.send(self.request(Method::GET, "/workspace/health", None))

@@ -33,7 +33,7 @@ pub(super) fn serve(
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::Config(format!("starting the async runtime: {e}")))?;
+        .map_err(|e| Error::config(format!("starting the async runtime: {e}")))?;
     let result = runtime.block_on(async move {
         let server = crate::http::start(manager.clone(), &config, token).await?;
         tracing::info!(
@@ -85,7 +85,7 @@ fn write_token_file(file: &std::path::Path, token: &str) -> Result<(), Error> {
         .and_then(|()| std::fs::rename(&tmp, file))
         .map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
-            Error::Config(format!(
+            Error::config(format!(
                 "cannot write the generated API token to {}: {e}; set WORKSPACE_API_TOKEN instead",
                 file.display()
             ))

@@ -61,7 +61,7 @@ impl CloneUrl {
     pub fn parse(raw: &str, allow_local: bool) -> Result<Self> {
         let raw = raw.trim();
         if raw.is_empty() {
-            return Err(Error::InvalidInput("the clone URL is empty".into()));
+            return Err(Error::invalid_input("the clone URL is empty"));
         }
         if let Some((scheme, _)) = raw.split_once("::")
             && !scheme.contains('/')
@@ -76,18 +76,18 @@ impl CloneUrl {
             } else {
                 "`<transport>::`".to_string()
             };
-            return Err(Error::Refused(format!(
+            return Err(Error::refused(format!(
                 "the {named} transport syntax runs commands or opens descriptors; use https, ssh or git"
             )));
         }
         if raw.chars().any(|c| c.is_control() || c == ' ') {
-            return Err(Error::Refused(
-                "the clone URL contains spaces or control characters".into(),
+            return Err(Error::refused(
+                "the clone URL contains spaces or control characters",
             ));
         }
         if raw.starts_with('-') {
-            return Err(Error::Refused(
-                "the clone URL starts with '-', which git would read as an option".into(),
+            return Err(Error::refused(
+                "the clone URL starts with '-', which git would read as an option",
             ));
         }
         match url::Url::parse(raw) {
@@ -96,7 +96,7 @@ impl CloneUrl {
                 return Self::from_url(url, allow_local);
             }
             Err(e) if raw.contains("://") => {
-                return Err(Error::InvalidInput(format!(
+                return Err(Error::invalid_input(format!(
                     "the clone URL is malformed ({e}); expected e.g. https://github.com/owner/repo.git"
                 )));
             }
@@ -107,12 +107,12 @@ impl CloneUrl {
         }
         // Anything left is a local path.
         if !allow_local {
-            return Err(Error::Refused(
-                "local paths are not allowed as clone URLs; set WORKSPACE_ALLOW_LOCAL_URLS=1 (or --allow-local-urls) to allow them".into(),
+            return Err(Error::refused(
+                "local paths are not allowed as clone URLs; set WORKSPACE_ALLOW_LOCAL_URLS=1 (or --allow-local-urls) to allow them",
             ));
         }
         let abs = std::path::absolute(raw)
-            .map_err(|e| Error::InvalidInput(format!("cannot resolve local path {raw}: {e}")))?;
+            .map_err(|e| Error::invalid_input(format!("cannot resolve local path {raw}: {e}")))?;
         Ok(CloneUrl {
             public: abs.to_string_lossy().into_owned(),
             credentials: None,
@@ -129,18 +129,18 @@ impl CloneUrl {
             "git" => Transport::Git,
             "file" => Transport::Local,
             other => {
-                return Err(Error::Refused(format!(
+                return Err(Error::refused(format!(
                     "the `{other}` transport is not allowed; use https, ssh or git"
                 )));
             }
         };
         if transport == Transport::Local && !allow_local {
-            return Err(Error::Refused(
-                "file:// URLs are not allowed; set WORKSPACE_ALLOW_LOCAL_URLS=1 (or --allow-local-urls) to allow them".into(),
+            return Err(Error::refused(
+                "file:// URLs are not allowed; set WORKSPACE_ALLOW_LOCAL_URLS=1 (or --allow-local-urls) to allow them",
             ));
         }
         if transport != Transport::Local && url.host_str().is_none_or(str::is_empty) {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::invalid_input(format!(
                 "the clone URL {} has no host",
                 redact(&url)
             )));
@@ -183,7 +183,7 @@ impl CloneUrl {
         if allowed.is_empty() || host_listed(host, allowed) {
             return Ok(());
         }
-        Err(Error::Refused(format!(
+        Err(Error::refused(format!(
             "clone host {host} is not in WORKSPACE_ALLOWED_HOSTS ({})",
             allowed.join(", ")
         )))
@@ -234,13 +234,13 @@ impl CloneUrl {
             .to_socket_addrs()
             .map_err(|e| {
                 tracing::info!(host, error = %e, "clone host does not resolve");
-                Error::Git(format!(
+                Error::git(format!(
                     "cannot resolve the clone host {host}; check the URL"
                 ))
             })?
             .collect();
         if let Some(bad) = addrs.iter().find(|a| !allow_private && !is_public(a.ip())) {
-            return Err(Error::Refused(format!(
+            return Err(Error::refused(format!(
                 "clone host {host} resolves to {}, a loopback, private or link-local address; \
                  set WORKSPACE_ALLOW_PRIVATE_NETWORKS=1 to allow on-premises hosts",
                 bad.ip()
@@ -295,7 +295,7 @@ fn check_authority(raw: &str, scheme: &str) -> Result<()> {
     };
     let authority = rest.split('/').next().unwrap_or(rest);
     let refuse = |why: &str| {
-        Err(Error::Refused(format!(
+        Err(Error::refused(format!(
             "the clone URL's host part {why}; write it as scheme://[user@]host[:port]/path"
         )))
     };

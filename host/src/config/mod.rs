@@ -228,7 +228,7 @@ impl Config {
                 "repository" => MirrorSharing::Repository,
                 "network" => MirrorSharing::Network,
                 other => {
-                    return Err(Error::Config(format!(
+                    return Err(Error::config(format!(
                         "WORKSPACE_MIRROR_SHARING is {other:?}; use `repository` (one mirror per \
                          clone URL, safe for many tenants) or `network` (forks share one; only \
                          when every caller may read every repository of a network)"
@@ -267,7 +267,7 @@ impl Config {
             if let Some(v) = get(key) {
                 *slot = parse(key, &v)?;
                 if *slot == 0 {
-                    return Err(Error::Config(format!("{key} must be at least 1")));
+                    return Err(Error::config(format!("{key} must be at least 1")));
                 }
             }
         }
@@ -283,7 +283,7 @@ impl Config {
         }
         if let Some(path) = get("WORKSPACE_POLICY_SETTINGS_FILE") {
             let text = std::fs::read_to_string(&path).map_err(|e| {
-                Error::Config(format!(
+                Error::config(format!(
                     "cannot read WORKSPACE_POLICY_SETTINGS_FILE={path}: {e}"
                 ))
             })?;
@@ -297,9 +297,7 @@ impl Config {
         if let Some(v) = get("WORKSPACE_REMOVE_RETRIES") {
             let n: u32 = parse("WORKSPACE_REMOVE_RETRIES", &v)?;
             if n == 0 {
-                return Err(Error::Config(
-                    "WORKSPACE_REMOVE_RETRIES must be at least 1".into(),
-                ));
+                return Err(Error::config("WORKSPACE_REMOVE_RETRIES must be at least 1"));
             }
             c.removal.max_retries = n;
         }
@@ -398,7 +396,7 @@ impl ServerConfig {
         let get = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
         if let Some(v) = get("WORKSPACE_BIND") {
             c.bind = v.trim().parse().map_err(|_| {
-                Error::Config(format!(
+                Error::config(format!(
                     "WORKSPACE_BIND={v:?} is not an address; e.g. 127.0.0.1:8080 or 0.0.0.0:8080"
                 ))
             })?;
@@ -407,10 +405,10 @@ impl ServerConfig {
             c.token = ApiToken::new(&v);
         } else if let Some(path) = get("WORKSPACE_API_TOKEN_FILE") {
             let text = std::fs::read_to_string(&path).map_err(|e| {
-                Error::Config(format!("cannot read WORKSPACE_API_TOKEN_FILE={path}: {e}"))
+                Error::config(format!("cannot read WORKSPACE_API_TOKEN_FILE={path}: {e}"))
             })?;
             c.token = Some(ApiToken::new(&text).ok_or_else(|| {
-                Error::Config(format!("WORKSPACE_API_TOKEN_FILE={path} is empty"))
+                Error::config(format!("WORKSPACE_API_TOKEN_FILE={path} is empty"))
             })?);
         }
         let number = |k: &str, v: &str| -> Result<u64> { parse(k, v) };
@@ -436,7 +434,7 @@ impl ServerConfig {
         if let Some(v) = get("WORKSPACE_NODE_ID").or_else(|| get("HOSTNAME")) {
             let v = v.trim();
             if !v.bytes().all(|b| b.is_ascii_graphic()) || v.len() > 253 {
-                return Err(Error::Config(format!(
+                return Err(Error::config(format!(
                     "WORKSPACE_NODE_ID={v:?} must be printable ASCII without spaces, at most 253 characters"
                 )));
             }
@@ -465,7 +463,7 @@ pub fn parse_settings(text: &str, sep: char, origin: &str) -> Result<Vec<(String
         .filter(|e| !e.is_empty() && !e.starts_with('#'))
         .map(|entry| {
             let (k, v) = entry.split_once('=').ok_or_else(|| {
-                Error::Config(format!(
+                Error::config(format!(
                     "{origin}: {entry:?} is not key=value (e.g. quota_mb=500)"
                 ))
             })?;
@@ -476,7 +474,7 @@ pub fn parse_settings(text: &str, sep: char, origin: &str) -> Result<Vec<(String
 
 fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T> {
     value.trim().parse().map_err(|_| {
-        Error::Config(format!(
+        Error::config(format!(
             "{key}={value:?} is not a valid whole number; unset it or give e.g. {key}=100"
         ))
     })
@@ -486,7 +484,7 @@ fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T> {
 pub fn parse_hours(key: &str, value: &str) -> Result<f64> {
     match value.trim().parse::<f64>() {
         Ok(h) if h.is_finite() && h >= 0.0 => Ok(h),
-        _ => Err(Error::Config(format!(
+        _ => Err(Error::config(format!(
             "{key}={value:?} is not a number of hours >= 0; e.g. {key}=24"
         ))),
     }
@@ -498,7 +496,7 @@ pub fn parse_bool(key: &str, value: &str) -> Result<bool> {
     match value.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
         "0" | "false" | "no" | "off" => Ok(false),
-        _ => Err(Error::Config(format!("{key}={value:?}: use 1 or 0"))),
+        _ => Err(Error::config(format!("{key}={value:?}: use 1 or 0"))),
     }
 }
 

@@ -1,4 +1,6 @@
-//! Every error as JSON `{"error", "detail"}` with the right status.
+//! Every error as JSON `{"error", "detail"}` with the right status; a
+//! manager's error also carries `message`, its detail without the kind's
+//! introduction, so a client can rebuild the same error.
 
 use crate::{Error, ErrorKind};
 use serde::Serialize;
@@ -26,8 +28,13 @@ impl Reject for ApiError {}
 
 #[derive(Serialize)]
 struct ErrorBody<'a> {
+    /// The kind's stable label.
     error: &'a str,
+    /// For a person: what failed and what to do.
     detail: String,
+    /// For a client: the manager error's message (see [`Error::message`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
 }
 
 /// HTTP status for a manager error: 500 only for real faults.
@@ -47,17 +54,32 @@ pub(crate) fn status_for(kind: ErrorKind) -> StatusCode {
 }
 
 fn json_error(status: StatusCode, error: &str, detail: String) -> warp::reply::Response {
-    warp::reply::with_status(warp::reply::json(&ErrorBody { error, detail }), status)
-        .into_response()
+    reply(
+        status,
+        ErrorBody {
+            error,
+            detail,
+            message: None,
+        },
+    )
+}
+
+fn reply(status: StatusCode, body: ErrorBody<'_>) -> warp::reply::Response {
+    warp::reply::with_status(warp::reply::json(&body), status).into_response()
 }
 
 /// Turn every rejection into a JSON error.
 pub(crate) async fn recover(rejection: Rejection) -> Result<warp::reply::Response, Infallible> {
     if let Some(e) = rejection.find::<ApiError>() {
         return Ok(match e {
-            ApiError::Manager(e) => {
-                json_error(status_for(e.kind()), e.kind().as_str(), e.to_string())
-            }
+            ApiError::Manager(e) => reply(
+                status_for(e.kind()),
+                ErrorBody {
+                    error: e.kind().as_str(),
+                    detail: e.to_string(),
+                    message: Some(e.message()),
+                },
+            ),
             ApiError::BadRequest(detail) => {
                 json_error(StatusCode::BAD_REQUEST, "bad_request", detail.clone())
             }

@@ -52,14 +52,14 @@ pub async fn start(
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .map_err(|e| {
-            Error::Config(format!(
+            Error::config(format!(
                 "cannot listen on {}: {e}; pick another address with --bind or WORKSPACE_BIND",
                 config.bind
             ))
         })?;
     let addr = listener
         .local_addr()
-        .map_err(|e| Error::Config(format!("reading the bound address: {e}")))?;
+        .map_err(|e| Error::config(format!("reading the bound address: {e}")))?;
     let janitor = (config.cleanup_on_startup || config.cleanup_interval.is_some()).then(|| {
         tokio::spawn(janitor(
             manager.clone(),

@@ -572,7 +572,7 @@ impl WorkspaceLocks {
     pub fn lock(&self, name: &WorkspaceName, wait: Duration) -> Result<WorkspaceGuard> {
         let deadline = Instant::now() + wait;
         let busy = || {
-            Error::Busy(format!(
+            Error::busy(format!(
                 "workspace {name} has been busy (prepared or removed by another caller) for \
                  {wait:?} (WORKSPACE_LOCK_WAIT_SECONDS); retry later"
             ))

@@ -2,14 +2,12 @@
 
 use super::WorkspaceManager;
 use crate::adapter::git;
-use crate::adapter::removal::{FsOps, RemovalConfig, Remover};
+use crate::adapter::removal::{FsOps, RemovalConfig};
 use crate::config::{Config, PolicyLimits, PolicySource};
 use crate::error::Result;
 use crate::layout::Layout;
-use crate::locks::WorkspaceLocks;
-use crate::metrics::Metrics;
 use crate::policy::PolicyEngine;
-use crate::store::{Snapshots, Store};
+use crate::store::Store;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -95,22 +93,7 @@ impl WorkspaceManagerBuilder {
             )?,
         };
         git::set_network_timeouts(self.config.git.connect_timeout, self.config.git.io_timeout);
-        let metrics = Metrics::default();
-        let store = Store {
-            locks: WorkspaceLocks::new(layout.clone()),
-            mirror_locks: WorkspaceLocks::for_mirrors(layout.clone()),
-            remover: Remover::new(self.fs_ops, self.config.removal),
-            git_queue: crate::git_queue::GitQueue::new(self.config.git, metrics.git_queue.clone()),
-            cancel: Default::default(),
-            draining: Default::default(),
-            served: Default::default(),
-            principal_key: crate::store::load_principal_key(&layout.principal_key_path()),
-            metrics,
-            background: Default::default(),
-            snapshots: Snapshots::default(),
-            layout,
-            config: self.config,
-        };
+        let store = Store::new(self.config, layout, self.fs_ops);
         Ok(WorkspaceManager {
             store: Arc::new(store),
             policy: Arc::new(parking_lot::RwLock::new(Arc::new(policy))),

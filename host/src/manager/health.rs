@@ -15,7 +15,7 @@ impl WorkspaceManager {
         if let Some(h) = self.cached_health() {
             return Ok(h);
         }
-        let snapshots = &self.store.snapshots;
+        let snapshots = self.store.snapshots();
         let generation = snapshots.generation();
         let report = self.health_now()?;
         snapshots.put(&snapshots.health, generation, report.clone());
@@ -25,12 +25,12 @@ impl WorkspaceManager {
     /// The health snapshot if it is still fresh: never blocks (no disk,
     /// no policy call), so a probe can be answered on any thread.
     pub fn cached_health(&self) -> Option<HealthReport> {
-        let snapshots = &self.store.snapshots;
+        let snapshots = self.store.snapshots();
         snapshots.get(&snapshots.health)
     }
 
     fn health_now(&self) -> Result<HealthReport> {
-        let config = &self.store.config;
+        let config = self.store.config();
         let list = self.store.list()?;
         let stats = self.store.stats(&list);
         let now = Utc::now();
@@ -66,7 +66,7 @@ impl WorkspaceManager {
         let mut warnings = verdict.warnings;
         let mut recommendations = verdict.recommendations;
         // The guide's operational alerts, from what this process observed.
-        let failures = self.store.metrics.cleanup_failures_since_success();
+        let failures = self.store.metrics().cleanup_failures_since_success();
         if failures > 0 {
             warnings.push(format!(
                 "Cleanup failures: {failures} cleanup run(s) failed or left workspaces on disk since the last clean run"
@@ -76,7 +76,7 @@ impl WorkspaceManager {
                     .into(),
             );
         }
-        for op in self.store.metrics.running_longer_than(LONG_OPERATION) {
+        for op in self.store.metrics().running_longer_than(LONG_OPERATION) {
             warnings.push(format!(
                 "Long-running operation: {} of {} has run for {} s",
                 op.operation,
@@ -112,49 +112,43 @@ impl WorkspaceManager {
 
     /// The manager's metrics (for `GET /metrics` or an embedder's registry).
     pub fn metrics(&self) -> &Metrics {
-        &self.store.metrics
+        self.store.metrics()
     }
 
     /// The last finished operations (prepares, clones, updates, pushes,
     /// removals, cleanups), newest first, with durations and failures.
     pub fn recent_operations(&self) -> Vec<crate::metrics::RecentOperation> {
-        self.store.metrics.recent()
+        self.store.metrics().recent()
     }
 
     /// The metrics in Prometheus text format. The disk gauges come from
     /// the last stats (at most [`METRICS_MAX_AGE`] old): a scrape does not
     /// read every `workspace.json` each time.
     pub fn encode_metrics(&self) -> Result<String> {
-        let snapshots = &self.store.snapshots;
+        let snapshots = self.store.snapshots();
         if snapshots
             .get_recent(&snapshots.stats, METRICS_MAX_AGE)
             .is_none()
         {
             self.refresh_stats()?;
         }
-        Ok(self.store.metrics.encode())
+        Ok(self.store.metrics().encode())
     }
 
     /// Start draining: `/readyz` answers 503 so a load balancer stops
     /// sending new work, while requests keep being served. Irreversible.
     pub fn begin_draining(&self) {
-        self.store
-            .draining
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.store.begin_draining();
     }
 
     /// Whether the service is draining (readiness fails).
     pub fn is_draining(&self) -> bool {
-        self.store
-            .draining
-            .load(std::sync::atomic::Ordering::SeqCst)
+        self.store.is_draining()
     }
 
     /// Stop git transfers in flight at their next chunk of data, and any
     /// about to start (shutdown, after the grace period). Irreversible.
     pub fn cancel_git_operations(&self) {
-        self.store
-            .cancel
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.store.cancel_transfers();
     }
 }

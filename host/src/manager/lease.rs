@@ -27,13 +27,13 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         touch_last_used(&self.store, &self.name);
-        self.store.locks.release_lease(self.id);
-        self.store.snapshots.invalidate();
+        self.store.locks().release_lease(self.id);
+        self.store.snapshots().invalidate();
     }
 }
 
 fn touch_last_used(store: &Store, name: &WorkspaceName) {
-    let path = store.layout.metadata_path(name);
+    let path = store.layout().metadata_path(name);
     if let Some(mut meta) = WorkspaceMetadata::read(&path) {
         meta.last_used = Utc::now();
         if let Err(e) = meta.write(&path) {
@@ -48,16 +48,19 @@ impl WorkspaceManager {
     pub fn lease(&self, name: &str) -> Result<Lease> {
         let name = WorkspaceName::parse(name)?;
         // Wait out a prepare or removal in progress, then mark it leased.
-        let guard = self.store.locks.lock(&name, self.store.config.lock_wait)?;
+        let guard = self
+            .store
+            .locks()
+            .lock(&name, self.store.config().lock_wait)?;
         if self.store.summary(&name).is_none() {
-            return Err(Error::NotFound(format!("no workspace named {name}")));
+            return Err(Error::not_found(format!("no workspace named {name}")));
         }
-        let (id, _) = self.store.locks.add_lease(
+        let (id, _) = self.store.locks().add_lease(
             &name,
             &format!("a library lease (process {})", std::process::id()),
             None,
         );
-        self.store.snapshots.invalidate();
+        self.store.snapshots().invalidate();
         drop(guard);
         touch_last_used(&self.store, &name);
         Ok(Lease {
@@ -71,14 +74,13 @@ impl WorkspaceManager {
     /// `NotFound` when the id is unknown or the lease has lapsed.
     pub fn release_lease(&self, id: u64) -> Result<String> {
         // A credential served for the lease stops first (the daemon exits).
-        let served = self.store.served.lock().remove(&id);
-        drop(served);
+        self.store.stop_serving(id);
         let name = self
             .store
-            .locks
+            .locks()
             .release_lease(id)
-            .ok_or_else(|| Error::NotFound(format!("no live lease with id {id}")))?;
-        self.store.snapshots.invalidate();
+            .ok_or_else(|| Error::not_found(format!("no live lease with id {id}")))?;
+        self.store.snapshots().invalidate();
         touch_last_used(&self.store, &name);
         Ok(name.to_string())
     }

@@ -21,7 +21,7 @@ pub use lease::Lease;
 use crate::adapter::fs::{child_dirs, dir_size};
 use crate::adapter::removal::RealFs;
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::metadata::WorkspaceMetadata;
 use crate::metrics::Operation;
 use crate::model::*;
@@ -85,12 +85,12 @@ impl WorkspaceManager {
 
     /// The configuration in force.
     pub fn config(&self) -> &Config {
-        &self.store.config
+        self.store.config()
     }
 
     /// The base directory (absolute).
     pub fn base_path(&self) -> &Path {
-        self.store.layout.base()
+        self.store.layout().base()
     }
 
     /// The policy in force now.
@@ -115,24 +115,24 @@ impl WorkspaceManager {
     /// `Refused` (the operator's input to fix, not a fault of the running
     /// service) and the old policy stays.
     pub fn reload_policy(&self) -> Result<PolicyInfo> {
-        let config = &self.store.config;
+        let config = self.store.config();
         let fresh = match &self.policy_bytes {
             Some(built) => PolicyEngine::from_bytes(&built.0, &built.1, config.policy_limits),
             None => PolicyEngine::load_cached(
                 &config.policy,
                 config.policy_limits,
-                Some(&self.store.layout.policy_cache_dir()),
+                Some(&self.store.layout().policy_cache_dir()),
             ),
         }
-        .map_err(|e| match e {
-            Error::Config(msg) => Error::Refused(format!("{msg}; the old policy stays")),
-            other => other,
+        .map_err(|e| match e.kind() {
+            ErrorKind::Config => Error::refused(format!("{}; the old policy stays", e.message())),
+            _ => e,
         })?;
         Ok(self.swap_policy(fresh))
     }
 
     fn swap_policy(&self, fresh: PolicyEngine) -> PolicyInfo {
-        self.store.snapshots.invalidate();
+        self.store.snapshots().invalidate();
         let info = fresh.info();
         let old = std::mem::replace(&mut *self.policy.write(), Arc::new(fresh));
         tracing::info!(from = %old.info().digest, to = %info.digest, source = %info.source, "policy swapped");
@@ -155,9 +155,9 @@ impl WorkspaceManager {
 
     fn counted<T>(&self, result: Result<T>) -> Result<T> {
         // Every counted operation may have changed the disk or what is in use.
-        self.store.snapshots.invalidate();
+        self.store.snapshots().invalidate();
         if let Err(e) = &result {
-            self.store.metrics.error(e.kind());
+            self.store.metrics().error(e.kind());
         }
         result
     }
@@ -177,7 +177,7 @@ impl WorkspaceManager {
     /// (an answer at most [`SNAPSHOT_TTL`](crate::SNAPSHOT_TTL) old, fresh after any change made
     /// through this manager).
     pub fn stats(&self) -> Result<Stats> {
-        let snapshots = &self.store.snapshots;
+        let snapshots = self.store.snapshots();
         if let Some(stats) = snapshots.get(&snapshots.stats) {
             return Ok(stats);
         }
@@ -187,7 +187,7 @@ impl WorkspaceManager {
     /// Stats computed now (reading every workspace's recorded size), kept as
     /// the snapshot later [`stats`](Self::stats) calls reuse.
     pub fn refresh_stats(&self) -> Result<Stats> {
-        let snapshots = &self.store.snapshots;
+        let snapshots = self.store.snapshots();
         let generation = snapshots.generation();
         let list = self.store.list()?;
         let stats = self.store.stats(&list);
@@ -198,17 +198,17 @@ impl WorkspaceManager {
     /// Remove workspaces unused for longer than `max_age_hours` (default from
     /// the configuration), as the policy selects them; never one in use.
     pub fn cleanup(&self, max_age_hours: Option<f64>) -> Result<CleanupReport> {
-        let timer = self.store.metrics.start(Operation::Cleanup, None);
+        let timer = self.store.metrics().start(Operation::Cleanup, None);
         let result = self.counted_as(&timer, self.cleanup_inner(max_age_hours));
         let clean = result.as_ref().is_ok_and(|r| r.failed.is_empty());
-        self.store.metrics.cleanup_run(clean);
+        self.store.metrics().cleanup_run(clean);
         result
     }
 
     fn cleanup_inner(&self, max_age_hours: Option<f64>) -> Result<CleanupReport> {
-        let max_age_hours = max_age_hours.unwrap_or(self.store.config.max_age_hours);
+        let max_age_hours = max_age_hours.unwrap_or(self.store.config().max_age_hours);
         if !max_age_hours.is_finite() || max_age_hours < 0.0 {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::invalid_input(format!(
                 "max_age_hours must be a number >= 0, got {max_age_hours}"
             )));
         }
@@ -264,7 +264,7 @@ impl WorkspaceManager {
     fn remove_inner(&self, name: &str) -> Result<RemovalReport> {
         let name = WorkspaceName::parse(name)?;
         if self.store.summary(&name).is_none() {
-            return Err(Error::NotFound(format!("no workspace named {name}")));
+            return Err(Error::not_found(format!("no workspace named {name}")));
         }
         let report = self.store.remove_workspace(&name);
         if report.skipped_in_use {
@@ -275,7 +275,7 @@ impl WorkspaceManager {
 
     /// `InUse` for `name`, naming the lease holder when there is one.
     fn in_use(&self, name: &WorkspaceName) -> Error {
-        Error::InUse(match self.store.locks.lease_holder(name) {
+        Error::in_use(match self.store.locks().lease_holder(name) {
             Some(holder) => format!("{name} ({holder})"),
             None => name.to_string(),
         })
@@ -290,15 +290,15 @@ impl WorkspaceManager {
     pub fn remove_in_background(&self, name: &str) -> Result<RemovalReport> {
         let name = WorkspaceName::parse(name)?;
         let store = &self.store;
-        let Some(guard) = store.locks.try_lock_idle(&name)? else {
+        let Some(guard) = store.locks().try_lock_idle(&name)? else {
             return Err(self.in_use(&name));
         };
-        let dir = store.layout.workspace_dir(&name);
+        let dir = store.layout().workspace_dir(&name);
         if std::fs::symlink_metadata(&dir).is_err() {
-            return Err(Error::NotFound(format!("no workspace named {name}")));
+            return Err(Error::not_found(format!("no workspace named {name}")));
         }
         let known_size =
-            WorkspaceMetadata::read(&store.layout.metadata_path(&name)).map(|m| m.size_bytes);
+            WorkspaceMetadata::read(&store.layout().metadata_path(&name)).map(|m| m.size_bytes);
         let Some(target) = store.move_to_trash(&name, &dir) else {
             // Cannot rename (Windows: a handle inside): delete in place now,
             // holding the lock, so no prepare of the name races the deletion.
@@ -306,22 +306,7 @@ impl WorkspaceManager {
             return Ok(report);
         };
         drop(guard);
-        *store.background.0.lock() += 1;
-        let background = store.clone();
-        let thread_name = name.clone();
-        std::thread::spawn(move || {
-            let outcome = background.remover.remove_tree_sized(&target, known_size);
-            background.metrics.removal(outcome.removed);
-            if outcome.removed {
-                tracing::info!(workspace = %thread_name, bytes = outcome.bytes_freed, "background deletion finished");
-            } else {
-                tracing::warn!(workspace = %thread_name, error = outcome.error.as_deref().unwrap_or_default(), "background deletion incomplete; the next cleanup retries");
-            }
-            background.snapshots.invalidate();
-            let (count, done) = &*background.background;
-            *count.lock() -= 1;
-            done.notify_all();
-        });
+        Store::delete_in_background(store, name.clone(), target, known_size);
         Ok(RemovalReport {
             pending_deletion: true,
             ..RemovalReport::new(name.as_str())
@@ -330,11 +315,7 @@ impl WorkspaceManager {
 
     /// Block until every background deletion of this manager has finished.
     pub fn wait_for_background_deletions(&self) {
-        let (count, done) = &*self.store.background;
-        let mut n = count.lock();
-        while *n > 0 {
-            done.wait(&mut n);
-        }
+        self.store.wait_for_background_deletions();
     }
 
     /// Walk every workspace again (symbolic links not followed), record the
@@ -343,9 +324,9 @@ impl WorkspaceManager {
     /// something else wrote into the workspaces.
     pub fn rescan_sizes(&self) -> Result<Stats> {
         let store = &self.store;
-        store.snapshots.invalidate();
-        let names: Vec<WorkspaceName> = child_dirs(store.layout.base())
-            .map_err(|e| Error::io("listing workspaces in", store.layout.base(), e))?
+        store.snapshots().invalidate();
+        let names: Vec<WorkspaceName> = child_dirs(store.layout().base())
+            .map_err(|e| Error::io("listing workspaces in", store.layout().base(), e))?
             .iter()
             .filter_map(|n| WorkspaceName::parse(n).ok())
             .collect();
@@ -361,8 +342,8 @@ impl WorkspaceManager {
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let Some(name) = names.get(i) else { break };
-                        let size = dir_size(&store.layout.repo_dir(name));
-                        let path = store.layout.metadata_path(name);
+                        let size = dir_size(&store.layout().repo_dir(name));
+                        let path = store.layout().metadata_path(name);
                         if let Some(mut meta) =
                             WorkspaceMetadata::read(&path).filter(|m| m.size_bytes != size)
                         {

@@ -34,7 +34,7 @@ impl WorkspaceManager {
     ) -> Result<WorkspaceName> {
         let name = policy.call_workspace_name(self.store.clone(), repo_full_name)?;
         WorkspaceName::parse(&name).map_err(|e| {
-            Error::Policy(format!(
+            Error::policy(format!(
                 "{} returned an unsafe workspace name for {repo_full_name:?}: {e}",
                 policy.label()
             ))
@@ -44,7 +44,7 @@ impl WorkspaceManager {
     /// `raw` parsed and checked against the allow-list and the network
     /// rules, credentials split off.
     pub(super) fn checked_url(&self, raw: &str) -> Result<CloneUrl> {
-        let config = &self.store.config;
+        let config = self.store.config();
         let url = CloneUrl::parse(raw, config.allow_local_urls)?;
         url.check_host(&config.allowed_hosts)?;
         url.check_addresses(config.allow_private_networks)?;
@@ -56,7 +56,7 @@ impl WorkspaceManager {
 
     /// What a transfer to or from `url` may carry, and its bounds.
     pub(super) fn remote_for(&self, url: &CloneUrl, progress: Option<Arc<ProgressFn>>) -> Remote {
-        let (store, config) = (&self.store, &self.store.config);
+        let (store, config) = (&self.store, self.store.config());
         Remote {
             credentials: url.credentials.clone(),
             service_credentials: url.host.as_deref().is_some_and(|h| {
@@ -74,13 +74,8 @@ impl WorkspaceManager {
             mirror: None,
             progress,
             local: url.transport == Transport::Local,
-            principal_key: store.principal_key.clone(),
-            guard: Some(Arc::new(git::TransferGuard::new(
-                store.cancel.clone(),
-                config.max_workspace_bytes,
-                config.min_free_bytes,
-                store.layout.base().to_path_buf(),
-            ))),
+            principal_key: store.principal_key(),
+            guard: Some(Arc::new(store.transfer_guard())),
         }
     }
 
@@ -93,7 +88,7 @@ impl WorkspaceManager {
         lease: &LeaseInfo,
     ) -> Result<()> {
         let credentials = url.credentials.as_ref().ok_or_else(|| {
-            Error::InvalidInput("serve_credential needs a credential in the clone URL".into())
+            Error::invalid_input("serve_credential needs a credential in the clone URL")
         })?;
         let ttl = (lease.expires_at - Utc::now()).to_std().unwrap_or_default();
         let served = crate::adapter::credential_cache::serve(
@@ -107,17 +102,14 @@ impl WorkspaceManager {
             use crate::adapter::credential_cache::ServeError;
             match e {
                 ServeError::NotHttp(_) | ServeError::NoCredential | ServeError::Unsupported => {
-                    Error::InvalidInput(e.to_string())
+                    Error::invalid_input(e.to_string())
                 }
-                ServeError::Cache(_) => Error::Git(e.to_string()),
+                ServeError::Cache(_) => Error::git(e.to_string()),
                 ServeError::Config { .. } => Error::filesystem(e.to_string()),
             }
         })?;
-        let mut all = self.store.served.lock();
-        // Lapsed leases: their daemons forgot at their timeout; drop the rest.
-        let now = Utc::now();
-        all.retain(|_, (until, _)| *until > now);
-        all.insert(lease.id, (lease.expires_at, served));
+        self.store
+            .serve_for_lease(lease.id, lease.expires_at, served);
         tracing::info!(url = %url.public, lease = lease.id, "credential served to git in the workspace until the lease ends");
         Ok(())
     }
@@ -128,15 +120,15 @@ impl WorkspaceManager {
     /// cleaned or re-cloned under its holder.
     fn lock_unleased(&self, name: &WorkspaceName) -> Result<crate::locks::WorkspaceGuard> {
         let store = &self.store;
-        let deadline = Instant::now() + store.config.lease_wait;
+        let deadline = Instant::now() + store.config().lease_wait;
         loop {
-            let guard = store.locks.lock(name, store.config.lock_wait)?;
-            let Some(holder) = store.locks.lease_holder(name) else {
+            let guard = store.locks().lock(name, store.config().lock_wait)?;
+            let Some(holder) = store.locks().lease_holder(name) else {
                 return Ok(guard);
             };
             drop(guard);
             if Instant::now() >= deadline {
-                return Err(Error::InUse(format!("{name} ({holder})")));
+                return Err(Error::in_use(format!("{name} ({holder})")));
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
@@ -156,7 +148,7 @@ impl WorkspaceManager {
     ) -> Result<PrepareOutcome> {
         let timer = self
             .store
-            .metrics
+            .metrics()
             .start(Operation::Prepare, Some(&request.repo_full_name));
         self.counted_as(&timer, self.prepare_inner(request, progress))
     }
@@ -172,7 +164,7 @@ impl WorkspaceManager {
             .lease_seconds
             .is_some_and(|s| s == 0 || s > MAX_LEASE_SECONDS)
         {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::invalid_input(format!(
                 "lease_seconds must be between 1 and {MAX_LEASE_SECONDS}"
             )));
         }
@@ -181,29 +173,27 @@ impl WorkspaceManager {
             .as_ref()
             .is_some_and(|h| h.is_empty() || h.len() > 200 || h.chars().any(char::is_control))
         {
-            return Err(Error::InvalidInput(
-                "holder must be 1 to 200 characters without control characters".into(),
+            return Err(Error::invalid_input(
+                "holder must be 1 to 200 characters without control characters",
             ));
         }
         if request.network.as_ref().is_some_and(|n| {
             n.trim().is_empty() || n.len() > 200 || n.chars().any(char::is_control)
         }) {
-            return Err(Error::InvalidInput(
+            return Err(Error::invalid_input(
                 "network must be the fork network root's full name (owner/repo): \
-                 1 to 200 characters without control characters"
-                    .into(),
+                 1 to 200 characters without control characters",
             ));
         }
         if request.serve_credential && request.lease_seconds.is_none() {
-            return Err(Error::InvalidInput(
+            return Err(Error::invalid_input(
                 "serve_credential needs lease_seconds: the credential is served to git in the \
-                 workspace for the lease's lifetime only"
-                    .into(),
+                 workspace for the lease's lifetime only",
             ));
         }
         if request.depth == Some(0) {
-            return Err(Error::InvalidInput(
-                "depth must be at least 1 (omit it for full history)".into(),
+            return Err(Error::invalid_input(
+                "depth must be at least 1 (omit it for full history)",
             ));
         }
         // The name first: a bad one is the caller's to fix, found without
@@ -215,16 +205,15 @@ impl WorkspaceManager {
             && (url.credentials.is_none()
                 || !matches!(url.transport, Transport::Https | Transport::Http))
         {
-            return Err(Error::InvalidInput(
+            return Err(Error::invalid_input(
                 "serve_credential needs an http(s) clone URL with a credential in it (git asks \
-                 credential helpers for http(s) only)"
-                    .into(),
+                 credential helpers for http(s) only)",
             ));
         }
         let store = &self.store;
-        store.layout.ensure()?;
+        store.layout().ensure()?;
         let _guard = self.lock_unleased(&name)?;
-        store.snapshots.invalidate(); // now in use
+        store.snapshots().invalidate(); // now in use
         store.clear_staging(&name);
 
         let mut remote = self.remote_for(&url, progress);
@@ -252,12 +241,12 @@ impl WorkspaceManager {
         let outcome = outcome?;
 
         // Trust the disk, not the policy's word.
-        let repo_dir = store.layout.repo_dir(&name);
+        let repo_dir = store.layout().repo_dir(&name);
         let state = git::inspect(&repo_dir);
         let head = match (state.healthy, state.head) {
             (true, Some(head)) => head,
             _ => {
-                return Err(Error::Policy(format!(
+                return Err(Error::policy(format!(
                     "{} reported a prepared workspace, but {} is not a healthy repository: {}",
                     policy.label(),
                     repo_dir.display(),
@@ -266,7 +255,7 @@ impl WorkspaceManager {
             }
         };
         if state.remote_url.as_deref() != Some(url.public.as_str()) {
-            return Err(Error::Policy(format!(
+            return Err(Error::policy(format!(
                 "{} left a clone of {:?} where {} was asked for",
                 policy.label(),
                 state.remote_url,
@@ -276,7 +265,7 @@ impl WorkspaceManager {
         // Whatever the policy did (a policy may hand back a checkout without
         // updating it), the checkout must be this caller's own.
         if git::prepared_by(&repo_dir).as_deref() != Some(principal.as_str()) {
-            return Err(Error::Policy(format!(
+            return Err(Error::policy(format!(
                 "{} handed back a checkout last prepared with another credential without \
                  updating or re-cloning it; it was not given to this caller",
                 policy.label()
@@ -288,7 +277,7 @@ impl WorkspaceManager {
         }
 
         let now = Utc::now();
-        let meta_path = store.layout.metadata_path(&name);
+        let meta_path = store.layout().metadata_path(&name);
         let previous = WorkspaceMetadata::read(&meta_path);
         let meta = WorkspaceMetadata {
             version: METADATA_VERSION,
@@ -315,7 +304,7 @@ impl WorkspaceManager {
                 .holder
                 .as_deref()
                 .unwrap_or("another caller's prepare");
-            let (id, expires_at) = store.locks.add_lease(&name, holder, Some(ttl));
+            let (id, expires_at) = store.locks().add_lease(&name, holder, Some(ttl));
             LeaseInfo {
                 id,
                 expires_at: expires_at.unwrap_or(now),
@@ -324,7 +313,7 @@ impl WorkspaceManager {
         if let (true, Some(lease)) = (request.serve_credential, &lease) {
             self.serve_credential(&repo_dir, &url, lease)
                 .inspect_err(|_| {
-                    store.locks.release_lease(lease.id);
+                    store.locks().release_lease(lease.id);
                 })?;
         }
         let duration_ms = started.elapsed().as_millis() as u64;

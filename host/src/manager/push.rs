@@ -2,7 +2,7 @@
 //! once the policy allows it.
 
 use super::WorkspaceManager;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::metadata::WorkspaceMetadata;
 use crate::metrics::Operation;
 use crate::model::{PushOutcome, PushRequest};
@@ -31,7 +31,7 @@ impl WorkspaceManager {
     /// - A push the remote refuses is [`Error::Rejected`]; one the policy
     ///   refuses is [`Error::Refused`].
     pub fn push(&self, name: &str, request: &PushRequest) -> Result<PushOutcome> {
-        let timer = self.store.metrics.start(Operation::Push, Some(name));
+        let timer = self.store.metrics().start(Operation::Push, Some(name));
         self.counted_as(&timer, self.push_inner(name, request))
     }
 
@@ -55,7 +55,7 @@ impl WorkspaceManager {
         if git::check_prepared_by(repo_dir, remote, false).is_ok() {
             return Ok(());
         }
-        Err(Error::Refused(format!(
+        Err(Error::refused(format!(
             "{name} was cloned from {origin} and last prepared with another credential than this \
              push's; its content goes to another repository ({push_url}) only with the \
              credential that prepared it: prepare it with this credential first, or push to \
@@ -70,7 +70,7 @@ impl WorkspaceManager {
         if !git2::Reference::is_valid_name(&format!("refs/heads/{branch}"))
             || branch.starts_with('-')
         {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::invalid_input(format!(
                 "{branch:?} is not a valid branch name"
             )));
         }
@@ -78,16 +78,16 @@ impl WorkspaceManager {
         let store = &self.store;
         // Locked before anything about the workspace is read: a prepare
         // with another URL cannot change it between the checks and the push.
-        let _guard = store.locks.lock(&name, store.config.lock_wait)?;
-        let Some(meta) = WorkspaceMetadata::read(&store.layout.metadata_path(&name)) else {
-            return Err(Error::NotFound(format!(
+        let _guard = store.locks().lock(&name, store.config().lock_wait)?;
+        let Some(meta) = WorkspaceMetadata::read(&store.layout().metadata_path(&name)) else {
+            return Err(Error::not_found(format!(
                 "workspace {name} does not exist; prepare it first"
             )));
         };
         let remote = self.remote_for(&url, None);
         self.check_push_carries_own_work(
             &name,
-            &store.layout.repo_dir(&name),
+            &store.layout().repo_dir(&name),
             &url.public,
             &remote,
         )?;
@@ -104,10 +104,12 @@ impl WorkspaceManager {
         };
         self.policy()
             .call_authorize_push(store.clone(), &question)
-            .map_err(|e| match e {
+            .map_err(|e| match e.kind() {
                 // A policy's "no" names the rule; keep it the caller's to read.
-                Error::Refused(m) => Error::Refused(format!("the policy refuses the push: {m}")),
-                other => other,
+                ErrorKind::Refused => {
+                    Error::refused(format!("the policy refuses the push: {}", e.message()))
+                }
+                _ => e,
             })?;
         let commit = store.push_workspace(&name, &url.public, branch, request.force, &remote)?;
         let duration_ms = started.elapsed().as_millis() as u64;

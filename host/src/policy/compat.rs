@@ -31,7 +31,7 @@ pub(crate) enum Instance {
 /// remote's default branch, with or without force.
 pub fn default_push_rule(question: &PushQuestion) -> crate::error::Result<()> {
     if question.default_branch.as_deref() == Some(question.branch.as_str()) {
-        return Err(crate::error::Error::Refused(format!(
+        return Err(crate::error::Error::refused(format!(
             "{} is the remote's default branch; push a topic branch and open a pull request",
             question.branch
         )));

@@ -25,7 +25,7 @@ impl From<Error> for types::Error {
         };
         types::Error {
             kind,
-            message: e.detail(),
+            message: e.message().to_string(),
         }
     }
 }
@@ -34,16 +34,16 @@ impl From<Error> for types::Error {
 impl From<types::Error> for Error {
     fn from(e: types::Error) -> Self {
         use types::ErrorKind as W;
-        let m = e.message;
-        match e.kind {
-            W::InvalidInput => Error::InvalidInput(m),
-            W::Refused => Error::Refused(m),
-            W::NotFound => Error::NotFound(m),
-            W::InUse => Error::InUse(m),
-            W::Git => Error::Git(m),
-            W::Io => Error::filesystem(m),
-            W::Internal => Error::Policy(m),
-        }
+        let kind = match e.kind {
+            W::InvalidInput => ErrorKind::InvalidInput,
+            W::Refused => ErrorKind::Refused,
+            W::NotFound => ErrorKind::NotFound,
+            W::InUse => ErrorKind::InUse,
+            W::Git => ErrorKind::Git,
+            W::Io => ErrorKind::Io,
+            W::Internal => ErrorKind::Policy,
+        };
+        Error::new(kind, e.message)
     }
 }
 

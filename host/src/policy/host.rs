@@ -8,9 +8,10 @@
 use super::HostState;
 use super::bindings::fixsec::workspace::{git, log, removal, settings, types, workspace_fs};
 use crate::adapter::git::Remote;
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::model::{RemovalReport, WorkspaceSummary};
 use crate::names::WorkspaceName;
+use crate::store::CheckoutSpec;
 
 type WitError = types::Error;
 
@@ -127,14 +128,29 @@ impl CallContext {
         )))
     }
 
+    /// The checkout a `clone` or `update` import asks for: the policy's
+    /// URL, ref and depth with the caller's network and extras.
+    fn checkout<'a>(
+        &'a self,
+        url: &'a str,
+        git_ref: Option<&'a str>,
+        options: &git::FetchOptions,
+    ) -> CheckoutSpec<'a> {
+        CheckoutSpec {
+            url,
+            git_ref,
+            depth: options.depth,
+            network: self.network.as_deref(),
+            extras: self.extras,
+        }
+    }
+
     /// Remember a host limit an import hit, so the call answers with it.
     fn note_host_stop(&mut self, e: &Error) {
-        let stop = match e {
-            Error::Busy(m) => Error::Busy(m.clone()),
-            Error::InsufficientStorage(m) => Error::InsufficientStorage(m.clone()),
-            _ => return,
-        };
-        self.host_stop.get_or_insert(stop);
+        if matches!(e.kind(), ErrorKind::Busy | ErrorKind::InsufficientStorage) {
+            self.host_stop
+                .get_or_insert_with(|| Error::new(e.kind(), e.message()));
+        }
     }
 
     /// Why removing `name` (whose metadata is `meta`, read under its lock)
@@ -239,7 +255,7 @@ impl workspace_fs::Host for HostState {
     }
 
     fn free_space_bytes(&mut self) -> wasmtime::Result<Option<u64>> {
-        Ok(crate::adapter::fs::free_space(self.store.layout.base()))
+        Ok(crate::adapter::fs::free_space(self.store.layout().base()))
     }
 }
 
@@ -247,7 +263,7 @@ impl git::Host for HostState {
     fn inspect(&mut self, name: String) -> wasmtime::Result<types::RepoState> {
         self.call.allow("git.inspect", &[Export::Prepare])?;
         let name = checked(&name)?;
-        let s = crate::adapter::git::inspect(&self.store.layout.repo_dir(&name));
+        let s = crate::adapter::git::inspect(&self.store.layout().repo_dir(&name));
         Ok(s.into())
     }
 
@@ -260,15 +276,8 @@ impl git::Host for HostState {
     ) -> wasmtime::Result<Result<String, WitError>> {
         let name = self.mutable_target(&name, Some(&url))?;
         self.call.cloned = true;
-        let result = self.store.clone_workspace(
-            &name,
-            self.call.network.as_deref(),
-            &url,
-            branch.as_deref(),
-            options.depth,
-            &self.call.remote,
-            self.call.extras,
-        );
+        let spec = self.call.checkout(&url, branch.as_deref(), &options);
+        let result = self.store.clone_workspace(&name, &spec, &self.call.remote);
         Ok(match result {
             Ok((head, size)) => {
                 self.call.measured_size = Some(size);
@@ -289,14 +298,8 @@ impl git::Host for HostState {
         options: git::FetchOptions,
     ) -> wasmtime::Result<Result<String, WitError>> {
         let name = self.mutable_target(&name, Some(&url))?;
-        let result = match self.store.update_workspace(
-            &name,
-            &url,
-            branch.as_deref(),
-            options.depth,
-            &self.call.remote,
-            self.call.extras,
-        ) {
+        let spec = self.call.checkout(&url, branch.as_deref(), &options);
+        let result = match self.store.update_workspace(&name, &spec, &self.call.remote) {
             Ok((head, size)) => {
                 self.call.measured_size = Some(size);
                 Ok(head)
@@ -312,7 +315,7 @@ impl git::Host for HostState {
 
     fn clear_stale_locks(&mut self, name: String) -> wasmtime::Result<Result<u32, WitError>> {
         let name = self.mutable_target(&name, None)?;
-        let repo = self.store.layout.repo_dir(&name);
+        let repo = self.store.layout().repo_dir(&name);
         Ok(crate::adapter::git::clear_stale_locks(&repo)
             .map(|cleared| {
                 tracing::info!(workspace = %name, locks = ?cleared, "cleared stale git locks");
@@ -340,13 +343,13 @@ impl removal::Host for HostState {
 
 impl settings::Host for HostState {
     fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
-        Ok(self.store.config.policy_settings.get(&key).cloned())
+        Ok(self.store.config().policy_settings.get(&key).cloned())
     }
 
     fn all(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
         Ok(self
             .store
-            .config
+            .config()
             .policy_settings
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))

@@ -126,7 +126,7 @@ impl PolicyEngine {
             }
             PolicySource::File(path) => {
                 let bytes = std::fs::read(path).map_err(|e| {
-                    Error::Config(format!(
+                    Error::config(format!(
                         "cannot read policy file {}: {e}; check WORKSPACE_POLICY / --policy",
                         path.display()
                     ))
@@ -150,20 +150,20 @@ impl PolicyEngine {
         let engine = shared_engine()?;
         let digest = md5_hex(bytes);
         let component = compiled(&engine, bytes, &digest, cache_dir).map_err(|e| {
-            Error::Config(format!(
+            Error::config(format!(
                 "policy {label} is not a WebAssembly component: {e:#}; build it for wasm32-wasip2 (see docs/POLICIES.md)"
             ))
         })?;
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .map_err(|e| Error::Config(format!("linking WASI: {e:#}")))?;
+            .map_err(|e| Error::config(format!("linking WASI: {e:#}")))?;
         bindings::WorkspacePolicy::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .and_then(|()| {
                 bindings_v0_1::WorkspacePolicy::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             })
-            .map_err(|e| Error::Config(format!("linking host imports: {e:#}")))?;
+            .map_err(|e| Error::config(format!("linking host imports: {e:#}")))?;
         let incompatible = |e: wasmtime::Error| {
-            Error::Config(format!(
+            Error::config(format!(
                 "policy {label} does not implement {CONTRACT}: {e:#}. It speaks {}; rebuild it against this host's wit/ (the host accepts {CONTRACT}, compatible 0.2.x versions, and {})",
                 contract_versions(&engine, &component),
                 OLDER_CONTRACTS.join(", ")
@@ -254,7 +254,7 @@ impl PolicyEngine {
             } else {
                 format!("; policy stderr: {out}")
             };
-            Error::Policy(format!(
+            Error::policy(format!(
                 "{} failed in {what}{limit}: {e:#}{out}",
                 self.label
             ))
@@ -289,7 +289,7 @@ fn shared_engine() -> Result<Engine> {
             Engine::new(&config).map_err(|e| format!("{e:#}"))
         })
         .clone()
-        .map_err(|e| Error::Config(format!("starting the wasm engine: {e}")))
+        .map_err(|e| Error::config(format!("starting the wasm engine: {e}")))
 }
 
 /// The compiled component for `bytes`: from this process's memory, else

@@ -9,39 +9,54 @@ use crate::error::{Error, Result};
 use crate::metrics::Operation;
 use crate::names::WorkspaceName;
 
+/// What a checkout of a workspace holds: which repository, at which ref,
+/// how much history, and what comes with it. The policy's `clone` and
+/// `update` imports name the first three; the request, the rest.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CheckoutSpec<'a> {
+    /// The clone URL, without credentials.
+    pub url: &'a str,
+    /// A branch, tag, commit or pull request's ref, unparsed (none: the
+    /// remote's default branch).
+    pub git_ref: Option<&'a str>,
+    /// Commits of history to fetch (none: all).
+    pub depth: Option<u32>,
+    /// The repository network (fork family) whose mirror a clone may
+    /// borrow objects from (none: the URL's own).
+    pub network: Option<&'a str>,
+    /// Submodules and LFS objects to add.
+    pub extras: Extras,
+}
+
 impl Store {
-    /// Clone `git_ref` (none: the default branch) into a staging folder,
-    /// borrowing objects from `network`'s mirror when mirrors apply
-    /// (`mirrors.rs`), then swap it in as `repo/`. Returns the
-    /// head commit and the checkout's size. Waits for a slot in the git
-    /// queue; a clone over the size limit or the free-space floor is
-    /// stopped and leaves nothing behind. Requires `name`'s lock.
-    #[allow(clippy::too_many_arguments)] // one call site: the policy's `clone` import
+    /// Clone `spec` into a staging folder, borrowing objects from its
+    /// network's mirror when mirrors apply (`mirrors.rs`), then swap it in
+    /// as `repo/`. Returns the head commit and the checkout's size. Waits
+    /// for a slot in the git queue; a clone over the size limit or the
+    /// free-space floor is stopped and leaves nothing behind. Requires
+    /// `name`'s lock.
     pub fn clone_workspace(
         &self,
         name: &WorkspaceName,
-        network: Option<&str>,
-        url: &str,
-        git_ref: Option<&str>,
-        depth: Option<u32>,
+        spec: &CheckoutSpec<'_>,
         remote: &Remote,
-        extras: Extras,
     ) -> Result<(String, u64)> {
+        let CheckoutSpec { url, depth, .. } = *spec;
         let _slot = self
             .git_queue
             .enter(remote.host.as_deref().unwrap_or_default())?;
         let timer = self.metrics.start(Operation::Clone, Some(name.as_str()));
         let staging = self.layout.unique_in(self.layout.staging_dir(), name);
-        let git_ref = parse_ref(git_ref)?;
+        let git_ref = parse_ref(spec.git_ref)?;
         let mirror = self
-            .mirror_key(network, url)
+            .mirror_key(spec.network, url)
             .filter(|_| self.uses_mirror(depth, remote));
         let cloned = match mirror {
             Some(key) => self.clone_through_mirror(&key, url, git_ref.as_ref(), remote, &staging),
             None => git::clone(url, git_ref.as_ref(), depth, remote, &staging).map_err(Error::from),
         }
         .and_then(|head| {
-            self.add_extras(&staging, url, remote, extras)?;
+            self.add_extras(&staging, url, remote, spec.extras)?;
             git::record_prepared_by(&staging, remote)?;
             Ok(head)
         });
@@ -58,7 +73,7 @@ impl Store {
             let size = git::checkout_size(&staging).unwrap_or_else(|| dir_size(&staging));
             if size > max {
                 self.remover.remove_tree(&staging);
-                return Err(Error::InsufficientStorage(format!(
+                return Err(Error::insufficient_storage(format!(
                     "the clone of {url} takes {} MB, over the {} MB limit \
                      (WORKSPACE_MAX_WORKSPACE_MB); nothing was kept",
                     size >> 20,
@@ -89,24 +104,21 @@ impl Store {
         Ok((head, size))
     }
 
-    /// Fetch `git_ref` (none: the default branch), check it out,
-    /// hard-reset and clean `repo/` in place, then add what `extras`
-    /// asks. A checkout another principal prepared is refused (the policy
-    /// clones afresh). Requires `name`'s lock.
+    /// Fetch `spec`'s ref, check it out, hard-reset and clean `repo/` in
+    /// place, then add its extras. A checkout another principal prepared is
+    /// refused (the policy clones afresh). Requires `name`'s lock.
     pub fn update_workspace(
         &self,
         name: &WorkspaceName,
-        url: &str,
-        git_ref: Option<&str>,
-        depth: Option<u32>,
+        spec: &CheckoutSpec<'_>,
         remote: &Remote,
-        extras: Extras,
     ) -> Result<(String, u64)> {
+        let CheckoutSpec { url, depth, .. } = *spec;
         let _slot = self
             .git_queue
             .enter(remote.host.as_deref().unwrap_or_default())?;
         let timer = self.metrics.start(Operation::Update, Some(name.as_str()));
-        let git_ref = parse_ref(git_ref)?;
+        let git_ref = parse_ref(spec.git_ref)?;
         let repo = self.layout.repo_dir(name);
         // What another principal's prepare left (submodules, a job's
         // branches and objects) is not this caller's to see. A clone the
@@ -117,7 +129,7 @@ impl Store {
             .and_then(|()| git::update(&repo, url, git_ref.as_ref(), depth, remote))
             .map_err(Error::from)
             .and_then(|u| {
-                self.add_extras(&repo, url, remote, extras)?;
+                self.add_extras(&repo, url, remote, spec.extras)?;
                 git::record_prepared_by(&repo, remote)?;
                 Ok(u)
             });
@@ -186,7 +198,7 @@ impl Store {
                     .map(|()| u)
             })
             .map(|u| u.public)
-            .map_err(|e| format!("refused: {}", e.detail()))
+            .map_err(|e| format!("refused: {}", e.message()))
     }
 
     /// An LFS URL (the batch endpoint, or a download the LFS server
@@ -200,7 +212,7 @@ impl Store {
         }
         self.checked_extra_url(url.as_str())
             .and_then(|u| u.resolve_checked(self.config.allow_private_networks))
-            .map_err(|e| format!("refused: {}", e.detail()))
+            .map_err(|e| format!("refused: {}", e.message()))
     }
 
     /// Push `branch` of `name` to `url` with `remote`'s credential, behind
@@ -252,17 +264,5 @@ pub(crate) fn parse_ref(git_ref: Option<&str>) -> Result<Option<GitRef>> {
     git_ref
         .map(GitRef::parse)
         .transpose()
-        .map_err(|e| Error::InvalidInput(format!("{e}; see `ref` in the API documentation")))
-}
-
-impl From<git::GitError> for Error {
-    fn from(e: git::GitError) -> Self {
-        match e.stopped {
-            Some(git::Stop::Cancelled) => Error::Busy(e.message),
-            Some(git::Stop::Storage(_)) => Error::InsufficientStorage(e.message),
-            None if e.not_found => Error::NotFound(e.message),
-            None if e.rejected => Error::Rejected(e.message),
-            None => Error::Git(e.message),
-        }
-    }
+        .map_err(|e| Error::invalid_input(format!("{e}; see `ref` in the API documentation")))
 }

@@ -74,8 +74,8 @@ impl MirrorState {
 pub(crate) fn mirror_name(key: &str) -> Result<WorkspaceName> {
     let key = key.trim();
     if key.is_empty() {
-        return Err(Error::InvalidInput(
-            "network must name the fork network's root repository (owner/repo)".into(),
+        return Err(Error::invalid_input(
+            "network must name the fork network's root repository (owner/repo)",
         ));
     }
     let label = key.split_once("://").map_or(key, |(_, rest)| rest);
@@ -99,7 +99,7 @@ pub(crate) fn mirror_name(key: &str) -> Result<WorkspaceName> {
         format!("{readable}_{}", &digest[..8])
     };
     WorkspaceName::parse(&name)
-        .map_err(|e| Error::InvalidInput(format!("{key:?} gives no safe mirror name: {e}")))
+        .map_err(|e| Error::invalid_input(format!("{key:?} gives no safe mirror name: {e}")))
 }
 
 impl Store {
@@ -150,7 +150,7 @@ impl Store {
         let local_fault = match self.borrow_mirror(key, url, remote, dest) {
             Ok(Ok(())) => match git::update(dest, url, git_ref, None, remote) {
                 Ok((head, _)) => return Ok(head),
-                Err(e) if e.not_found || e.stopped.is_some() => return Err(e.into()),
+                Err(e) if e.is_not_found() || e.is_stopped() => return Err(e.into()),
                 Err(e) => Error::from(e),
             },
             Ok(Err(local)) => local,
@@ -188,13 +188,13 @@ impl Store {
         // crafted to collide must find a mirror that is not its own.
         let state = match MirrorState::read(&dir) {
             Some(s) if s.network != key => {
-                return Ok(Err(Error::Git(format!(
+                return Ok(Err(Error::git(format!(
                     "mirror {name} holds {:?}, not {key:?} (the names collide); not borrowed",
                     s.network
                 ))));
             }
             None if repo.references().is_ok_and(|mut r| r.next().is_some()) => {
-                return Ok(Err(Error::Git(format!(
+                return Ok(Err(Error::git(format!(
                     "mirror {name} has references but no state file, so whose it is cannot be \
                      told; not borrowed"
                 ))));

@@ -10,7 +10,7 @@ mod mirrors;
 mod snapshots;
 mod trash;
 
-pub(crate) use checkout::parse_ref;
+pub(crate) use checkout::{CheckoutSpec, parse_ref};
 pub(crate) use snapshots::Snapshots;
 pub use snapshots::{METRICS_MAX_AGE, SNAPSHOT_TTL};
 
@@ -25,36 +25,39 @@ use crate::metrics::Metrics;
 use crate::model::*;
 use crate::names::WorkspaceName;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-/// The side effects the policy's imports and the manager share.
+/// The side effects the policy's imports and the manager share: the
+/// base directory's layout and locks, git behind its queue, removal,
+/// metrics and recent answers. One per manager, shared by every call.
 #[derive(Debug)]
 pub(crate) struct Store {
-    pub config: Config,
-    pub layout: Layout,
-    pub locks: WorkspaceLocks,
+    config: Config,
+    layout: Layout,
+    locks: WorkspaceLocks,
     /// The object mirrors' locks (`<base>/.mirrors/.locks`).
-    pub mirror_locks: WorkspaceLocks,
-    pub remover: Remover,
-    pub metrics: Metrics,
+    mirror_locks: WorkspaceLocks,
+    remover: Remover,
+    metrics: Metrics,
     /// Background deletions still running (count, and a signal when one ends).
-    pub background: Arc<(parking_lot::Mutex<usize>, parking_lot::Condvar)>,
+    background: Arc<(parking_lot::Mutex<usize>, parking_lot::Condvar)>,
     /// Recent stats and health answers.
-    pub snapshots: Snapshots,
+    snapshots: Snapshots,
     /// The bounded queue in front of git network work.
-    pub git_queue: crate::git_queue::GitQueue,
+    git_queue: crate::git_queue::GitQueue,
     /// Set at shutdown: transfers in flight stop at their next chunk.
-    pub cancel: Arc<std::sync::atomic::AtomicBool>,
+    cancel: Arc<AtomicBool>,
     /// Set when the service begins to drain: readiness fails, work goes on.
-    pub draining: std::sync::atomic::AtomicBool,
+    draining: AtomicBool,
     /// The base directory's principal key ([`Layout::principal_key_path`]).
-    pub principal_key: Option<Arc<[u8; 32]>>,
+    principal_key: Option<Arc<[u8; 32]>>,
     /// Credentials served to stock git in leased workspaces, by lease id,
     /// with when the lease lapses (stopped when it is released).
-    pub served: parking_lot::Mutex<std::collections::HashMap<u64, ServedUntil>>,
+    served: parking_lot::Mutex<std::collections::HashMap<u64, ServedUntil>>,
 }
 
 /// A credential served for a lease, with when the lease lapses.
-pub(crate) type ServedUntil = (
+type ServedUntil = (
     chrono::DateTime<chrono::Utc>,
     crate::adapter::credential_cache::ServedCredential,
 );
@@ -63,7 +66,7 @@ pub(crate) type ServedUntil = (
 /// when missing. None, with a warning, when neither works (each process
 /// then uses a key of its own: checkouts are re-cloned across processes,
 /// never handed to another principal).
-pub(crate) fn load_principal_key(path: &std::path::Path) -> Option<Arc<[u8; 32]>> {
+fn load_principal_key(path: &std::path::Path) -> Option<Arc<[u8; 32]>> {
     let read = || {
         let bytes = std::fs::read(path).ok()?;
         <[u8; 32]>::try_from(bytes.as_slice()).ok().map(Arc::new)
@@ -99,6 +102,110 @@ pub(crate) fn load_principal_key(path: &std::path::Path) -> Option<Arc<[u8; 32]>
 }
 
 impl Store {
+    /// The store for `config` in `layout` (already created), removing
+    /// through `fs_ops`.
+    pub fn new(
+        config: Config,
+        layout: Layout,
+        fs_ops: Arc<dyn crate::adapter::removal::FsOps>,
+    ) -> Self {
+        let metrics = Metrics::default();
+        Store {
+            locks: WorkspaceLocks::new(layout.clone()),
+            mirror_locks: WorkspaceLocks::for_mirrors(layout.clone()),
+            remover: Remover::new(fs_ops, config.removal),
+            git_queue: crate::git_queue::GitQueue::new(config.git, metrics.git_queue.clone()),
+            cancel: Default::default(),
+            draining: Default::default(),
+            served: Default::default(),
+            principal_key: load_principal_key(&layout.principal_key_path()),
+            metrics,
+            background: Default::default(),
+            snapshots: Snapshots::default(),
+            layout,
+            config,
+        }
+    }
+
+    /// The configuration the manager was built with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Where everything lives under the base directory.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The workspaces' locks and leases.
+    pub fn locks(&self) -> &WorkspaceLocks {
+        &self.locks
+    }
+
+    /// The counters and gauges the service exports.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Recent stats and health answers, dropped when something changes.
+    pub fn snapshots(&self) -> &Snapshots {
+        &self.snapshots
+    }
+
+    /// The base directory's principal key: what a prepared-by record is
+    /// made with.
+    pub fn principal_key(&self) -> Option<Arc<[u8; 32]>> {
+        self.principal_key.clone()
+    }
+
+    /// The bounds of one transfer: shutdown, the size limit and the
+    /// free-space floor of the base directory.
+    pub fn transfer_guard(&self) -> crate::adapter::git::TransferGuard {
+        crate::adapter::git::TransferGuard::new(
+            self.cancel.clone(),
+            self.config.max_workspace_bytes,
+            self.config.min_free_bytes,
+            self.layout.base().to_path_buf(),
+        )
+    }
+
+    /// Stop transfers in flight at their next chunk, and any about to
+    /// start. Irreversible.
+    pub fn cancel_transfers(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
+    }
+
+    /// Mark the service draining (readiness fails). Irreversible.
+    pub fn begin_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the service is draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Keep `served` running for lease `lease_id` until `until`; lapsed
+    /// leases' credentials are dropped on the way.
+    pub fn serve_for_lease(
+        &self,
+        lease_id: u64,
+        until: chrono::DateTime<chrono::Utc>,
+        served: crate::adapter::credential_cache::ServedCredential,
+    ) {
+        let mut all = self.served.lock();
+        // Lapsed leases: their daemons forgot at their timeout; drop the rest.
+        let now = chrono::Utc::now();
+        all.retain(|_, (until, _)| *until > now);
+        all.insert(lease_id, (until, served));
+    }
+
+    /// Stop serving the credential of lease `lease_id`, if one is served.
+    pub fn stop_serving(&self, lease_id: u64) {
+        let served = self.served.lock().remove(&lease_id);
+        drop(served);
+    }
+
     /// One workspace as listed, or none if its folder does not exist.
     pub fn summary(&self, name: &WorkspaceName) -> Option<WorkspaceSummary> {
         let dir = self.layout.workspace_dir(name);

@@ -7,6 +7,7 @@ use crate::metrics::Operation;
 use crate::model::RemovalReport;
 use crate::names::WorkspaceName;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Suffix of a note in `.trash/` naming a workspace whose in-place deletion
 /// did not finish (its folder could not be renamed into `.trash/`).
@@ -170,6 +171,41 @@ impl Store {
         };
         let _ = std::fs::remove_file(note);
         Some(freed)
+    }
+
+    /// Delete `target` (`name`'s folder, already in `.trash/`) on a thread
+    /// of its own, with the remover's retries; `known_size` is what its
+    /// metadata said. A deletion that fails stays for the next cleanup.
+    pub fn delete_in_background(
+        store: &Arc<Store>,
+        name: WorkspaceName,
+        target: PathBuf,
+        known_size: Option<u64>,
+    ) {
+        *store.background.0.lock() += 1;
+        let store = store.clone();
+        std::thread::spawn(move || {
+            let outcome = store.remover.remove_tree_sized(&target, known_size);
+            store.metrics.removal(outcome.removed);
+            if outcome.removed {
+                tracing::info!(workspace = %name, bytes = outcome.bytes_freed, "background deletion finished");
+            } else {
+                tracing::warn!(workspace = %name, error = outcome.error.as_deref().unwrap_or_default(), "background deletion incomplete; the next cleanup retries");
+            }
+            store.snapshots.invalidate();
+            let (count, done) = &*store.background;
+            *count.lock() -= 1;
+            done.notify_all();
+        });
+    }
+
+    /// Block until every background deletion has finished.
+    pub fn wait_for_background_deletions(&self) {
+        let (count, done) = &*self.background;
+        let mut n = count.lock();
+        while *n > 0 {
+            done.wait(&mut n);
+        }
     }
 
     /// Finish deletions left in `.trash/` by earlier removals, and delete

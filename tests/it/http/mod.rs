@@ -257,6 +257,51 @@ fn stats_and_cleanup_keep_the_seeds_shapes() {
     assert_eq!(body["report"]["removed"][0]["name"], name.as_str());
 }
 
+/// Issue 22: `GET /workspace/name` answers the name the library gives,
+/// behind the token; a manager's error carries its message without the
+/// kind's introduction, so a client rebuilds the same error.
+#[test]
+fn the_name_route_answers_the_librarys_name_and_errors_carry_their_message() {
+    let s = TestServer::start();
+    let (status, body) = send(s.get("/workspace/name?repo=facebook%2Freact"));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["name"], "facebook_react_4f32b4cf");
+    assert_eq!(body["repo_full_name"], "facebook/react");
+    assert_eq!(
+        body["name"].as_str(),
+        Some(s.manager.workspace_name("facebook/react").unwrap().as_str())
+    );
+    let (status, body) = send(
+        s.client
+            .get(format!("{}/workspace/name?repo=a/b", s.url))
+            .bearer_auth("wrong"),
+    );
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let (status, body) = send(s.get("/workspace/name"));
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("repo="), "{body}");
+    // A hostile name gets a safe folder name; an empty one a clear error.
+    let (status, body) = send(s.get("/workspace/name?repo=%2E%2E%2F%2E%2E"));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(!body["name"].as_str().unwrap().contains(".."), "{body}");
+    let (status, body) = send(s.get("/workspace/name?repo=%20"));
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("owner/repo"),
+        "{body}"
+    );
+    assert!(s.manager.list().unwrap().is_empty());
+
+    let (status, body) = send(s.get("/workspace/workspaces/nobody_here_12345678"));
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["error"], "not_found");
+    assert_eq!(body["message"], "no workspace named nobody_here_12345678");
+    assert_eq!(
+        body["detail"],
+        "not found: no workspace named nobody_here_12345678"
+    );
+}
+
 #[test]
 fn prepare_twice_reuses_then_list_get_delete() {
     let up = Upstream::new();

@@ -5,7 +5,7 @@
 //! that fans out, or an LFS server that streams for ever, ends in a clear
 //! error instead of holding the workspace lock and a git-queue slot.
 
-use super::remote::GitError;
+use super::error::GitError;
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
@@ -110,12 +110,7 @@ impl ExtrasBudget {
 /// A limit reached: reported as the host stopping the work for storage
 /// reasons, so the caller sees a clear, non-retryable answer.
 fn limit_error(message: String) -> GitError {
-    GitError {
-        stopped: Some(super::Stop::Storage(message.clone())),
-        message,
-        not_found: false,
-        rejected: false,
-    }
+    GitError::over_limit(message)
 }
 
 #[cfg(test)]

@@ -254,14 +254,10 @@ pub fn check_prepared_by(
     match prepared_by(repo_dir) {
         None if adopt_unrecorded => Ok(()),
         Some(digest) if digest == remote.principal_digest() => Ok(()),
-        _ => Err(GitError {
-            message: "the checkout was last prepared with another credential; it is cloned \
-                      afresh rather than handed over"
-                .into(),
-            not_found: false,
-            stopped: None,
-            rejected: false,
-        }),
+        _ => Err(GitError::other(
+            "the checkout was last prepared with another credential; it is cloned afresh \
+             rather than handed over",
+        )),
     }
 }
 

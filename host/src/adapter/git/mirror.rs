@@ -11,8 +11,9 @@
 //! hears only of tips it advertised itself. Nothing here ever deletes an object: a mirror is not
 //! garbage-collected, so no workspace borrowing from it loses an object.
 
+use super::error::GitError;
 use super::hygiene::enable_long_paths;
-use super::remote::{GitError, Remote, fetch_options};
+use super::remote::{Remote, fetch_options};
 use git2::{AutotagOption, Repository};
 use md5::{Digest, Md5};
 use std::path::Path;

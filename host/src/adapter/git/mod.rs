@@ -7,6 +7,7 @@
 //! which host). `hygiene.rs` keeps a reused clone as a fresh one would be.
 
 mod budget;
+mod error;
 mod hygiene;
 mod lfs;
 pub mod mirror;
@@ -21,12 +22,11 @@ pub use refs::GitRef;
 pub use submodules::{UrlCheck, remove_submodules, resolve_url, update_submodules};
 
 pub use budget::{ExtrasBudget, ExtrasLimits};
+pub use error::{GitError, GitFailure, Stop};
 pub use hygiene::{
     check_prepared_by, clear_stale_locks, prepared_by, record_prepared_by, stale_locks,
 };
-pub use remote::{
-    GitError, Progress, ProgressFn, Remote, Stop, TransferGuard, set_network_timeouts,
-};
+pub use remote::{Progress, ProgressFn, Remote, TransferGuard, set_network_timeouts};
 
 use git2::build::{CheckoutBuilder, RepoBuilder};
 use git2::{Repository, ResetType};
@@ -153,7 +153,7 @@ pub fn clone(
     let branch = git_ref.map(GitRef::branch_name);
     if let Some(Some(b)) = branch {
         match clone_branch(url, Some(b), depth, remote, dest) {
-            Err(e) if e.not_found && matches!(git_ref, Some(GitRef::Name(_))) => {
+            Err(e) if e.is_not_found() && matches!(git_ref, Some(GitRef::Name(_))) => {
                 // Perhaps a tag: libgit2 cleans up after itself, but be sure.
                 let _ = std::fs::remove_dir_all(dest);
             }
@@ -244,16 +244,11 @@ pub fn update(
             .remote_set_url("origin", url)
             .map_err(|e| GitError::new("setting origin URL", e))?,
         other => {
-            return Err(GitError {
-                message: format!(
-                    "the workspace holds a clone of {}, not of {url}; it is cloned afresh \
-                     rather than reused",
-                    other.unwrap_or("no remote")
-                ),
-                not_found: false,
-                stopped: None,
-                rejected: false,
-            });
+            return Err(GitError::other(format!(
+                "the workspace holds a clone of {}, not of {url}; it is cloned afresh \
+                 rather than reused",
+                other.unwrap_or("no remote")
+            )));
         }
     }
     let refs::Checkout { commit, branch } = refs::fetch(&repo, wanted, url, depth, remote)?;
@@ -359,12 +354,7 @@ fn clean(repo: &Repository, repo_dir: &Path) -> Result<u64, GitError> {
         .follow_root_links(false)
         .into_iter();
     while let Some(entry) = walk.next() {
-        let entry = entry.map_err(|e| GitError {
-            message: format!("walking the working tree: {e}"),
-            not_found: false,
-            stopped: None,
-            rejected: false,
-        })?;
+        let entry = entry.map_err(|e| GitError::other(format!("walking the working tree: {e}")))?;
         let rel = relative_bytes(entry.path(), repo_dir);
         let is_dir = entry.file_type().is_dir();
         if rel == b".git" || tracked.contains(&rel) {

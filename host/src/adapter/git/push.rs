@@ -9,7 +9,8 @@
 //! workspace (which a scanned repository's content may have shaped)
 //! decides where the push goes.
 
-use super::remote::{GitError, Remote, fetch_options, push_options};
+use super::error::GitError;
+use super::remote::{Remote, fetch_options, push_options};
 use git2::{AutotagOption, ErrorCode, Repository};
 use std::cell::RefCell;
 use std::path::Path;
@@ -52,13 +53,7 @@ pub fn push(
                 "{action}: not a fast-forward of the remote branch; fetch and rebase, or push \
                  with force if the policy allows it"
             )),
-            ErrorCode::Auth => GitError {
-                message: format!(
-                    "{action}: the remote refused the credential; the token in the URL needs \
-                     write access to the repository"
-                ),
-                ..GitError::transfer(&action, e, remote, false)
-            },
+            ErrorCode::Auth => GitError::credential_refused(&action, "write", e, remote),
             _ => GitError::transfer(&action, e, remote, false),
         });
     }
@@ -116,13 +111,7 @@ pub fn default_branch_at(
     let action = format!("reading the default branch of {url}");
     GitError::check_start(remote, &action)?;
     let target = read_advertisement(&repo, url, remote).map_err(|e| match e.code() {
-        ErrorCode::Auth => GitError {
-            message: format!(
-                "{action}: the remote refused the credential; the token in the URL needs \
-                 read and write access to the repository"
-            ),
-            ..GitError::transfer(&action, e, remote, false)
-        },
+        ErrorCode::Auth => GitError::credential_refused(&action, "read and write", e, remote),
         _ => GitError::transfer(&action, e, remote, false),
     })?;
     let branch = target

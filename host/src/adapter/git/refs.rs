@@ -4,7 +4,8 @@
 //! Branches are checked out as local branches; everything else detached,
 //! so the next prepare of a branch returns to a branch.
 
-use super::remote::{GitError, Remote, fetch_options};
+use super::error::GitError;
+use super::remote::{Remote, fetch_options};
 use git2::{AutotagOption, Oid, Repository};
 
 /// Where fetched references land that are neither branches nor tags.
@@ -324,7 +325,7 @@ fn fetch_commit(
             // Absent before, present now: this remote sent it.
             Ok(_) if have() => return Ok(oid),
             Ok(_) => {}
-            Err(e) if e.stopped.is_some() => return Err(e),
+            Err(e) if e.is_stopped() => return Err(e),
             Err(e) => {
                 tracing::info!(commit = %oid, error = %e.message, "fetch by id refused; fetching every ref")
             }

@@ -1,13 +1,13 @@
 //! The network side of git: what a transfer may carry (credentials, and to
 //! which host), its bounds (shutdown, size, free space, libgit2's
-//! timeouts), and how a failure is reported.
+//! timeouts). How a failure is reported is in `error.rs`.
 
+use super::error::Stop;
 use crate::clone_url::Credentials;
 use git2::{
     Cred, CredentialType, ErrorClass, ErrorCode, FetchOptions, PushOptions, RemoteCallbacks,
 };
 use std::cell::Cell;
-use std::path::Path;
 use std::sync::Arc;
 
 /// Transfer progress of a clone or fetch, as libgit2 reports it.
@@ -57,16 +57,6 @@ pub struct Remote {
     /// The key [`principal_digest`](Self::principal_digest) is made under
     /// (the base directory's; none: a key of this process).
     pub principal_key: Option<Arc<[u8; 32]>>,
-}
-
-/// Why a transfer was stopped by the host rather than failed by git.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Stop {
-    /// The service is shutting down.
-    Cancelled,
-    /// The transfer grew past the size limit, or would leave too little
-    /// free space; the message says which.
-    Storage(String),
 }
 
 /// Bounds a clone or fetch is held to while data arrives: a cancellation
@@ -207,134 +197,6 @@ impl TransferGuard {
     /// Why the transfer was stopped, if it was.
     pub fn stopped(&self) -> Option<Stop> {
         self.stopped.lock().clone()
-    }
-}
-
-/// A git failure with its class, for error mapping.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct GitError {
-    /// What failed, with what to do about it.
-    pub message: String,
-    /// The remote, branch or repository does not exist.
-    pub not_found: bool,
-    /// The host stopped the transfer (shutdown, size, free space).
-    pub stopped: Option<Stop>,
-    /// The remote refused a pushed reference (not a fast-forward, a
-    /// protected branch, a hook).
-    pub rejected: bool,
-}
-
-impl GitError {
-    pub(super) fn new(action: &str, e: git2::Error) -> Self {
-        let hint = match (e.class(), e.code()) {
-            (_, ErrorCode::Auth) => {
-                "; check the credentials in the clone URL (a token needs read access)"
-            }
-            (_, ErrorCode::NotFound) => "; check the repository URL and the branch name",
-            (ErrorClass::Net | ErrorClass::Http | ErrorClass::Ssl | ErrorClass::Ssh, _) => {
-                "; check the network and the URL, then retry"
-            }
-            (ErrorClass::Odb | ErrorClass::Object | ErrorClass::Index, _) => {
-                "; the repository is corrupt: it will be cloned afresh"
-            }
-            _ => "",
-        };
-        let not_found = e.code() == ErrorCode::NotFound
-            || e.message().contains("not found")
-            || e.message()
-                .contains("does not appear to be a git repository");
-        GitError {
-            // libgit2 on Windows ends system messages with "\r\n".
-            message: format!("{action}: {}{hint}", e.message().trim_end()),
-            not_found,
-            stopped: None,
-            rejected: false,
-        }
-    }
-
-    /// Something the caller named does not exist.
-    pub(super) fn not_found(message: impl Into<String>) -> Self {
-        GitError {
-            message: message.into(),
-            not_found: true,
-            stopped: None,
-            rejected: false,
-        }
-    }
-
-    /// The remote refused a push.
-    pub(super) fn rejected(message: String) -> Self {
-        GitError {
-            message,
-            not_found: false,
-            stopped: None,
-            rejected: true,
-        }
-    }
-
-    pub(super) fn io(action: &str, path: &Path, e: std::io::Error) -> Self {
-        GitError {
-            message: format!("{action} {}: {e}", path.display()),
-            not_found: false,
-            stopped: None,
-            rejected: false,
-        }
-    }
-
-    /// A failed transfer: the host's reason if it stopped it, else git's.
-    /// A network failure's detail (connection errors, HTTP status codes)
-    /// goes to the log only: in an answer it would let a caller map hosts
-    /// and ports through this service.
-    ///
-    /// libgit2 reports a refused connection or a failed read as an OS
-    /// error, like a failed write to the disk: before any checkout
-    /// (`checkout_started` false) it is the network's.
-    pub(super) fn transfer(
-        action: &str,
-        e: git2::Error,
-        remote: &Remote,
-        checkout_started: bool,
-    ) -> Self {
-        let network = match e.class() {
-            ErrorClass::Net | ErrorClass::Http | ErrorClass::Ssl | ErrorClass::Ssh => true,
-            ErrorClass::Os => !checkout_started,
-            _ => false,
-        } && e.code() != ErrorCode::Auth;
-        let (detail, class) = (e.message().trim_end().to_string(), e.class());
-        let mut err = GitError::new(action, e);
-        if network && !err.not_found {
-            tracing::warn!(action, detail, ?class, "git network failure");
-            err.message = format!(
-                "{action}: the remote could not be reached or did not answer as a git server \
-                 (git's detail is in the service log); check the URL and the network, then retry"
-            );
-        }
-        match remote.guard.as_ref().and_then(|g| g.stopped()) {
-            Some(stop) => GitError::stopped(action, stop),
-            None => err,
-        }
-    }
-
-    /// The host stopped (or never started) the transfer `action`.
-    pub(super) fn stopped(action: &str, stop: Stop) -> Self {
-        GitError {
-            message: match &stop {
-                Stop::Cancelled => format!("{action}: stopped, the service is shutting down"),
-                Stop::Storage(why) => format!("{action}: stopped, {why}"),
-            },
-            not_found: false,
-            stopped: Some(stop),
-            rejected: false,
-        }
-    }
-
-    /// `Err` when the remote's guard says not to start `action` at all.
-    pub(super) fn check_start(remote: &Remote, action: &str) -> Result<(), Self> {
-        match remote.guard.as_ref().map(|g| g.check_start()) {
-            Some(Err(stop)) => Err(GitError::stopped(action, stop)),
-            _ => Ok(()),
-        }
     }
 }
 

@@ -10,8 +10,9 @@
 //! submodule gets the same hygiene and clean as the superproject.
 
 use super::budget::ExtrasBudget;
+use super::error::GitError;
 use super::hygiene::reset_git_dir;
-use super::remote::{GitError, Remote, fetch_options};
+use super::remote::{Remote, fetch_options};
 use git2::build::CheckoutBuilder;
 use git2::{Repository, SubmoduleUpdateOptions};
 use std::path::Path;
@@ -123,12 +124,7 @@ fn update_in(
     for sm in submodules {
         let name = sm.name().unwrap_or("(unnamed)").to_string();
         let raw = sm.url().ok().flatten().unwrap_or_default().to_string();
-        let fail = |why: String| GitError {
-            message: format!("submodule {name} ({raw}): {why}"),
-            not_found: false,
-            stopped: None,
-            rejected: false,
-        };
+        let fail = |why: String| GitError::other(format!("submodule {name} ({raw}): {why}"));
         budget.count_submodule(&format!("submodule {name}"))?;
         let url = check(&resolve_url(base_url, &raw)).map_err(fail)?;
         // A submodule cloned by an earlier prepare: back to a clean git dir.

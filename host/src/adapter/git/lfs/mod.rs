@@ -37,7 +37,8 @@
 //! URL's query string (download URLs often carry signed tokens).
 
 use super::budget::ExtrasBudget;
-use super::remote::{FREE_CHECK_EVERY, GitError, Remote, Stop};
+use super::error::{GitError, Stop};
+use super::remote::{FREE_CHECK_EVERY, Remote};
 use git2::{AttrCheckFlags, Index, IndexEntry, IndexTime, ObjectType, Oid, Repository};
 use reqwest::StatusCode;
 use reqwest::blocking::{Client, RequestBuilder};

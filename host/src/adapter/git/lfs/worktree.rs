@@ -90,12 +90,7 @@ pub(super) fn index_path(bytes: &[u8]) -> Option<PathBuf> {
 
 /// A failure with no special class.
 pub(super) fn fail(message: String) -> GitError {
-    GitError {
-        message,
-        not_found: false,
-        stopped: None,
-        rejected: false,
-    }
+    GitError::other(message)
 }
 
 /// Lowercase hex of `bytes`.
