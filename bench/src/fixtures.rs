@@ -255,3 +255,74 @@ fn fast_import(git_dir: &Path, stream: &[u8]) {
     child.stdin.take().unwrap().write_all(stream).unwrap();
     assert!(child.wait().unwrap().success(), "git fast-import");
 }
+
+/// The monorepo of issue 23: 30,000 files (about 1.2 KB each) in 300
+/// directories `pkg000`..`pkg299`, and 30 more commits each rewriting 100
+/// files (3,000 blobs). Bare, at `<root>/mono/mono.git`, with
+/// `uploadpack.allowFilter` so a `git daemon` serves partial clones.
+pub fn ensure_monorepo(root: &Path) -> PathBuf {
+    const DIRS: usize = 300;
+    const PER_DIR: usize = 100;
+    let dir = root.join("mono");
+    let repo = dir.join("mono.git");
+    let marker = dir.join(".complete");
+    if marker.exists() {
+        return repo;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    eprintln!("generating fixture mono: 30,000 files in 300 directories, 31 commits");
+    git(&dir, &["init", "-q", "--bare", "-b", "main", "mono.git"]);
+    let mut rng = Rng::new(23);
+    let mut stream = Vec::new();
+    let mut mark = 0usize;
+    let mut commit = |stream: &mut Vec<u8>, rng: &mut Rng, n: usize, files: &[usize]| {
+        let mut blobs = Vec::new();
+        for &f in files {
+            let len = 600 + (rng.next() % 1_200) as usize;
+            let body = text(rng, len);
+            mark += 1;
+            stream
+                .extend_from_slice(format!("blob\nmark :{mark}\ndata {}\n", body.len()).as_bytes());
+            stream.extend_from_slice(&body);
+            stream.push(b'\n');
+            blobs.push((f, mark));
+        }
+        let message = format!("change {n}");
+        stream.extend_from_slice(
+            format!(
+                "commit refs/heads/main\ncommitter bench <bench@example.invalid> {} +0000\ndata {}\n{message}\n",
+                1_700_000_000 + n,
+                message.len()
+            )
+            .as_bytes(),
+        );
+        for (f, m) in blobs {
+            stream.extend_from_slice(
+                format!(
+                    "M 100644 :{m} pkg{:03}/src/f{:03}.txt\n",
+                    f / PER_DIR,
+                    f % PER_DIR
+                )
+                .as_bytes(),
+            );
+        }
+        stream.push(b'\n');
+    };
+    let all: Vec<usize> = (0..DIRS * PER_DIR).collect();
+    commit(&mut stream, &mut rng, 0, &all);
+    for n in 1..=30 {
+        let mut files: Vec<usize> = (0..100)
+            .map(|_| (rng.next() % (DIRS * PER_DIR) as u64) as usize)
+            .collect();
+        files.sort_unstable();
+        files.dedup();
+        commit(&mut stream, &mut rng, n, &files);
+    }
+    fast_import(&repo, &stream);
+    git(&repo, &["repack", "-adq"]);
+    git(&repo, &["config", "uploadpack.allowFilter", "true"]);
+    git(&repo, &["config", "uploadpack.allowAnySHA1InWant", "true"]);
+    std::fs::write(marker, "").unwrap();
+    repo
+}

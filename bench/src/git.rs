@@ -108,16 +108,20 @@ pub(crate) fn git_daemon(dir: &Path) -> (std::process::Child, u16) {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let daemon = Command::new("git")
-        .args([
-            "daemon",
-            "--export-all",
-            "--reuseaddr",
-            "--listen=127.0.0.1",
-        ])
+    // git-daemon itself rather than `git daemon` (which would leave it
+    // running, holding our stdout, when the wrapper is killed).
+    let exec_path = Command::new("git")
+        .arg("--exec-path")
+        .output()
+        .unwrap()
+        .stdout;
+    let exec_path = String::from_utf8(exec_path).unwrap();
+    let daemon = Command::new(Path::new(exec_path.trim()).join("git-daemon"))
+        .args(["--export-all", "--reuseaddr", "--listen=127.0.0.1"])
         .arg(format!("--port={port}"))
         .arg(format!("--base-path={}", dir.display()))
         .arg(dir)
+        .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();

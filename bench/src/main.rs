@@ -13,6 +13,7 @@
 mod fixtures;
 mod git;
 mod mirror;
+mod mono;
 mod service;
 
 use git::{clone_and_reuse, removal, shallow};
@@ -132,7 +133,7 @@ fn main() {
         b.runs,
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
     );
-    // `--only clone,daemon,mirror,removal,stats,policy,server,router,python` runs a subset.
+    // `--only clone,daemon,mirror,removal,stats,policy,server,router,mono,python` runs a subset.
     let only: Option<Vec<String>> = args
         .iter()
         .position(|a| a == "--only")
@@ -162,6 +163,9 @@ fn main() {
     }
     if wanted("router") {
         router(&mut b, &src);
+    }
+    if wanted("mono") {
+        mono::monorepo(&mut b);
     }
     if wanted("python") {
         python(&mut b, &src);

@@ -66,6 +66,18 @@ pub struct PrepareRequest {
     /// released or lapses. See docs/RELIABILITY.md#credentials-served-to-a-leased-workspace.
     #[serde(default)]
     pub serve_credential: bool,
+    /// A partial clone: `blob:none` (history without file contents, which
+    /// are fetched when a checkout needs them), `tree:0` (commits only), or
+    /// `blob:limit=<n>[k|m|g]`. Done by git's command line (2.38 or later on
+    /// the PATH); a workspace cloned with another filter is cloned afresh.
+    /// See docs/ARCHITECTURE.md#big-repositories.
+    #[serde(default)]
+    pub filter: Option<String>,
+    /// A sparse workspace: only these directories (and the files at the
+    /// top) are on disk, in git's cone mode. Kept on reuse, changed when
+    /// the request changes; clean and stats count only what is on disk.
+    #[serde(default)]
+    pub sparse: Option<Vec<String>>,
 }
 
 impl PrepareRequest {
@@ -82,7 +94,21 @@ impl PrepareRequest {
             lfs: false,
             network: None,
             serve_credential: false,
+            filter: None,
+            sparse: None,
         }
+    }
+
+    /// A partial clone with `filter` (see [`filter`](Self::filter) the field).
+    pub fn filter(mut self, filter: impl Into<String>) -> Self {
+        self.filter = Some(filter.into());
+        self
+    }
+
+    /// Only `dirs` on disk (see [`sparse`](Self::sparse) the field).
+    pub fn sparse<I: IntoIterator<Item = S>, S: Into<String>>(mut self, dirs: I) -> Self {
+        self.sparse = Some(dirs.into_iter().map(Into::into).collect());
+        self
     }
 
     /// The repository network: [`network`](Self::network) if given, else

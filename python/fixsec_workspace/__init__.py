@@ -217,6 +217,8 @@ class WorkspaceManager:
         lfs: bool = False,
         network: Optional[str] = None,
         serve_credential: bool = False,
+        filter: Optional[str] = None,
+        sparse: Optional[List[str]] = None,
     ) -> PreparedWorkspace:
         """Prepare the workspace at ``ref`` (branch, tag, commit id,
         ``refs/pull/N/head``, ``src:dst``; none: the default branch).
@@ -224,7 +226,9 @@ class WorkspaceManager:
         A token in ``clone_url`` is used for this transfer only and never
         reaches the disk or the logs. ``network`` names the fork network's
         root (``owner/repo``) when the repository is a fork: forks share
-        one object mirror.
+        one object mirror. ``filter`` (``"blob:none"``, ``"tree:0"``) makes
+        a partial clone and ``sparse`` (directories) a sparse workspace,
+        both through git's command line (2.38+ on the PATH).
         """
         out = json.loads(
             self._native.prepare(
@@ -238,6 +242,8 @@ class WorkspaceManager:
                 lfs=lfs,
                 network=network,
                 serve_credential=serve_credential,
+                filter=filter,
+                sparse=sparse,
             )
         )
         return PreparedWorkspace.from_json(out)

@@ -185,6 +185,8 @@ class WorkspaceClient:
         lfs: bool = False,
         network: Optional[str] = None,
         serve_credential: bool = False,
+        filter: Optional[str] = None,
+        sparse: Optional[List[str]] = None,
     ) -> PreparedWorkspace:
         """Prepare on the node that holds the repository (its network's)."""
         body: Dict[str, Any] = {"repo_full_name": repo_full_name, "clone_url": clone_url}
@@ -194,6 +196,8 @@ class WorkspaceClient:
             ("lease_seconds", lease_seconds),
             ("holder", holder),
             ("network", network),
+            ("filter", filter),
+            ("sparse", sparse),
         ):
             if value is not None:
                 body[key] = value

@@ -97,7 +97,7 @@ impl Manager {
     }
 
     /// Prepare (reuse or clone); the outcome as JSON.
-    #[pyo3(signature = (repo_full_name, clone_url, git_ref=None, depth=None, lease_seconds=None, holder=None, submodules=false, lfs=false, network=None, serve_credential=false))]
+    #[pyo3(signature = (repo_full_name, clone_url, git_ref=None, depth=None, lease_seconds=None, holder=None, submodules=false, lfs=false, network=None, serve_credential=false, filter=None, sparse=None))]
     #[allow(clippy::too_many_arguments)]
     fn prepare(
         &self,
@@ -112,8 +112,12 @@ impl Manager {
         lfs: bool,
         network: Option<String>,
         serve_credential: bool,
+        filter: Option<String>,
+        sparse: Option<Vec<String>>,
     ) -> PyResult<String> {
         let mut request = PrepareRequest::new(repo_full_name, clone_url);
+        request.filter = filter;
+        request.sparse = sparse;
         request.network = network;
         request.serve_credential = serve_credential;
         request.git_ref = git_ref;

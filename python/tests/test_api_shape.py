@@ -67,3 +67,23 @@ def test_the_client_offers_the_in_process_calls_a_service_can_answer():
     remote = {n for n in dir(WorkspaceClient) if not n.startswith("_")}
     missing = in_process - local_only - remote
     assert not missing, f"WorkspaceClient lacks {sorted(missing)}"
+
+
+def test_a_sparse_prepare_keeps_only_its_directories_and_bad_ones_are_named(tmp_path):
+    """Issue 23 from Python: ``sparse=`` (and ``filter=``) reach the host."""
+    from forge import make_repository
+    from fixsec_workspace import InvalidInput, WorkspaceManager
+
+    upstream = make_repository(
+        tmp_path / "mono",
+        {"README.md": "top\n", "api/main.py": "api\n", "web/index.js": "web\n"},
+    )
+    manager = WorkspaceManager(tmp_path / "ws", allow_local_urls=True)
+    ws = manager.prepare("acme/mono", str(upstream), sparse=["api"])
+    on_disk = sorted(p.name for p in ws.path.iterdir() if p.name != ".git")
+    assert on_disk == ["README.md", "api"]
+    again = manager.prepare("acme/mono", str(upstream))
+    assert again.reused
+    assert (again.path / "web" / "index.js").read_text() == "web\n"
+    with pytest.raises(InvalidInput, match="filter"):
+        manager.prepare("acme/mono", str(upstream), filter="sparse:oid=HEAD")

@@ -36,6 +36,8 @@ mod policy;
 mod reliability;
 
 #[cfg(not(windows))]
+mod big_repos;
+#[cfg(not(windows))]
 mod deploy;
 #[cfg(not(windows))]
 mod extras;

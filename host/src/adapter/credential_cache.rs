@@ -54,18 +54,136 @@ pub enum ServeError {
     },
 }
 
-/// A credential served to one workspace's git until [`stop`](Self::stop)
-/// (or drop).
+/// A credential held in memory by a `git credential-cache` daemon of its
+/// own, for one origin, until dropped (or its timeout). What git is told
+/// to ask it is [`key`](Self::key) = [`helper`](Self::helper), as config.
 #[derive(Debug)]
-pub struct ServedCredential {
+pub struct CredentialCache {
     /// The folder holding the socket (mode 0700).
     dir: PathBuf,
     socket: PathBuf,
+    /// `scheme://host[:port]`, as git matches helper config to URLs.
+    origin: String,
+    stopped: bool,
+}
+
+impl CredentialCache {
+    /// Hold `username`/`secret` for `clone_url`'s scheme, host and port,
+    /// for at most `ttl`.
+    pub fn start(
+        clone_url: &str,
+        username: &str,
+        secret: &str,
+        ttl: Duration,
+    ) -> Result<CredentialCache, ServeError> {
+        let url = url::Url::parse(clone_url).map_err(|_| ServeError::NotHttp(clone_url.into()))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(ServeError::NotHttp(format!("{}://", url.scheme())));
+        }
+        if secret.is_empty() {
+            return Err(ServeError::NoCredential);
+        }
+        if !cfg!(unix) {
+            return Err(ServeError::Unsupported);
+        }
+        let (protocol, host) = origin(&url).ok_or_else(|| ServeError::NotHttp(clone_url.into()))?;
+        let dir = private_dir().map_err(|e| ServeError::Cache(format!("a socket folder: {e}")))?;
+        let cache = CredentialCache {
+            socket: dir.join("socket"),
+            dir,
+            origin: format!("{protocol}://{host}"),
+            stopped: false,
+        };
+        // Bare tokens: forges take any user name with a token as password.
+        let username = if username.is_empty() {
+            "x-access-token"
+        } else {
+            username
+        };
+        let mut child = cache
+            .command(&["--timeout", &ttl.as_secs().max(1).to_string(), "store"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| ServeError::Cache(e.to_string()))?;
+        let written = child.stdin.take().map(|mut stdin| {
+            write!(
+                stdin,
+                "protocol={protocol}\nhost={host}\nusername={username}\npassword={secret}\n\n"
+            )
+        });
+        let output = child
+            .wait_with_output()
+            .map_err(|e| ServeError::Cache(e.to_string()))?;
+        if !output.status.success() || !matches!(written, Some(Ok(()))) {
+            return Err(ServeError::Cache(
+                String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            ));
+        }
+        Ok(cache)
+    }
+
+    /// The config key that makes git ask this cache, for its origin only.
+    pub fn key(&self) -> String {
+        format!("credential.{}.helper", self.origin)
+    }
+
+    /// The helper's config value. git's syntax: a value without `!` or `/`
+    /// runs `git credential-<value>` through the shell, so the path is
+    /// quoted.
+    pub fn helper(&self) -> String {
+        let socket = self.socket.display().to_string().replace('\'', "'\\''");
+        format!("cache --socket '{socket}'")
+    }
+
+    /// `git credential-cache --socket <socket> <args>`, with an environment
+    /// of PATH alone: the daemon it starts outlives this call and must not
+    /// hold the service's own secrets.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("git");
+        command
+            .env_clear()
+            .envs(std::env::var_os("PATH").map(|p| ("PATH", p)))
+            .arg("credential-cache")
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args);
+        command
+    }
+
+    /// Forget the credential now: the daemon exits and the socket folder
+    /// goes. Safe to call twice.
+    pub fn stop(&mut self) {
+        if std::mem::replace(&mut self.stopped, true) {
+            return;
+        }
+        let exited = self
+            .command(&["exit"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if let Err(e) = exited {
+            tracing::warn!(error = %e, "could not stop git's credential cache; it forgets at its timeout");
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Drop for CredentialCache {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A credential served to one workspace's git until [`stop`](Self::stop)
+/// (or drop): a [`CredentialCache`] named in the workspace's config.
+#[derive(Debug)]
+pub struct ServedCredential {
+    cache: CredentialCache,
     /// The workspace's checkout, whose config names the helper.
     repo_dir: PathBuf,
-    /// The config key that names the helper.
-    key: String,
-    stopped: bool,
 }
 
 /// The origin git will ask a helper about for `url`, as git writes it in
@@ -89,73 +207,15 @@ pub fn serve(
     secret: &str,
     ttl: Duration,
 ) -> Result<ServedCredential, ServeError> {
-    let url = url::Url::parse(clone_url).map_err(|_| ServeError::NotHttp(clone_url.into()))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(ServeError::NotHttp(format!("{}://", url.scheme())));
-    }
-    if secret.is_empty() {
-        return Err(ServeError::NoCredential);
-    }
-    if !cfg!(unix) {
-        return Err(ServeError::Unsupported);
-    }
-    let (protocol, host) = origin(&url).ok_or_else(|| ServeError::NotHttp(clone_url.into()))?;
-    let dir = private_dir().map_err(|e| ServeError::Cache(format!("a socket folder: {e}")))?;
-    let socket = dir.join("socket");
     let served = ServedCredential {
-        key: format!("credential.{protocol}://{host}.helper"),
-        dir,
-        socket,
+        cache: CredentialCache::start(clone_url, username, secret, ttl)?,
         repo_dir: repo_dir.to_path_buf(),
-        stopped: false,
     };
-    // Bare tokens: forges take any user name with a token as password.
-    let username = if username.is_empty() {
-        "x-access-token"
-    } else {
-        username
-    };
-    let mut child = served
-        .cache_command(&["--timeout", &ttl.as_secs().max(1).to_string(), "store"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| ServeError::Cache(e.to_string()))?;
-    let written = child.stdin.take().map(|mut stdin| {
-        write!(
-            stdin,
-            "protocol={protocol}\nhost={host}\nusername={username}\npassword={secret}\n\n"
-        )
-    });
-    let output = child
-        .wait_with_output()
-        .map_err(|e| ServeError::Cache(e.to_string()))?;
-    if !output.status.success() || !matches!(written, Some(Ok(()))) {
-        return Err(ServeError::Cache(
-            String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        ));
-    }
     served.write_config()?;
     Ok(served)
 }
 
 impl ServedCredential {
-    /// `git credential-cache --socket <socket> <args>`, with an environment
-    /// of PATH alone: the daemon it starts outlives this call and must not
-    /// hold the service's own secrets.
-    fn cache_command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new("git");
-        command
-            .env_clear()
-            .envs(std::env::var_os("PATH").map(|p| ("PATH", p)))
-            .arg("credential-cache")
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(args);
-        command
-    }
-
     fn write_config(&self) -> Result<(), ServeError> {
         let path = self.repo_dir.join(".git").join("config");
         let fail = |e: git2::Error| ServeError::Config {
@@ -163,39 +223,25 @@ impl ServedCredential {
             message: e.message().to_string(),
         };
         let mut config = git2::Config::open(&path).map_err(fail)?;
-        config.set_str(&self.key, &self.helper()).map_err(fail)
-    }
-
-    /// The helper's config value. git's syntax: a value without `!` or `/`
-    /// runs `git credential-<value>` through the shell, so the path is
-    /// quoted.
-    fn helper(&self) -> String {
-        let socket = self.socket.display().to_string().replace('\'', "'\\''");
-        format!("cache --socket '{socket}'")
+        config
+            .set_str(&self.cache.key(), &self.cache.helper())
+            .map_err(fail)
     }
 
     /// Forget the credential now: the daemon exits, the socket folder and
     /// the helper entry go. Safe to call twice.
     pub fn stop(&mut self) {
-        if std::mem::replace(&mut self.stopped, true) {
+        if self.cache.stopped {
             return;
         }
-        let exited = self
-            .cache_command(&["exit"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        if let Err(e) = exited {
-            tracing::warn!(error = %e, "could not stop git's credential cache; it forgets at its timeout");
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.cache.stop();
         // Only our own entry: a later lease may have written the same key.
         let path = self.repo_dir.join(".git").join("config");
+        let key = self.cache.key();
         if let Ok(mut config) = git2::Config::open(&path)
-            && config.get_string(&self.key).ok() == Some(self.helper())
+            && config.get_string(&key).ok() == Some(self.cache.helper())
         {
-            let _ = config.remove(&self.key);
+            let _ = config.remove(&key);
         }
     }
 }

@@ -129,6 +129,14 @@ struct PrepareArgs {
     /// share one object mirror
     #[arg(long, value_name = "OWNER/REPO")]
     network: Option<String>,
+    /// A partial clone: blob:none (no file contents until needed), tree:0
+    /// or blob:limit=<n>[k|m|g] (needs git 2.38+ on the PATH)
+    #[arg(long, value_name = "FILTER")]
+    filter: Option<String>,
+    /// Only these directories on disk (cone mode); repeat, or separate
+    /// with commas (needs git 2.38+ on the PATH)
+    #[arg(long, value_name = "DIR", value_delimiter = ',')]
+    sparse: Vec<String>,
 }
 
 /// `push`'s arguments.
@@ -341,6 +349,8 @@ fn prepare(
         // Served for a lease's lifetime, which a one-shot CLI process does
         // not outlive: the library and the service offer it.
         serve_credential: false,
+        filter: args.filter,
+        sparse: (!args.sparse.is_empty()).then_some(args.sparse),
     };
     let bar = (!json && std::io::stderr().is_terminal()).then(progress_bar);
     let progress = bar.clone().map(|bar| {

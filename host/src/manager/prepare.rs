@@ -196,6 +196,7 @@ impl WorkspaceManager {
                 "depth must be at least 1 (omit it for full history)",
             ));
         }
+        let (filter, sparse) = checked_shape(request)?;
         // The name first: a bad one is the caller's to fix, found without
         // any lookup of the clone host.
         let policy = self.policy();
@@ -225,6 +226,7 @@ impl WorkspaceManager {
             submodules: request.submodules,
             lfs: request.lfs,
         };
+        (call.filter, call.sparse) = (filter, sparse);
         let question = PrepareCall {
             repo_full_name: request.repo_full_name.clone(),
             name: name.to_string(),
@@ -328,4 +330,32 @@ impl WorkspaceManager {
             lease,
         })
     }
+}
+
+/// The request's filter and sparse directories, checked; both need git's
+/// command line and a branch, a tag or the default branch as ref.
+fn checked_shape(request: &PrepareRequest) -> Result<(Option<String>, Option<Vec<String>>)> {
+    let filter = request
+        .filter
+        .as_deref()
+        .map(git::parse_filter)
+        .transpose()
+        .map_err(Error::invalid_input)?;
+    let sparse = request
+        .sparse
+        .as_deref()
+        .map(git::parse_sparse)
+        .transpose()
+        .map_err(Error::invalid_input)?;
+    if filter.is_some() || sparse.is_some() {
+        let git_ref = crate::store::parse_ref(request.git_ref.as_deref())?;
+        git::check_ref(git_ref.as_ref()).map_err(Error::invalid_input)?;
+        if git::git_cli().is_none() {
+            return Err(Error::config(
+                "filter and sparse need git 2.38 or later on the service's PATH (libgit2 \
+                 cannot do them); install git there, or prepare without them",
+            ));
+        }
+    }
+    Ok((filter, sparse))
 }

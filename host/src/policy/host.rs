@@ -76,6 +76,10 @@ pub(crate) struct CallContext {
     pub remote: Remote,
     /// Submodules and LFS, as the caller asked.
     pub extras: crate::adapter::git::Extras,
+    /// A partial clone's filter, as the caller asked (checked).
+    pub filter: Option<String>,
+    /// A sparse workspace's directories, as the caller asked (checked).
+    pub sparse: Option<Vec<String>>,
     /// The policy cloned (so the workspace was not reused).
     pub cloned: bool,
     /// The policy updated an existing clone.
@@ -142,6 +146,8 @@ impl CallContext {
             depth: options.depth,
             network: self.network.as_deref(),
             extras: self.extras,
+            filter: self.filter.as_deref(),
+            sparse: self.sparse.as_deref(),
         }
     }
 

@@ -26,6 +26,17 @@ pub(crate) struct CheckoutSpec<'a> {
     pub network: Option<&'a str>,
     /// Submodules and LFS objects to add.
     pub extras: Extras,
+    /// A partial clone's filter (checked: `git::parse_filter`).
+    pub filter: Option<&'a str>,
+    /// The directories of a sparse workspace (checked: `git::parse_sparse`).
+    pub sparse: Option<&'a [String]>,
+}
+
+impl CheckoutSpec<'_> {
+    /// A partial clone or a sparse workspace: git's command line does it.
+    fn shaped(&self) -> bool {
+        self.filter.is_some() || self.sparse.is_some()
+    }
 }
 
 impl Store {
@@ -48,11 +59,22 @@ impl Store {
         let timer = self.metrics.start(Operation::Clone, Some(name.as_str()));
         let staging = self.layout.unique_in(self.layout.staging_dir(), name);
         let git_ref = parse_ref(spec.git_ref)?;
+        // A shaped clone fetches less than a mirror would hold: no mirror.
         let mirror = self
             .mirror_key(spec.network, url)
-            .filter(|_| self.uses_mirror(depth, remote));
+            .filter(|_| !spec.shaped() && self.uses_mirror(depth, remote));
         let cloned = match mirror {
             Some(key) => self.clone_through_mirror(&key, url, git_ref.as_ref(), remote, &staging),
+            None if spec.shaped() => git::clone_shaped(
+                url,
+                git_ref.as_ref(),
+                depth,
+                spec.filter,
+                spec.sparse,
+                remote,
+                &staging,
+            )
+            .map_err(Error::from),
             None => git::clone(url, git_ref.as_ref(), depth, remote, &staging).map_err(Error::from),
         }
         .and_then(|head| {
@@ -125,8 +147,23 @@ impl Store {
         // original tool left (no workspace.json, no principal recorded)
         // is adopted as it is.
         let adopt_unrecorded = !self.layout.metadata_path(name).exists();
+        // A clone with another filter holds other objects than asked: it
+        // is cloned afresh. A sparse one, or a shaped request, goes
+        // through git's command line.
+        let shape = git::shape_of(&repo);
         let updated = git::check_prepared_by(&repo, remote, adopt_unrecorded)
-            .and_then(|()| git::update(&repo, url, git_ref.as_ref(), depth, remote))
+            .and_then(|()| match shape.filter.as_deref() == spec.filter {
+                false => Err(git::GitError::other(format!(
+                    "the checkout was cloned with filter {}, and {} is asked; it is cloned \
+                     afresh",
+                    shape.filter.as_deref().unwrap_or("none"),
+                    spec.filter.unwrap_or("none")
+                ))),
+                true if spec.shaped() || shape.sparse => {
+                    git::update_shaped(&repo, url, git_ref.as_ref(), depth, spec.sparse, remote)
+                }
+                true => git::update(&repo, url, git_ref.as_ref(), depth, remote),
+            })
             .map_err(Error::from)
             .and_then(|u| {
                 self.add_extras(&repo, url, remote, spec.extras)?;

@@ -33,9 +33,16 @@ impl GitDaemon {
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new("git")
+        // git-daemon itself: killing `git daemon` (a wrapper) would leave
+        // the daemon running after the test.
+        let exec_path = Command::new("git")
+            .arg("--exec-path")
+            .output()
+            .unwrap()
+            .stdout;
+        let exec_path = String::from_utf8(exec_path).unwrap();
+        let child = Command::new(Path::new(exec_path.trim()).join("git-daemon"))
             .args([
-                "daemon",
                 "--export-all",
                 "--reuseaddr",
                 "--listen=127.0.0.1",

@@ -72,6 +72,14 @@ fn kept_config_key(name: &str) -> bool {
             | "extensions.objectformat"
             | "remote.origin.url"
             | "remote.origin.fetch"
+            // A partial clone's own (its filter, and where missing objects
+            // come from: the origin, whose URL the update sets).
+            | "remote.origin.promisor"
+            | "remote.origin.partialclonefilter"
+            | "extensions.partialclone"
+            // A sparse checkout's (its settings live in config.worktree,
+            // which the hygiene removes and the update writes again).
+            | "extensions.worktreeconfig"
     ) || (name.starts_with("branch.") && (name.ends_with(".remote") || name.ends_with(".merge")))
 }
 
@@ -85,6 +93,7 @@ const CONTENT_CHANGING_FILES: &[&str] = &[
     "info/attributes",
     "info/exclude",
     "info/sparse-checkout",
+    "config.worktree",
     "objects/info/http-alternates",
 ];
 

@@ -7,10 +7,12 @@
 //! which host). `hygiene.rs` keeps a reused clone as a fresh one would be.
 
 mod budget;
+mod cli;
 mod error;
 mod hygiene;
 mod lfs;
 pub mod mirror;
+mod partial;
 mod push;
 mod refs;
 mod remote;
@@ -22,9 +24,14 @@ pub use refs::GitRef;
 pub use submodules::{UrlCheck, remove_submodules, resolve_url, update_submodules};
 
 pub use budget::{ExtrasBudget, ExtrasLimits};
+pub use cli::{GitCli, git_cli};
 pub use error::{GitError, GitFailure, Stop};
 pub use hygiene::{
     check_prepared_by, clear_stale_locks, prepared_by, record_prepared_by, stale_locks,
+};
+pub use partial::{
+    Shape, accept_shaped_repositories, check_ref, clone_shaped, parse_filter, parse_sparse,
+    shape_of,
 };
 pub use remote::{Progress, ProgressFn, Remote, TransferGuard, set_network_timeouts};
 
@@ -197,11 +204,24 @@ fn clone_branch(
     let mut checkout = CheckoutBuilder::new();
     let started = checkout_started.clone();
     checkout.progress(move |_, _, _| started.set(true));
+    // With a usable git, the files are written afterwards on every core.
+    let parallel = git_cli().is_some();
+    if parallel {
+        checkout.dry_run();
+    }
     builder.with_checkout(checkout);
     let repo = builder.clone(url, dest).map_err(|e| {
         GitError::transfer(&format!("cloning {url}"), e, remote, checkout_started.get())
     })?;
-    head_commit(&repo)
+    let head = head_commit(&repo)?;
+    if parallel {
+        let commit = repo
+            .head()
+            .and_then(|h| h.peel_to_commit())
+            .map_err(|e| GitError::new("reading HEAD", e))?;
+        reset_hard(&repo, dest, &commit)?;
+    }
+    Ok(head)
 }
 
 /// Fetch `git_ref` (none: the remote's default branch, as `origin/HEAD`
@@ -216,41 +236,8 @@ pub fn update(
     depth: Option<u32>,
     remote: &Remote,
 ) -> Result<(String, u64), GitError> {
-    let repo = Repository::open(repo_dir).map_err(|e| GitError::new("opening repository", e))?;
-    // A previous user of the workspace may have left hooks or config that
-    // run commands or redirect fetches (core.hooksPath, core.fsmonitor,
-    // url.*.insteadOf, include.path...): back to what a clone has.
-    reset_git_dir(&repo, remote.mirror.as_deref())?;
-    // Clones made before this setting existed (or by the original tool).
-    enable_long_paths(&repo).map_err(|e| GitError::new("setting core.longpaths", e))?;
-    let default;
-    let wanted = match git_ref {
-        Some(r) => r,
-        None => {
-            default = refs::default_branch(&repo)?;
-            &default
-        }
-    };
-    let current = repo
-        .find_remote("origin")
-        .ok()
-        .and_then(|r| r.url().ok().map(str::to_string));
-    // The objects here came from `current`: another URL (another tenant's
-    // repository, perhaps) must not find them. Only a spelling of the same
-    // URL (a trailing `/` or `.git`) is updated in place.
-    match current.as_deref() {
-        Some(c) if c == url => {}
-        Some(c) if same_remote(c, url) => repo
-            .remote_set_url("origin", url)
-            .map_err(|e| GitError::new("setting origin URL", e))?,
-        other => {
-            return Err(GitError::other(format!(
-                "the workspace holds a clone of {}, not of {url}; it is cloned afresh \
-                 rather than reused",
-                other.unwrap_or("no remote")
-            )));
-        }
-    }
+    let repo = open_for_update(repo_dir, url, remote)?;
+    let wanted = &wanted_or_default(&repo, git_ref)?;
     let refs::Checkout { commit, branch } = refs::fetch(&repo, wanted, url, depth, remote)?;
     let target = repo
         .find_commit(commit)
@@ -279,14 +266,118 @@ pub fn update(
     // Nothing new upstream and nothing changed here: the reset (a full
     // checkout scan plus an index rewrite) would change nothing.
     if !(already_there && tracked_files_pristine(&repo, &target)) {
-        let mut checkout = CheckoutBuilder::new();
-        checkout.force();
-        repo.reset(target.as_object(), ResetType::Hard, Some(&mut checkout))
-            .map_err(|e| GitError::new("resetting the working tree", e))?;
+        reset_hard(&repo, repo_dir, &target)?;
     }
     let tracked_bytes = clean(&repo, repo_dir)?;
     let size = tracked_bytes + crate::adapter::fs::dir_size(repo.path());
     Ok((target.id().to_string(), size))
+}
+
+/// The checkout at `repo_dir`, ready for a fetch from `url`: its git
+/// directory back to what a clone has (hooks, config, content overrides),
+/// long paths on, and its origin `url` (a spelling of the same URL is
+/// updated; any other remote is refused, so it is cloned afresh).
+fn open_for_update(repo_dir: &Path, url: &str, remote: &Remote) -> Result<Repository, GitError> {
+    let repo = Repository::open(repo_dir).map_err(|e| GitError::new("opening repository", e))?;
+    // A previous user of the workspace may have left hooks or config that
+    // run commands or redirect fetches (core.hooksPath, core.fsmonitor,
+    // url.*.insteadOf, include.path...): back to what a clone has.
+    reset_git_dir(&repo, remote.mirror.as_deref())?;
+    // Clones made before this setting existed (or by the original tool).
+    enable_long_paths(&repo).map_err(|e| GitError::new("setting core.longpaths", e))?;
+    let current = repo
+        .find_remote("origin")
+        .ok()
+        .and_then(|r| r.url().ok().map(str::to_string));
+    // The objects here came from `current`: another URL (another tenant's
+    // repository, perhaps) must not find them. Only a spelling of the same
+    // URL (a trailing `/` or `.git`) is updated in place.
+    match current.as_deref() {
+        Some(c) if c == url => {}
+        Some(c) if same_remote(c, url) => repo
+            .remote_set_url("origin", url)
+            .map_err(|e| GitError::new("setting origin URL", e))?,
+        other => {
+            return Err(GitError::other(format!(
+                "the workspace holds a clone of {}, not of {url}; it is cloned afresh \
+                 rather than reused",
+                other.unwrap_or("no remote")
+            )));
+        }
+    }
+    Ok(repo)
+}
+
+/// [`update`] for a partial clone or a sparse workspace, through git's
+/// command line: fetch `git_ref` (none: the default branch) with the
+/// clone's own filter, make `sparse` the set on disk (none: the whole
+/// tree), check out, clean. Returns HEAD's commit and the checkout's size.
+pub fn update_shaped(
+    repo_dir: &Path,
+    url: &str,
+    git_ref: Option<&GitRef>,
+    depth: Option<u32>,
+    sparse: Option<&[String]>,
+    remote: &Remote,
+) -> Result<(String, u64), GitError> {
+    // Read before the hygiene, which removes the sparse patterns.
+    let was_sparse = partial::shape_of(repo_dir).sparse;
+    let repo = open_for_update(repo_dir, url, remote)?;
+    let wanted = &wanted_or_default(&repo, git_ref)?;
+    let head = partial::update_shaped(&repo, repo_dir, wanted, depth, sparse, was_sparse, remote)?;
+    let size = checkout_size(repo_dir).unwrap_or_else(|| crate::adapter::fs::dir_size(repo_dir));
+    Ok((head, size))
+}
+
+/// `git_ref`, or the remote's default branch (as `origin/HEAD` recorded
+/// it) when none is asked.
+fn wanted_or_default(repo: &Repository, git_ref: Option<&GitRef>) -> Result<GitRef, GitError> {
+    git_ref
+        .cloned()
+        .map_or_else(|| refs::default_branch(repo), Ok)
+}
+
+/// Files changed past which a reset is written by git's command line on
+/// every core rather than by libgit2 on one.
+const PARALLEL_RESET_FILES: usize = 1_000;
+
+/// Reset the index and working tree to `target` (HEAD already names it):
+/// a fresh checkout or a large change by git's command line with
+/// `checkout.workers` on every core (libgit2 has no parallel checkout),
+/// anything smaller, or everything when there is no usable git, by
+/// libgit2. Local work only: every object is already here.
+fn reset_hard(repo: &Repository, repo_dir: &Path, target: &git2::Commit) -> Result<(), GitError> {
+    let large = || -> Result<bool, git2::Error> {
+        let index = repo.index()?;
+        if index.is_empty() {
+            return Ok(true);
+        }
+        let diff = repo.diff_tree_to_index(Some(&target.tree()?), Some(&index), None)?;
+        Ok(diff.deltas().len() > PARALLEL_RESET_FILES)
+    };
+    if let Some(git) = git_cli()
+        && large().unwrap_or(false)
+    {
+        let run = cli::Run {
+            action: "checking out the working tree".into(),
+            dir: repo_dir,
+            remote: None,
+            watch: None,
+        };
+        git.run(
+            &run,
+            &["reset", "--quiet", "--hard", &target.id().to_string()],
+        )?;
+        // libgit2 keeps the index it read before: read git's.
+        return repo
+            .index()
+            .and_then(|mut index| index.read(true))
+            .map_err(|e| GitError::new("reading the index git wrote", e));
+    }
+    let mut checkout = CheckoutBuilder::new();
+    checkout.force();
+    repo.reset(target.as_object(), ResetType::Hard, Some(&mut checkout))
+        .map_err(|e| GitError::new("resetting the working tree", e))
 }
 
 /// URLs that differ only by a trailing `/` or `.git` name the same remote
@@ -392,15 +483,19 @@ fn relative_bytes(path: &Path, root: &Path) -> Vec<u8> {
     }
 }
 
+/// The index entry flag of a path a sparse checkout leaves off the disk.
+const SKIP_WORKTREE: u16 = 1 << 14;
+
 /// Bytes of a clean checkout: the regular files the index records (after a
-/// reset and clean the working tree is exactly those) plus the git
+/// reset and clean the working tree is exactly those; a sparse checkout's
+/// skipped paths are not on disk and not counted) plus the git
 /// directory. Equal to walking the tree, without stat'ing every file.
 pub fn checkout_size(repo_dir: &Path) -> Option<u64> {
     let repo = Repository::open(repo_dir).ok()?;
     let index = repo.index().ok()?;
     let files: u64 = index
         .iter()
-        .filter(|e| e.mode & 0o170000 == 0o100000)
+        .filter(|e| e.mode & 0o170000 == 0o100000 && e.flags_extended & SKIP_WORKTREE == 0)
         .map(|e| u64::from(e.file_size))
         .sum();
     Some(files + crate::adapter::fs::dir_size(repo.path()))

@@ -204,6 +204,8 @@ impl TransferGuard {
 /// write). 0 in libgit2 means "wait for ever": a tarpit would hold a
 /// thread until the process dies.
 pub fn set_network_timeouts(connect: std::time::Duration, io: std::time::Duration) {
+    super::cli::set_io_timeout(io);
+    super::partial::accept_shaped_repositories();
     let ms = |d: std::time::Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX).max(1);
     // SAFETY: plain integer options; libgit2 reads them at each connection.
     let result = unsafe {
