@@ -288,3 +288,116 @@ fn the_node_manifests_agree_with_each_other_and_the_router() {
         container["readinessProbe"]["httpGet"]["path"].as_str().unwrap()
     )));
 }
+
+/// `program args` must succeed; its output on failure. Missing programs
+/// are named with the package that brings them.
+fn check_with(program: &str, package: &str, args: &[&str], env: &[(&str, &str)]) {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("{program} ({e}): install Debian's {package} (scripts/setup --test does)")
+        });
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Issue 24: the alert rules pass `promtool check rules` (Debian's
+/// prometheus), and both router configurations (the file, and the one in
+/// the Kubernetes ConfigMap) pass `haproxy -c`.
+#[test]
+fn the_alert_rules_and_router_configs_pass_their_tools_checks() {
+    let rules = deploy_dir().join("prometheus/alerts.yaml");
+    check_with(
+        "promtool",
+        "prometheus",
+        &["check", "rules", rules.to_str().unwrap()],
+        &[],
+    );
+    let shipped = deploy_dir().join("haproxy/haproxy.cfg");
+    check_with(
+        "haproxy",
+        "haproxy",
+        &["-c", "-q", "-f", shipped.to_str().unwrap()],
+        &[
+            ("LISTEN", "127.0.0.1:8080"),
+            ("NODE1", "127.0.0.1:9001"),
+            ("NODE2", "127.0.0.1:9002"),
+            ("NODE3", "127.0.0.1:9003"),
+        ],
+    );
+    let docs = load(&deploy_dir().join("k8s/nodes/router.yaml"));
+    let config = docs
+        .iter()
+        .find(|d| d["kind"].as_str() == Some("ConfigMap"))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let k8s = dir.path().join("haproxy.cfg");
+    std::fs::write(&k8s, config["data"]["haproxy.cfg"].as_str().unwrap()).unwrap();
+    check_with(
+        "haproxy",
+        "haproxy",
+        &["-c", "-q", "-f", k8s.to_str().unwrap()],
+        &[],
+    );
+}
+
+/// Issue 24: every query of the Grafana dashboard names only metrics a
+/// live node exposes on `/metrics` (after a prepare, a refused prepare and
+/// a cleanup, so the labelled families have samples).
+#[test]
+fn the_grafana_dashboard_queries_only_metrics_a_live_node_exposes() {
+    let up = support::Upstream::new();
+    let base = tempfile::tempdir().unwrap();
+    let node = support::serve_local(base.path(), "grafana-token-0123456789");
+    let client = reqwest::blocking::Client::new();
+    let url = |path: &str| format!("http://{}{path}", node.addr);
+    for body in [
+        serde_json::json!({"repo_full_name": "acme/app", "clone_url": up.url()}),
+        serde_json::json!({"repo_full_name": "acme/bad", "clone_url": "ftp://x/y"}),
+    ] {
+        client
+            .post(url("/workspace/prepare"))
+            .bearer_auth("grafana-token-0123456789")
+            .json(&body)
+            .send()
+            .unwrap();
+    }
+    client
+        .post(url("/workspace/cleanup"))
+        .bearer_auth("grafana-token-0123456789")
+        .json(&serde_json::json!({}))
+        .send()
+        .unwrap();
+    let exposition = client.get(url("/metrics")).send().unwrap().text().unwrap();
+    let exported: std::collections::BTreeSet<&str> = exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split([' ', '{']).next())
+        .collect();
+    let text = std::fs::read_to_string(deploy_dir().join("grafana/fixsec-workspace.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(panels.len() >= 8, "a dashboard of {} panels", panels.len());
+    for panel in panels {
+        let title = panel["title"].as_str().unwrap();
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{title}: no query");
+        for target in targets {
+            let expr = target["expr"].as_str().unwrap();
+            let names = metric_names(expr);
+            assert!(!names.is_empty(), "{title}: {expr}");
+            for metric in names {
+                assert!(
+                    exported.contains(metric.as_str()),
+                    "panel {title:?} queries {metric}, which the node does not expose:\n{exposition}"
+                );
+            }
+        }
+    }
+}

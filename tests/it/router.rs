@@ -222,6 +222,178 @@ fn repositories_stay_on_their_node_and_only_a_lost_nodes_move() {
     }
 }
 
+/// Issue 24: under concurrent load a repository never moves between live
+/// nodes. 32 prepares at once (12 repositories, several of each) through
+/// the router, five rounds: every repository is served by one node only.
+/// (With bounded-load hashing, `hash-balance-factor`, a busy node's keys
+/// spilled to the next node, which cloned them again.)
+#[test]
+fn concurrent_prepares_never_move_a_repository_between_live_nodes() {
+    let up = Upstream::new();
+    let Cluster {
+        bases: _bases,
+        ports: _,
+        mut nodes,
+        router,
+    } = cluster();
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let repos: Vec<String> = (0..12).map(|i| format!("acme/busy-{i}")).collect();
+    let first = wait_for_nodes(&client, &router.url, &up, &repos, 3);
+    let clone_url = up.url();
+    let mut served: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for round in 0..5 {
+        let seen: Vec<(String, String)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..32)
+                .map(|i| {
+                    let repo = repos[(i + round) % repos.len()].clone();
+                    let (client, url, clone_url) = (&client, &router.url, &clone_url);
+                    s.spawn(move || {
+                        let node = prepare_waiting(client, url, clone_url, &repo);
+                        (repo, node)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (repo, node) in seen {
+            served.entry(repo).or_default().insert(node);
+        }
+    }
+    for (repo, nodes_seen) in &served {
+        assert_eq!(
+            nodes_seen.iter().collect::<Vec<_>>(),
+            vec![&first[repo]],
+            "{repo} was served by more than its own node"
+        );
+    }
+    for n in &mut nodes {
+        let _ = n.child.kill();
+        let _ = n.child.wait();
+    }
+}
+
+/// Issue 24: what a failover does to a lease and to the interim copy. The
+/// owner of a repository goes down; the repository is prepared (and
+/// leased) on the interim node; the owner returns. New prepares go to the
+/// owner again; the interim copy stays while leased (its node's cleanup
+/// skips it) and is removed by that cleanup once the lease is released.
+#[test]
+fn the_interim_copy_keeps_its_lease_and_ages_out_when_the_owner_returns() {
+    let up = Upstream::new();
+    let Cluster {
+        bases,
+        ports,
+        mut nodes,
+        router,
+    } = cluster();
+    let client = reqwest::blocking::Client::new();
+    let repos: Vec<String> = (0..12).map(|i| format!("acme/failover-{i}")).collect();
+    let first = wait_for_nodes(&client, &router.url, &up, &repos, 3);
+    let repo = repos
+        .iter()
+        .find(|r| first[*r] == "node2")
+        .expect("node2 holds a repository")
+        .clone();
+
+    let _ = nodes[1].child.kill();
+    let _ = nodes[1].child.wait();
+    let moved = wait_for_nodes(&client, &router.url, &up, &repos, 2);
+    let interim = moved[&repo].clone();
+    let interim_port = ports[interim.trim_start_matches("node").parse::<usize>().unwrap() - 1];
+    let leased: Value = client
+        .post(format!("{}/workspace/prepare", router.url))
+        .bearer_auth(TOKEN)
+        .header("X-Fixsec-Shard", &repo)
+        .json(&json!({"repo_full_name": repo, "clone_url": up.url(), "lease_seconds": 600}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let lease_id = leased["lease"]["id"].as_u64().expect("a lease");
+
+    // The owner returns: it serves the repository again, from its own copy.
+    // (The others settle first: the leased one would answer 409 on the
+    // interim node until node2 is back in the ring.)
+    nodes[1] = node(bases[1].path(), "node2", ports[1]);
+    let others: Vec<String> = repos.iter().filter(|r| **r != repo).cloned().collect();
+    wait_for_nodes(&client, &router.url, &up, &others, 3);
+    assert_eq!(prepare(&client, &router.url, &up, &repo), "node2");
+
+    // The interim copy: kept while leased, removed by its node's cleanup after.
+    let direct = |path: &str| format!("http://127.0.0.1:{interim_port}{path}");
+    let cleanup = || -> Value {
+        client
+            .post(direct("/workspace/cleanup"))
+            .bearer_auth(TOKEN)
+            .json(&json!({"max_age_hours": 0}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    let name = leased["name"].as_str().unwrap().to_string();
+    let kept = cleanup();
+    let skipped: Vec<&str> = kept["report"]["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert!(skipped.contains(&name.as_str()), "{kept}");
+    let interim_base =
+        bases[interim.trim_start_matches("node").parse::<usize>().unwrap() - 1].path();
+    assert!(interim_base.join(&name).exists());
+    let released = client
+        .delete(direct(&format!("/workspace/leases/{lease_id}")))
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap();
+    assert!(released.status().is_success());
+    let gone = cleanup();
+    assert!(!interim_base.join(&name).exists(), "{gone}");
+    for n in &mut nodes {
+        let _ = n.child.kill();
+        let _ = n.child.wait();
+    }
+}
+
+/// [`prepare`], waiting out the workspace being in use by a concurrent
+/// prepare of the same repository (409 or 503 from its node).
+fn prepare_waiting(
+    client: &reqwest::blocking::Client,
+    router: &str,
+    clone_url: &str,
+    repo: &str,
+) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = client
+            .post(format!("{router}/workspace/prepare"))
+            .bearer_auth(TOKEN)
+            .header("X-Fixsec-Shard", repo)
+            .json(&json!({"repo_full_name": repo, "clone_url": clone_url}))
+            .send()
+            .unwrap();
+        let node = r
+            .headers()
+            .get("x-served-by")
+            .map(|v| v.to_str().unwrap().to_string());
+        let status = r.status().as_u16();
+        if let (true, Some(node)) = (r.status().is_success(), node.clone()) {
+            return node;
+        }
+        assert!(
+            matches!(status, 409 | 503) && Instant::now() < deadline,
+            "{repo}: {status} from {node:?}: {}",
+            r.text().unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn a_lease_taken_through_the_server_holds_for_the_cli_and_across_a_restart() {
     let up = Upstream::new();

@@ -331,7 +331,7 @@ pub fn serve_local(base: &Path, token: &str) -> Served {
 
 /// A `serve` process, listening.
 pub struct Served {
-    pub child: Child,
+    pub child: KillOnDrop,
     /// `host:port` it listens on.
     pub addr: String,
     /// What it wrote to stderr before it listened.
@@ -345,6 +345,30 @@ pub struct Served {
 /// logs, and wait until it listens.
 pub fn serve(cmd: Command) -> Served {
     serve_at(cmd, "127.0.0.1:0")
+}
+
+/// A child process killed when dropped, so a test that fails half-way
+/// leaves no server behind.
+pub struct KillOnDrop(pub Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// [`serve`] on `bind` (a node restarted on its old address, say).
@@ -373,7 +397,7 @@ pub fn serve_at(mut cmd: Command, bind: &str) -> Served {
         {
             return Served {
                 addr: addr.to_string(),
-                child,
+                child: KillOnDrop(child),
                 before,
                 stderr,
             };
