@@ -133,7 +133,7 @@ fn main() {
         b.runs,
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
     );
-    // `--only clone,daemon,mirror,removal,stats,policy,server,router,mono,python` runs a subset.
+    // `--only clone,daemon,mirror,removal,stats,policy,server,router,mono,parallel,python` runs a subset.
     let only: Option<Vec<String>> = args
         .iter()
         .position(|a| a == "--only")
@@ -166,6 +166,9 @@ fn main() {
     }
     if wanted("mono") {
         mono::monorepo(&mut b);
+    }
+    if wanted("parallel") {
+        mono::parallel_lease(&mut b);
     }
     if wanted("python") {
         python(&mut b, &src);

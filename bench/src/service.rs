@@ -26,6 +26,7 @@ pub(crate) fn stats(b: &mut Bench) {
                 last_prepared: now,
                 last_used: now,
                 size_bytes: 0,
+                copy_of: None,
             }
             .write(&base.join(format!("ws_{w:03}")).join("workspace.json"))
             .unwrap();

@@ -60,9 +60,15 @@ pub use store::{METRICS_MAX_AGE, SNAPSHOT_TTL};
 #[doc(hidden)]
 pub mod testing {
     pub use crate::adapter::git::{self as git, GitRef, Remote};
+    pub use crate::adapter::reflink::reflink_file;
     pub use crate::adapter::removal::{FaultInjector, FsOps, RealFs, Remover};
     pub use crate::conformance::NAME_CORPUS;
     pub use crate::metadata::{METADATA_VERSION, WorkspaceMetadata};
+
+    /// Bytes under `path`, symbolic links not followed (what stats count).
+    pub fn dir_size_of(path: &std::path::Path) -> u64 {
+        crate::adapter::fs::dir_size(path)
+    }
 }
 
 /// The README's Rust examples, compiled as doctests so they stay true.

@@ -29,6 +29,10 @@ pub struct WorkspaceMetadata {
     pub last_used: DateTime<Utc>,
     /// Bytes of `repo/` after the last prepare (or rescan), symbolic links not followed.
     pub size_bytes: u64,
+    /// This workspace is a second job's copy of the named one (sharing
+    /// its blocks), removed when its lease is released.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_of: Option<String>,
 }
 
 /// The current format version.
@@ -70,6 +74,7 @@ mod tests {
             last_prepared: now,
             last_used: now,
             size_bytes: 42,
+            copy_of: None,
         };
         meta.write(&path).unwrap();
         assert_eq!(WorkspaceMetadata::read(&path), Some(meta));

@@ -78,6 +78,15 @@ pub struct PrepareRequest {
     /// the request changes; clean and stats count only what is on disk.
     #[serde(default)]
     pub sparse: Option<Vec<String>>,
+    /// When another job holds the workspace's lease, give this one a copy
+    /// of its own at once instead of waiting: made from the leased
+    /// workspace by sharing its blocks (reflinks: XFS, btrfs), reset to
+    /// the prepared commit and cleaned, with its own lease, removed when
+    /// that lease is released. Needs `lease_seconds` and the same
+    /// credential as the leased workspace's; where the file system cannot
+    /// share blocks, the prepare waits as without it.
+    #[serde(default)]
+    pub parallel: bool,
 }
 
 impl PrepareRequest {
@@ -96,6 +105,7 @@ impl PrepareRequest {
             serve_credential: false,
             filter: None,
             sparse: None,
+            parallel: false,
         }
     }
 

@@ -219,6 +219,7 @@ class WorkspaceManager:
         serve_credential: bool = False,
         filter: Optional[str] = None,
         sparse: Optional[List[str]] = None,
+        parallel: bool = False,
     ) -> PreparedWorkspace:
         """Prepare the workspace at ``ref`` (branch, tag, commit id,
         ``refs/pull/N/head``, ``src:dst``; none: the default branch).
@@ -228,7 +229,10 @@ class WorkspaceManager:
         root (``owner/repo``) when the repository is a fork: forks share
         one object mirror. ``filter`` (``"blob:none"``, ``"tree:0"``) makes
         a partial clone and ``sparse`` (directories) a sparse workspace,
-        both through git's command line (2.38+ on the PATH).
+        both through git's command line (2.38+ on the PATH). With
+        ``parallel=True`` (and ``lease_seconds``), a workspace another job
+        holds gives this one a copy of its own at once where the file
+        system shares blocks (XFS, btrfs), instead of waiting.
         """
         out = json.loads(
             self._native.prepare(
@@ -244,6 +248,7 @@ class WorkspaceManager:
                 serve_credential=serve_credential,
                 filter=filter,
                 sparse=sparse,
+                parallel=parallel,
             )
         )
         return PreparedWorkspace.from_json(out)

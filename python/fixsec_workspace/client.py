@@ -187,6 +187,7 @@ class WorkspaceClient:
         serve_credential: bool = False,
         filter: Optional[str] = None,
         sparse: Optional[List[str]] = None,
+        parallel: bool = False,
     ) -> PreparedWorkspace:
         """Prepare on the node that holds the repository (its network's)."""
         body: Dict[str, Any] = {"repo_full_name": repo_full_name, "clone_url": clone_url}
@@ -207,6 +208,8 @@ class WorkspaceClient:
             body["lfs"] = True
         if serve_credential:
             body["serve_credential"] = True
+        if parallel:
+            body["parallel"] = True
         out = self._call("POST", "/workspace/prepare", network or repo_full_name, body)
         return PreparedWorkspace.from_json(out, served_by=self.last_served_by)
 

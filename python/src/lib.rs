@@ -97,7 +97,7 @@ impl Manager {
     }
 
     /// Prepare (reuse or clone); the outcome as JSON.
-    #[pyo3(signature = (repo_full_name, clone_url, git_ref=None, depth=None, lease_seconds=None, holder=None, submodules=false, lfs=false, network=None, serve_credential=false, filter=None, sparse=None))]
+    #[pyo3(signature = (repo_full_name, clone_url, git_ref=None, depth=None, lease_seconds=None, holder=None, submodules=false, lfs=false, network=None, serve_credential=false, filter=None, sparse=None, parallel=false))]
     #[allow(clippy::too_many_arguments)]
     fn prepare(
         &self,
@@ -114,10 +114,12 @@ impl Manager {
         serve_credential: bool,
         filter: Option<String>,
         sparse: Option<Vec<String>>,
+        parallel: bool,
     ) -> PyResult<String> {
         let mut request = PrepareRequest::new(repo_full_name, clone_url);
         request.filter = filter;
         request.sparse = sparse;
+        request.parallel = parallel;
         request.network = network;
         request.serve_credential = serve_credential;
         request.git_ref = git_ref;

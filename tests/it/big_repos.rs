@@ -365,3 +365,68 @@ fn the_cli_prepares_a_blobless_sparse_workspace() {
     assert_eq!(on_disk(path), ["README.md", "pkg1", "pkg2"]);
     assert!(missing_objects(path) >= 2 * 5, "not a partial clone");
 }
+
+/// Review of issue 23: a job's `update-index --skip-worktree` or
+/// `--assume-unchanged` must not keep its own content in a tracked file
+/// through the next prepare (which claims the checkout is the commit's),
+/// on the libgit2 path and the shaped one.
+#[test]
+fn a_file_a_job_hid_from_git_is_reset_by_the_next_prepare() {
+    let src = monorepo(2, 3);
+    let url = src.path.display().to_string();
+    for shaped in [false, true] {
+        for flag in ["--skip-worktree", "--assume-unchanged"] {
+            let base = tempfile::tempdir().unwrap();
+            let m = manager(base.path());
+            let request = || {
+                let r = PrepareRequest::new("acme/mono", &url);
+                if shaped {
+                    r.sparse(["pkg0", "pkg1"])
+                } else {
+                    r
+                }
+            };
+            let ws = m.prepare(&request()).unwrap();
+            std::fs::write(ws.path.join("pkg1/f2.txt"), "BACKDOOR\n").unwrap();
+            git(&ws.path, &["update-index", flag, "pkg1/f2.txt"]);
+            let again = m.prepare(&request()).unwrap();
+            assert_eq!(
+                std::fs::read_to_string(again.path.join("pkg1/f2.txt")).unwrap(),
+                "pkg 1 file 2\n",
+                "{flag} (shaped: {shaped}) kept the job's content"
+            );
+        }
+    }
+}
+
+/// Review of issue 23: a job that adds a second `url` to `origin` (git's
+/// fetch takes the first, libgit2's check the last) finds exactly the
+/// requested one after the next prepare, which fetches from it.
+#[test]
+fn a_second_origin_url_a_job_added_is_dropped() {
+    let src = monorepo(2, 3);
+    let other = monorepo(1, 1);
+    std::fs::write(other.path.join("pkg0/f0.txt"), "OTHER\n").unwrap();
+    git(&other.path, &["commit", "-qam", "other"]);
+    let url = src.path.display().to_string();
+    let base = tempfile::tempdir().unwrap();
+    let m = manager(base.path());
+    let request = || PrepareRequest::new("acme/mono", &url).sparse(["pkg0"]);
+    let ws = m.prepare(&request()).unwrap();
+    let config = ws.path.join(".git/config");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let planted = text.replacen(
+        "[remote \"origin\"]\n",
+        &format!("[remote \"origin\"]\n\turl = {}\n", other.path.display()),
+        1,
+    );
+    assert_ne!(planted, text);
+    std::fs::write(&config, planted).unwrap();
+    let again = m.prepare(&request()).unwrap();
+    let urls = git(&again.path, &["config", "--get-all", "remote.origin.url"]);
+    assert_eq!(urls.lines().collect::<Vec<_>>(), [url.as_str()]);
+    assert_eq!(
+        std::fs::read_to_string(again.path.join("pkg0/f0.txt")).unwrap(),
+        "pkg 0 file 0\n"
+    );
+}

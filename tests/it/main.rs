@@ -46,6 +46,8 @@ mod hostile;
 #[cfg(not(windows))]
 mod mirrors;
 #[cfg(not(windows))]
+mod parallel_jobs;
+#[cfg(not(windows))]
 mod plugins;
 #[cfg(not(windows))]
 mod pr_flow;

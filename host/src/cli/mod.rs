@@ -351,6 +351,9 @@ fn prepare(
         serve_credential: false,
         filter: args.filter,
         sparse: (!args.sparse.is_empty()).then_some(args.sparse),
+        // A copy for a second job lives as long as its lease: not for a
+        // one-shot process either.
+        parallel: false,
     };
     let bar = (!json && std::io::stderr().is_terminal()).then(progress_bar);
     let progress = bar.clone().map(|bar| {

@@ -82,6 +82,7 @@ impl WorkspaceManager {
             .ok_or_else(|| Error::not_found(format!("no live lease with id {id}")))?;
         self.store.snapshots().invalidate();
         touch_last_used(&self.store, &name);
+        self.remove_released_copy(&name);
         Ok(name.to_string())
     }
 }

@@ -12,6 +12,7 @@
 mod builder;
 mod health;
 mod lease;
+mod parallel;
 mod prepare;
 mod push;
 

@@ -197,11 +197,23 @@ impl WorkspaceManager {
             ));
         }
         let (filter, sparse) = checked_shape(request)?;
+        if request.parallel && request.lease_seconds.is_none() {
+            return Err(Error::invalid_input(
+                "parallel needs lease_seconds: the copy for a second job lives as long as its \
+                 lease",
+            ));
+        }
         // The name first: a bad one is the caller's to fix, found without
         // any lookup of the clone host.
         let policy = self.policy();
         let name = self.checked_name_with(&policy, &request.repo_full_name)?;
         let url = self.checked_url(&request.clone_url)?;
+        if (filter.is_some() || sparse.is_some()) && url.transport == Transport::Ssh {
+            return Err(Error::invalid_input(
+                "filter and sparse take an https, http or git clone URL (git's command line \
+                 is given no ssh keys); prepare an ssh URL without them",
+            ));
+        }
         if request.serve_credential
             && (url.credentials.is_none()
                 || !matches!(url.transport, Transport::Https | Transport::Http))
@@ -213,6 +225,19 @@ impl WorkspaceManager {
         }
         let store = &self.store;
         store.layout().ensure()?;
+        if request.parallel {
+            let principal = self.remote_for(&url, None).principal_digest();
+            let copy = self.parallel_copy(&name, request, &url.public, &principal, started)?;
+            if let Some(copy) = copy {
+                if let (true, Some(lease)) = (request.serve_credential, &copy.lease) {
+                    self.serve_credential(&copy.path, &url, lease)
+                        .inspect_err(|_| {
+                            store.locks().release_lease(lease.id);
+                        })?;
+                }
+                return Ok(copy);
+            }
+        }
         let _guard = self.lock_unleased(&name)?;
         store.snapshots().invalidate(); // now in use
         store.clear_staging(&name);
@@ -297,6 +322,7 @@ impl WorkspaceManager {
             // Measured by the clone or update that just ran; a policy that
             // did neither (a reuse without update) gets a walk.
             size_bytes: ctx.measured_size.unwrap_or_else(|| dir_size(&repo_dir)),
+            copy_of: None,
         };
         meta.write(&meta_path)?;
         // Taken before the lock is released: no cleanup can slip in between.

@@ -78,13 +78,29 @@ pub fn git_cli() -> Option<&'static GitCli> {
         .as_ref()
 }
 
-/// `(major, minor)` of `git version 2.47.3` (or `2.39.5.windows.1`).
+/// `(major, minor)` of `git version 2.47.3` (or `2.39.5.windows.1`), if
+/// that release has the fixes for CVE-2024-32002 and CVE-2024-32004
+/// (2.39.4, 2.40.2, 2.41.1, 2.42.2, 2.43.4, 2.44.1, 2.45.1 and later).
 fn parse_version(text: &str) -> Option<(u32, u32)> {
     let number = text.trim().strip_prefix("git version ")?;
     let mut parts = number.split('.');
-    let major = parts.next()?.parse().ok()?;
-    let minor = parts.next()?.parse().ok()?;
-    Some((major, minor))
+    let major: u32 = parts.next()?.parse().ok()?;
+    let minor: u32 = parts.next()?.parse().ok()?;
+    let patch: u32 = parts
+        .next()
+        .and_then(|p| p.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .unwrap_or(0);
+    let fixed_patch = match (major, minor) {
+        (2, 39) => 4,
+        (2, 40) => 2,
+        (2, 41) => 1,
+        (2, 42) => 2,
+        (2, 43) => 4,
+        (2, 44) => 1,
+        (2, 45) => 1,
+        _ => 0,
+    };
+    (patch >= fixed_patch).then_some((major, minor))
 }
 
 /// What the CLI needs to say when there is none.
@@ -132,11 +148,23 @@ impl GitCli {
         if let Some(served) = &served {
             config.push((served.key(), served.helper()));
         }
+        // An empty home of its own: neither ssh (keys, config, known hosts)
+        // nor curl (`.netrc`) may find the service user's.
+        let home = tempfile::Builder::new()
+            .prefix("fixsec-git-home-")
+            .tempdir()
+            .map_err(|e| GitError::other(format!("{}: a home folder for git: {e}", run.action)))?;
         let mut command = Command::new(&self.program);
         command
             .env_clear()
             .envs(std::env::var_os("PATH").map(|p| ("PATH", p)))
             .envs(std::env::var_os("SYSTEMROOT").map(|p| ("SYSTEMROOT", p)))
+            .env("HOME", home.path())
+            .env("XDG_CONFIG_HOME", home.path())
+            .env(
+                "GIT_CEILING_DIRECTORIES",
+                run.dir.parent().unwrap_or(run.dir),
+            )
             .env("LC_ALL", "C")
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env("GIT_CONFIG_GLOBAL", null_device())
@@ -184,11 +212,19 @@ impl GitCli {
         let stdout = stdout.and_then(|t| t.join().ok()).unwrap_or_default();
         let stderr = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
         drop(served);
+        drop(home);
         let stderr = String::from_utf8_lossy(&stderr);
         match status {
             Err(stopped) => Err(stopped),
             Ok(status) if status.success() => Ok(String::from_utf8_lossy(&stdout).into_owned()),
-            Ok(status) => Err(failure(&run.action, status, &stderr)),
+            Ok(status) => {
+                let secrets = run
+                    .remote
+                    .and_then(|r| r.credentials.as_ref())
+                    .map(secret_spellings)
+                    .unwrap_or_default();
+                Err(failure(&run.action, status, &redact(&stderr, &secrets)))
+            }
         }
     }
 
@@ -234,7 +270,9 @@ impl GitCli {
                 }
             }
             let quiet = now.saturating_sub(last_output.load(Ordering::Relaxed).max(last_growth));
-            if stop.is_none() && quiet > timeout {
+            // Only a command that talks to a remote can hang on it; a local
+            // checkout of a large tree may be quiet for long.
+            if stop.is_none() && run.remote.is_some() && quiet > timeout {
                 tracing::warn!(action = %run.action, quiet_ms = quiet, "git made no progress; stopped");
                 stop = Some(GitError::of(
                     GitFailure::Network,
@@ -297,6 +335,9 @@ fn isolation(remote: Option<&Remote>) -> Vec<(String, String)> {
         ("fetch.recurseSubmodules", "false"),
         ("index.sparse", "false"),
         ("gc.auto", "0"),
+        ("core.commitGraph", "false"),
+        ("transfer.bundleURI", "false"),
+        ("promisor.acceptFromServer", "none"),
         ("maintenance.auto", "false"),
         ("advice.detachedHead", "false"),
         ("checkout.workers", "0"),
@@ -339,17 +380,57 @@ fn serve(
              {scheme}://; use an https clone URL"
         )));
     }
+    // `https://TOKEN@host`: a bare token, sent as forges take one.
+    let (username, secret) = match credentials.secret.is_empty() {
+        true => ("x-access-token", credentials.username.as_str()),
+        false => (credentials.username.as_str(), credentials.secret.as_str()),
+    };
     let origin = match remote.port {
         Some(port) if Some(port) != default_port(scheme) => format!("{scheme}://{host}:{port}"),
         _ => format!("{scheme}://{host}"),
     };
+    // Stopped when the command ends; the timeout only bounds how long it
+    // would outlive a service that died mid-command.
     crate::adapter::credential_cache::CredentialCache::start(
         &origin,
-        &credentials.username,
-        &credentials.secret,
-        Duration::from_millis(IO_TIMEOUT_MS.load(Ordering::Relaxed)).max(Duration::from_secs(600)),
+        username,
+        secret,
+        CACHE_LIFETIME,
     )
     .map_err(|e| GitError::other(format!("{action}: {e}")))
+}
+
+/// How long a command's credential cache would outlive a service that died
+/// mid-command (a command ends it itself).
+const CACHE_LIFETIME: Duration = Duration::from_secs(300);
+
+/// The ways a credential can appear in a server's echo: as given,
+/// percent-encoded, and as HTTP Basic's base64 of `user:secret`.
+fn secret_spellings(c: &crate::clone_url::Credentials) -> Vec<String> {
+    use base64::Engine;
+    let mut out = Vec::new();
+    for s in [&c.secret, &c.username] {
+        if s.len() >= 4 {
+            out.push(s.to_string());
+            out.push(url::form_urlencoded::byte_serialize(s.as_bytes()).collect());
+        }
+    }
+    let pairs = [
+        format!("{}:{}", c.username, c.secret),
+        format!("x-access-token:{}", c.username),
+    ];
+    for pair in pairs {
+        out.push(base64::engine::general_purpose::STANDARD.encode(pair));
+    }
+    out.retain(|s| !s.is_empty());
+    out
+}
+
+/// `text` with every spelling in `secrets` replaced.
+fn redact(text: &str, secrets: &[String]) -> String {
+    secrets
+        .iter()
+        .fold(text.to_string(), |t, s| t.replace(s.as_str(), "<redacted>"))
 }
 
 fn default_port(scheme: &str) -> Option<u16> {
@@ -374,7 +455,14 @@ fn failure(action: &str, status: std::process::ExitStatus, stderr: &str) -> GitE
         .or_else(|| stderr.lines().map(str::trim).rfind(|l| !l.is_empty()))
         .unwrap_or("no message")
         .to_string();
-    let text = stderr.to_ascii_lowercase();
+    // Classified from git's own words: a server's `remote:` lines could
+    // say anything.
+    let text: String = stderr
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("remote:"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .to_ascii_lowercase();
     let has = |words: &[&str]| words.iter().any(|w| text.contains(w));
     let failure = if has(&[
         "authentication failed",
@@ -440,8 +528,38 @@ mod tests {
     fn versions_are_read_from_what_git_prints() {
         assert_eq!(parse_version("git version 2.47.3\n"), Some((2, 47)));
         assert_eq!(parse_version("git version 2.39.5.windows.1"), Some((2, 39)));
+        // Releases without the 2024 clone fixes are not used.
+        assert_eq!(parse_version("git version 2.39.3"), None);
+        assert_eq!(parse_version("git version 2.45.0"), None);
         assert_eq!(parse_version("hub version 2"), None);
         assert!((2, 37) < MINIMUM && (2, 38) >= MINIMUM);
+    }
+
+    /// git finds no home of the service user's (ssh keys, `.netrc`): it
+    /// runs with an empty one of its own.
+    #[test]
+    fn git_runs_with_a_home_of_its_own() {
+        let Some(git) = git_cli() else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let run = Run {
+            action: "asking git for its home".into(),
+            dir: dir.path(),
+            remote: None,
+            watch: None,
+        };
+        let home = git
+            .run(&run, &["-c", "alias.home=!echo \"$HOME\"", "home"])
+            .unwrap();
+        let home = std::path::Path::new(home.trim());
+        assert!(
+            home.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("fixsec-git-home-"),
+            "{}",
+            home.display()
+        );
+        assert!(!home.exists(), "the home outlived the command");
     }
 
     #[cfg(unix)]
@@ -469,5 +587,24 @@ mod tests {
             assert_eq!(e.failure, want, "{stderr}");
             assert!(!e.message.contains("Could not resolve"), "{}", e.message);
         }
+        // A server's own lines neither classify the failure nor carry
+        // the credential out.
+        let creds = crate::clone_url::Credentials {
+            username: "bob".into(),
+            secret: "s3cr3t-token".into(),
+        };
+        let echoed = "remote: Authentication failed for Basic Ym9iOnMzY3IzdC10b2tlbg==\n\
+                      fatal: remote error: s3cr3t-token is not welcome";
+        let e = failure(
+            "fetching",
+            status,
+            &redact(echoed, &secret_spellings(&creds)),
+        );
+        assert_eq!(e.failure, GitFailure::Other, "{}", e.message);
+        assert!(
+            !e.message.contains("s3cr3t") && !e.message.contains("Ym9i"),
+            "{}",
+            e.message
+        );
     }
 }

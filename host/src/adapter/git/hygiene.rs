@@ -58,7 +58,17 @@ pub(super) fn enable_long_paths(repo: &Repository) -> Result<(), git2::Error> {
 /// removed (a previous user's `core.hooksPath`, `core.fsmonitor`,
 /// `core.sshCommand`, `url.*.insteadOf`, `include.path`, filters...).
 fn kept_config_key(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
+    // Section and key names are case-insensitive, a subsection is not:
+    // `remote.ORIGIN.url` is another remote than `origin`.
+    let name = match (name.split_once('.'), name.rsplit_once('.')) {
+        (Some((section, _)), Some((rest, key))) if rest.len() > section.len() => format!(
+            "{}{}.{}",
+            section.to_ascii_lowercase(),
+            &rest[section.len()..],
+            key.to_ascii_lowercase()
+        ),
+        _ => name.to_ascii_lowercase(),
+    };
     matches!(
         name.as_str(),
         "core.repositoryformatversion"
@@ -95,6 +105,10 @@ const CONTENT_CHANGING_FILES: &[&str] = &[
     "info/sparse-checkout",
     "config.worktree",
     "objects/info/http-alternates",
+    // A commit graph names each commit's tree: a forged one makes `git
+    // log`, `diff` and `status` lie.
+    "objects/info/commit-graph",
+    "objects/info/commit-graphs",
 ];
 
 /// Remove what a previous user of a reused clone may have left that makes
@@ -166,6 +180,40 @@ fn reset_content_overrides(repo: &Repository, mirror: Option<&Path>) -> Result<(
     Ok(())
 }
 
+/// Clear the index flags that hide a tracked file from the reset: a job's
+/// `update-index --assume-unchanged` or `--skip-worktree` would keep its
+/// own content in a file the next prepare claims is the commit's. (A
+/// sparse checkout's flags are set again by its update.) An index libgit2
+/// cannot read is left to the update, which fails and is cloned afresh.
+pub(super) fn clear_hidden_flags(repo: &Repository) -> Result<(), GitError> {
+    const ASSUME_VALID: u16 = 0x8000;
+    const SKIP_WORKTREE: u16 = 1 << 14;
+    let (Ok(mut index), Ok(odb)) = (repo.index(), repo.odb()) else {
+        return Ok(());
+    };
+    // A partial clone's sparse checkout has entries whose blobs were never
+    // fetched (libgit2 would refuse to add them again): those are the
+    // sparse patterns' to set, and the shaped update sets them.
+    let hidden: Vec<git2::IndexEntry> = index
+        .iter()
+        .filter(|e| e.flags & ASSUME_VALID != 0 || e.flags_extended & SKIP_WORKTREE != 0)
+        .filter(|e| odb.exists(e.id))
+        .collect();
+    if hidden.is_empty() {
+        return Ok(());
+    }
+    for mut entry in hidden {
+        entry.flags &= !ASSUME_VALID;
+        entry.flags_extended &= !SKIP_WORKTREE;
+        index
+            .add(&entry)
+            .map_err(|e| GitError::new("clearing a hidden file's index flags", e))?;
+    }
+    index
+        .write()
+        .map_err(|e| GitError::new("writing the index", e))
+}
+
 /// Remove hooks (all but git's `*.sample` files), config keys a clone
 /// would not have, and content overrides ([`reset_content_overrides`])
 /// from the repository's git directory.
@@ -210,6 +258,28 @@ pub(super) fn reset_git_dir(repo: &Repository, mirror: Option<&Path>) -> Result<
         }
     }
     drop(config);
+    // One value each for what names where objects come from: git's fetch
+    // takes the first `remote.origin.url`, libgit2 (which checks it) the
+    // last. The last stays; lazy fetches go to `origin` or nowhere.
+    let single = |n: &str| {
+        matches!(
+            n.to_ascii_lowercase().as_str(),
+            "remote.origin.url"
+                | "remote.origin.promisor"
+                | "remote.origin.partialclonefilter"
+                | "extensions.partialclone"
+        )
+    };
+    let mut seen = std::collections::HashSet::new();
+    for i in (0..kept.len()).rev() {
+        let (name, value) = &kept[i];
+        let lower = name.to_ascii_lowercase();
+        let dropped = (single(name) && !seen.insert(lower.clone()))
+            || (lower == "extensions.partialclone" && value != "origin");
+        if dropped {
+            foreign.push(kept.remove(i).0);
+        }
+    }
     if foreign.is_empty() {
         return Ok(());
     }

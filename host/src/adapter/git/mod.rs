@@ -283,6 +283,7 @@ fn open_for_update(repo_dir: &Path, url: &str, remote: &Remote) -> Result<Reposi
     // run commands or redirect fetches (core.hooksPath, core.fsmonitor,
     // url.*.insteadOf, include.path...): back to what a clone has.
     reset_git_dir(&repo, remote.mirror.as_deref())?;
+    hygiene::clear_hidden_flags(&repo)?;
     // Clones made before this setting existed (or by the original tool).
     enable_long_paths(&repo).map_err(|e| GitError::new("setting core.longpaths", e))?;
     let current = repo
@@ -327,6 +328,56 @@ pub fn update_shaped(
     let head = partial::update_shaped(&repo, repo_dir, wanted, depth, sparse, was_sparse, remote)?;
     let size = checkout_size(repo_dir).unwrap_or_else(|| crate::adapter::fs::dir_size(repo_dir));
     Ok((head, size))
+}
+
+/// Put a copy of another checkout (made while a job may be working in it)
+/// back to `head`, on `branch` when that is a branch here, else detached:
+/// the copied lock files go, tracked files are reset (by git's command
+/// line, which rewrites only files whose content differs, so a copy that
+/// shares blocks keeps sharing them) and everything else is cleaned.
+pub fn reset_copy(repo_dir: &Path, head: &str, branch: Option<&str>) -> Result<(), GitError> {
+    let git = git_cli().ok_or_else(|| cli::needed("a copy for a second job"))?;
+    clear_stale_locks(repo_dir)?;
+    let repo = Repository::open(repo_dir).map_err(|e| GitError::new("opening the copy", e))?;
+    let commit = git2::Oid::from_str(head)
+        .and_then(|oid| repo.find_commit(oid))
+        .map_err(|e| GitError::new("finding the prepared commit in the copy", e))?;
+    let local = branch
+        .map(|b| format!("refs/heads/{b}"))
+        .filter(|r| repo.find_reference(r).is_ok());
+    match local {
+        Some(r) => repo
+            .reference(
+                &r,
+                commit.id(),
+                true,
+                "fixsec-workspace: a copy for a second job",
+            )
+            .and_then(|_| repo.set_head(&r)),
+        None => repo.set_head_detached(commit.id()),
+    }
+    .map_err(|e| GitError::new("moving the copy's HEAD", e))?;
+    let run = cli::Run {
+        action: "resetting the copy".into(),
+        dir: repo_dir,
+        remote: None,
+        watch: None,
+    };
+    // The copied index's stat data names the source's files. A copy keeps
+    // their modification times and sizes; its inode numbers and change
+    // times are new. The copy's own config checks only what it kept, so
+    // neither the reset here nor the job's first `git status` reads (or,
+    // for the reset, writes again) every file: shared blocks stay shared.
+    let config_path = repo_dir.join(".git").join("config");
+    git2::Config::open(&config_path)
+        .and_then(|mut c| {
+            c.set_str("core.checkStat", "minimal")?;
+            c.set_bool("core.trustctime", false)
+        })
+        .map_err(|e| GitError::new("writing the copy's config", e))?;
+    git.run(&run, &["reset", "--quiet", "--hard"])?;
+    git.run(&run, &["clean", "-ffdxq"])?;
+    Ok(())
 }
 
 /// `git_ref`, or the remote's default branch (as `origin/HEAD` recorded
