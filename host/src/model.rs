@@ -68,7 +68,7 @@ pub struct PrepareRequest {
     pub serve_credential: bool,
     /// A partial clone: `blob:none` (history without file contents, which
     /// are fetched when a checkout needs them), `tree:0` (commits only), or
-    /// `blob:limit=<n>[k|m|g]`. Done by git's command line (2.38 or later on
+    /// `blob:limit=<n>[k|m|g]`. Done by git's command line (2.39.4 or later on
     /// the PATH); a workspace cloned with another filter is cloned afresh.
     /// See docs/ARCHITECTURE.md#big-repositories.
     #[serde(default)]

@@ -229,7 +229,7 @@ class WorkspaceManager:
         root (``owner/repo``) when the repository is a fork: forks share
         one object mirror. ``filter`` (``"blob:none"``, ``"tree:0"``) makes
         a partial clone and ``sparse`` (directories) a sparse workspace,
-        both through git's command line (2.38+ on the PATH). With
+        both through git's command line (2.39.4+ on the PATH). With
         ``parallel=True`` (and ``lease_seconds``), a workspace another job
         holds gives this one a copy of its own at once where the file
         system shares blocks (XFS, btrfs), instead of waiting.

@@ -1,6 +1,6 @@
 """Type stubs of the extension module (the Python package wraps it)."""
 
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 CONTRACT: str
 
@@ -31,6 +31,9 @@ class Manager:
         lfs: bool = False,
         network: Optional[str] = None,
         serve_credential: bool = False,
+        filter: Optional[str] = None,
+        sparse: Optional[List[str]] = None,
+        parallel: bool = False,
     ) -> str: ...
     def push(self, name: str, branch: str, url: str, force: bool = False) -> str: ...
     def list(self) -> str: ...

@@ -130,11 +130,11 @@ struct PrepareArgs {
     #[arg(long, value_name = "OWNER/REPO")]
     network: Option<String>,
     /// A partial clone: blob:none (no file contents until needed), tree:0
-    /// or blob:limit=<n>[k|m|g] (needs git 2.38+ on the PATH)
+    /// or blob:limit=<n>[k|m|g] (needs git 2.39.4+ on the PATH)
     #[arg(long, value_name = "FILTER")]
     filter: Option<String>,
     /// Only these directories on disk (cone mode); repeat, or separate
-    /// with commas (needs git 2.38+ on the PATH)
+    /// with commas (needs git 2.39.4+ on the PATH)
     #[arg(long, value_name = "DIR", value_delimiter = ',')]
     sparse: Vec<String>,
 }

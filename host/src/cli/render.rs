@@ -51,7 +51,9 @@ fn short(commit: &str) -> &str {
 /// A workspace's name, for `name`.
 #[derive(Serialize)]
 pub(super) struct NameAnswer {
+    /// The repository asked about.
     pub repo_full_name: String,
+    /// Its workspace folder name.
     pub name: String,
 }
 

@@ -378,7 +378,7 @@ fn checked_shape(request: &PrepareRequest) -> Result<(Option<String>, Option<Vec
         git::check_ref(git_ref.as_ref()).map_err(Error::invalid_input)?;
         if git::git_cli().is_none() {
             return Err(Error::config(
-                "filter and sparse need git 2.38 or later on the service's PATH (libgit2 \
+                "filter and sparse need git 2.39.4 or later on the service's PATH (libgit2 \
                  cannot do them); install git there, or prepare without them",
             ));
         }

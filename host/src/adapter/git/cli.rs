@@ -26,9 +26,10 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// The oldest git whose partial clone, cone-mode sparse checkout and
-/// parallel checkout this host relies on.
-const MINIMUM: (u32, u32) = (2, 38);
+/// The oldest git line whose partial clone, cone-mode sparse checkout and
+/// parallel checkout this host relies on (2.38 has them too, but no 2.38
+/// release has the 2024 clone fixes: see [`parse_version`]).
+const MINIMUM: (u32, u32) = (2, 39);
 
 /// How long a command may stay silent (no output, no growth of what it
 /// writes) before it is stopped; set with libgit2's timeouts
@@ -47,7 +48,8 @@ pub struct GitCli {
     version: (u32, u32),
 }
 
-/// The git on the PATH, if it is at least 2.38; looked up once.
+/// The git on the PATH, if it is 2.39.4 or a later fixed release; looked
+/// up once.
 /// `FIXSEC_GIT_CLI=0` turns it off (everything then uses libgit2, and
 /// what needs the command line says so).
 pub fn git_cli() -> Option<&'static GitCli> {
@@ -68,7 +70,8 @@ pub fn git_cli() -> Option<&'static GitCli> {
             if version < MINIMUM {
                 tracing::warn!(
                     ?version,
-                    "git on the PATH is older than 2.38: checkouts use one core, and partial \
+                    "git on the PATH is older than 2.39.4 (or lacks the 2024 clone fixes): \
+                     checkouts use one core, and partial \
                      clones and sparse checkouts are refused"
                 );
                 return None;
@@ -91,6 +94,8 @@ fn parse_version(text: &str) -> Option<(u32, u32)> {
         .and_then(|p| p.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
         .unwrap_or(0);
     let fixed_patch = match (major, minor) {
+        // No 2.38 release has the fixes.
+        (2, 38) => u32::MAX,
         (2, 39) => 4,
         (2, 40) => 2,
         (2, 41) => 1,
@@ -106,9 +111,8 @@ fn parse_version(text: &str) -> Option<(u32, u32)> {
 /// What the CLI needs to say when there is none.
 pub(crate) fn needed(what: &str) -> GitError {
     GitError::other(format!(
-        "{what} needs git {}.{} or later on the service's PATH (libgit2 cannot do it); install \
-         Debian's git, or prepare without it",
-        MINIMUM.0, MINIMUM.1
+        "{what} needs git 2.39.4 or a later fixed release on the service's PATH (libgit2 \
+         cannot do it); install Debian's git, or prepare without it"
     ))
 }
 
@@ -532,7 +536,8 @@ mod tests {
         assert_eq!(parse_version("git version 2.39.3"), None);
         assert_eq!(parse_version("git version 2.45.0"), None);
         assert_eq!(parse_version("hub version 2"), None);
-        assert!((2, 37) < MINIMUM && (2, 38) >= MINIMUM);
+        assert_eq!(parse_version("git version 2.38.5"), None);
+        assert!((2, 38) < MINIMUM && (2, 39) >= MINIMUM);
     }
 
     /// git finds no home of the service user's (ssh keys, `.netrc`): it

@@ -1,5 +1,8 @@
 //! git through libgit2 (git2): inspect, clone, update (fetch + hard reset +
-//! clean). No git binary is needed.
+//! clean); git's command line (`cli.rs`, 2.39.4+) writes large checkouts on
+//! every core and does partial clones and sparse workspaces (`partial.rs`),
+//! which libgit2 cannot. Without a usable git, everything else still works
+//! on libgit2 alone.
 //!
 //! Credentials never enter a URL handed to libgit2: it is given the clean
 //! URL, so `remote.origin.url` on disk is clean too, and asks for the

@@ -3,12 +3,12 @@
 //! the blobs a filtered clone lacks, and has no sparse checkout.
 //!
 //! A shaped checkout is cloned by `git clone --filter --no-checkout`, made
-//! sparse by `git sparse-checkout set --cone`, and checked out by `git
-//! checkout`, which fetches the blobs the cone needs. On reuse the same
+//! sparse by `git sparse-checkout set --cone`, and written by `git reset
+//! --hard`, which fetches the blobs the cone needs. On reuse the same
 //! hygiene runs first (libgit2 opens such a repository: see
-//! [`accept_shaped_repositories`]), then `git fetch`, `git checkout
-//! --force`, the sparse set again (or `disable` when the request has none)
-//! and `git clean -ffdx`.
+//! [`accept_shaped_repositories`]), then `git fetch`, the sparse set again
+//! (or `disable` when the request has none), `git checkout --force` and
+//! `git clean -ffdx`.
 
 use super::cli::{Run, git_cli, needed};
 use super::error::{GitError, GitFailure};
