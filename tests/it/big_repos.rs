@@ -3,27 +3,12 @@
 //! against a real smart-HTTP server with two tenants, and checkouts another
 //! git tool changed in ways libgit2 cannot read, healed on the next prepare.
 
+use crate::support::forge::git;
 use crate::support::smart_http::SmartHttp;
 use crate::support::{GitDaemon, Upstream, files_containing, manager};
 use fixsec_workspace::{ErrorKind, PrepareRequest};
 use std::path::Path;
 use std::process::Command;
-
-/// `git <args>` in `dir`, its standard output; panics on failure.
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// A repository of `dirs` directories `pkgN/` with `files` files each and
 /// a README at the top, committed on `main`: `<tempdir>/mono`.

@@ -4,6 +4,7 @@
 //! elsewhere it waits as before.
 
 use crate::support::builder;
+use crate::support::forge::git;
 use fixsec_workspace::{ErrorKind, PrepareRequest};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -76,17 +77,6 @@ impl Drop for Xfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.mount).status();
     }
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}: {out:?}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A repository of 160 files of 64 KB (10 MB), committed on `main`.

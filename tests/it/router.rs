@@ -95,11 +95,7 @@ fn try_prepare(
     up: &Upstream,
     repo: &str,
 ) -> Option<String> {
-    let r = client
-        .post(format!("{router}/workspace/prepare"))
-        .bearer_auth(TOKEN)
-        .header("X-Fixsec-Shard", repo)
-        .json(&json!({"repo_full_name": repo, "clone_url": up.url()}))
+    let r = prepare_request(client, router, &up.url(), repo)
         .send()
         .ok()?;
     let node = r.headers().get("x-served-by")?.to_str().ok()?.to_string();
@@ -107,6 +103,21 @@ fn try_prepare(
     let body: Value = r.json().unwrap_or_default();
     assert!(status.is_success(), "{repo} on {node}: {body}");
     Some(node)
+}
+
+/// A prepare of `repo` from `clone_url` through the router, with its
+/// shard key.
+fn prepare_request(
+    client: &reqwest::blocking::Client,
+    router: &str,
+    clone_url: &str,
+    repo: &str,
+) -> reqwest::blocking::RequestBuilder {
+    client
+        .post(format!("{router}/workspace/prepare"))
+        .bearer_auth(TOKEN)
+        .header("X-Fixsec-Shard", repo)
+        .json(&json!({"repo_full_name": repo, "clone_url": clone_url}))
 }
 
 fn prepare(client: &reqwest::blocking::Client, router: &str, up: &Upstream, repo: &str) -> String {
@@ -233,7 +244,7 @@ fn concurrent_prepares_never_move_a_repository_between_live_nodes() {
     let Cluster {
         bases: _bases,
         ports: _,
-        mut nodes,
+        nodes: _nodes,
         router,
     } = cluster();
     let client = reqwest::blocking::Client::builder()
@@ -268,10 +279,6 @@ fn concurrent_prepares_never_move_a_repository_between_live_nodes() {
             vec![&first[repo]],
             "{repo} was served by more than its own node"
         );
-    }
-    for n in &mut nodes {
-        let _ = n.child.kill();
-        let _ = n.child.wait();
     }
 }
 
@@ -354,10 +361,6 @@ fn the_interim_copy_keeps_its_lease_and_ages_out_when_the_owner_returns() {
     assert!(released.status().is_success());
     let gone = cleanup();
     assert!(!interim_base.join(&name).exists(), "{gone}");
-    for n in &mut nodes {
-        let _ = n.child.kill();
-        let _ = n.child.wait();
-    }
 }
 
 /// [`prepare`], waiting out the workspace being in use by a concurrent
@@ -370,11 +373,7 @@ fn prepare_waiting(
 ) -> String {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let r = client
-            .post(format!("{router}/workspace/prepare"))
-            .bearer_auth(TOKEN)
-            .header("X-Fixsec-Shard", repo)
-            .json(&json!({"repo_full_name": repo, "clone_url": clone_url}))
+        let r = prepare_request(client, router, clone_url, repo)
             .send()
             .unwrap();
         let node = r

@@ -35,7 +35,6 @@ pub fn reflink_file(from: &Path, to: &Path) -> io::Result<()> {
             let e = io::Error::last_os_error();
             drop(target);
             let _ = std::fs::remove_file(to);
-            let _ = &meta;
             return Err(match e.raw_os_error() {
                 Some(libc::EOPNOTSUPP | libc::EXDEV | libc::EINVAL | libc::ENOTTY) => {
                     io::Error::new(io::ErrorKind::Unsupported, e)

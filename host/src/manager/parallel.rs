@@ -60,13 +60,11 @@ impl WorkspaceManager {
             .unique_in(store.layout().staging_dir(), &copy);
         std::fs::create_dir_all(store.layout().staging_dir())
             .map_err(|e| crate::Error::io("creating", store.layout().staging_dir(), e))?;
-        let made = reflink::reflink_tree(&source, &staging);
-        if let Err(e) = made {
+        if let Err(e) = reflink::reflink_tree(&source, &staging) {
             let _ = std::fs::remove_dir_all(&staging);
-            if e.kind() == std::io::ErrorKind::Unsupported {
-                return Ok(None);
+            if e.kind() != std::io::ErrorKind::Unsupported {
+                tracing::warn!(workspace = %name, error = %e, "could not copy the leased workspace; waiting instead");
             }
-            tracing::warn!(workspace = %name, error = %e, "could not copy the leased workspace; waiting instead");
             return Ok(None);
         }
         if let Err(e) = git::reset_copy(&staging, &meta.head, meta.branch.as_deref()) {

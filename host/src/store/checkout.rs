@@ -159,9 +159,15 @@ impl Store {
                     shape.filter.as_deref().unwrap_or("none"),
                     spec.filter.unwrap_or("none")
                 ))),
-                true if spec.shaped() || shape.sparse => {
-                    git::update_shaped(&repo, url, git_ref.as_ref(), depth, spec.sparse, remote)
-                }
+                true if spec.shaped() || shape.sparse => git::update_shaped(
+                    &repo,
+                    url,
+                    git_ref.as_ref(),
+                    depth,
+                    spec.sparse,
+                    &shape,
+                    remote,
+                ),
                 true => git::update(&repo, url, git_ref.as_ref(), depth, remote),
             })
             .map_err(Error::from)

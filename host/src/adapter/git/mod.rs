@@ -315,17 +315,19 @@ fn open_for_update(repo_dir: &Path, url: &str, remote: &Remote) -> Result<Reposi
 /// [`update`] for a partial clone or a sparse workspace, through git's
 /// command line: fetch `git_ref` (none: the default branch) with the
 /// clone's own filter, make `sparse` the set on disk (none: the whole
-/// tree), check out, clean. Returns HEAD's commit and the checkout's size.
+/// tree; `shape` is the checkout's, read before the hygiene removes the
+/// sparse patterns), check out, clean. Returns HEAD's commit and the
+/// checkout's size.
 pub fn update_shaped(
     repo_dir: &Path,
     url: &str,
     git_ref: Option<&GitRef>,
     depth: Option<u32>,
     sparse: Option<&[String]>,
+    shape: &Shape,
     remote: &Remote,
 ) -> Result<(String, u64), GitError> {
-    // Read before the hygiene, which removes the sparse patterns.
-    let was_sparse = partial::shape_of(repo_dir).sparse;
+    let was_sparse = shape.sparse;
     let repo = open_for_update(repo_dir, url, remote)?;
     let wanted = &wanted_or_default(&repo, git_ref)?;
     let head = partial::update_shaped(&repo, repo_dir, wanted, depth, sparse, was_sparse, remote)?;

@@ -175,11 +175,10 @@ pub fn clone_shaped(
     };
     git.run(&run, &args)
         .map_err(|e| not_found_ref(e, git_ref))?;
-    let run = Run {
-        dir: dest,
-        watch: Some(dest.to_path_buf()),
-        ..run
-    };
+    // Blobs the cone needs arrive in the git directory; the working tree
+    // is measured once it is written (walking it here would cost more
+    // than the checkout).
+    let run = Run { dir: dest, ..run };
     if let Some(dirs) = sparse {
         let mut args = vec!["sparse-checkout", "set", "--cone", "--"];
         args.extend(dirs.iter().map(String::as_str));
@@ -237,7 +236,6 @@ pub fn update_shaped(
     .map_err(|e| not_found_ref(e, Some(git_ref)))?;
     let run = Run {
         action: format!("checking out {name}"),
-        watch: Some(repo_dir.to_path_buf()),
         ..run
     };
     // The cone first, so the checkout fetches only the blobs it needs.
