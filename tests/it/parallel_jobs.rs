@@ -196,3 +196,53 @@ fn without_reflinks_a_parallel_prepare_waits_as_before() {
     assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
     assert!(err.to_string().contains("lease_seconds"), "{err}");
 }
+
+/// Two tenants on one forge: A (`alice`) holds a lease on her private
+/// repository; B (`bob`, no access to it) asks for the same repository
+/// with `parallel`. B must not get a copy of A's checkout (it would hand
+/// him A's code without the forge ever checking his credential): he
+/// waits, as any caller does for a leased workspace. A's own second job
+/// gets its copy, so the file system here does share blocks.
+#[test]
+fn parallel_never_copies_another_tenants_checkout() {
+    use crate::support::Upstream;
+    use crate::support::smart_http::SmartHttp;
+    let Some(xfs) = Xfs::mount() else { return };
+    let server = SmartHttp::start("forge-admin", "admin-only-3c");
+    server.add_account("alice", "alice-token-51f0", &["acme/secret"]);
+    server.add_account("bob", "bob-token-0a7e", &["bob/app"]);
+    let secret = Upstream::new();
+    secret.commit("secret.py", "tenant A's private code\n", "private code");
+    server.publish("acme/secret", &secret);
+    let m = builder(&xfs.mount.join("base"))
+        .allow_private_networks(true)
+        .configure(|c| c.lease_wait = std::time::Duration::ZERO)
+        .build()
+        .unwrap();
+    let as_alice = server.url_as("alice", "alice-token-51f0", "acme/secret");
+    let as_bob = server.url_as("bob", "bob-token-0a7e", "acme/secret");
+    let mut a = leased(&as_alice, "alice-job-1");
+    a.repo_full_name = "acme/secret".into();
+    let first = m.prepare(&a).unwrap();
+
+    let mut b = leased(&as_bob, "bob-job");
+    b.repo_full_name = "acme/secret".into();
+    b.parallel = true;
+    let err = m.prepare(&b).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InUse, "{err}");
+    let names: Vec<_> = m.list().unwrap().into_iter().map(|w| w.name).collect();
+    assert_eq!(names, [first.name.clone()], "B was given a workspace");
+    let copies = crate::support::files_containing(&xfs.mount, "tenant A's private code");
+    assert_eq!(copies.len(), 1, "A's code was copied for B: {copies:?}");
+
+    // A's second job: the same credential, so a copy.
+    let mut a2 = leased(&as_alice, "alice-job-2");
+    a2.repo_full_name = "acme/secret".into();
+    a2.parallel = true;
+    let second = m.prepare(&a2).unwrap();
+    assert_eq!(second.name, format!("{}--p1", first.name));
+    assert_eq!(
+        std::fs::read_to_string(second.path.join("secret.py")).unwrap(),
+        "tenant A's private code\n"
+    );
+}
