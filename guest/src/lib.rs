@@ -3,8 +3,9 @@
 //! - naming: the original FixSec scheme (`facebook/react` ->
 //!   `facebook_react_4f32b4cf`), extended safely to any input ([`naming`]);
 //! - prepare: reuse a healthy clone of the same remote (clear stale locks,
-//!   fetch, hard reset, clean), re-clone anything else, and fall back to a
-//!   fresh clone when an update fails ([`lifecycle`]);
+//!   fetch, hard reset, clean but for the caches the settings keep,
+//!   [`caches`]), re-clone anything else, and fall back to a fresh clone
+//!   when an update fails for a reason a clone can cure ([`lifecycle`]);
 //! - cleanup: remove workspaces unused for longer than the age, never one in
 //!   use ([`cleanup`]);
 //! - health: thresholds -> verdict ([`health`]);
@@ -13,11 +14,24 @@
 //! The decisions are plain Rust, tested natively; the glue below drives them
 //! through the host's imports.
 
+pub mod caches;
 pub mod cleanup;
 pub mod health;
 pub mod lifecycle;
 pub mod naming;
 pub mod push;
+
+/// Settings for the decisions' unit tests: `get` over fixed pairs.
+#[cfg(test)]
+mod test_settings {
+    pub fn settings(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |key| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+    }
+}
 
 /// Bindings generated from `wit/workspace.wit`.
 #[allow(missing_docs, clippy::all)]
@@ -56,6 +70,7 @@ impl Guest for DefaultPolicy {
         let name = &request.name;
         let options = FetchOptions {
             depth: request.depth,
+            keep_ignored: caches::keep_for(&request.repo_full_name, settings::get),
         };
         let state = git::inspect(name);
         let mut notes = Vec::new();
@@ -72,13 +87,25 @@ impl Guest for DefaultPolicy {
                     name,
                     &request.clone_url,
                     request.git_ref.as_deref(),
-                    options,
+                    &options,
                 ) {
                     Ok(head) => {
                         return Ok(PrepareOutcome {
                             reused: true,
                             head,
                             notes,
+                        });
+                    }
+                    // A fresh clone cures no mistake in the request or the
+                    // settings (a keep_ignored path the host refuses, say).
+                    Err(e) if e.kind == ErrorKind::InvalidInput => {
+                        return Err(Error {
+                            kind: e.kind,
+                            message: format!(
+                                "{} (check the policy setting {}; nothing was changed)",
+                                e.message,
+                                caches::SETTING
+                            ),
                         });
                     }
                     Err(e) => {
@@ -100,7 +127,7 @@ impl Guest for DefaultPolicy {
             name,
             &request.clone_url,
             request.git_ref.as_deref(),
-            options,
+            &options,
         )?;
         Ok(PrepareOutcome {
             reused: false,

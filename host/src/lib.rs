@@ -59,7 +59,7 @@ pub use store::{METRICS_MAX_AGE, SNAPSHOT_TTL};
 /// metadata file. Not part of the API: it changes without notice.
 #[doc(hidden)]
 pub mod testing {
-    pub use crate::adapter::git::{self as git, GitRef, Remote};
+    pub use crate::adapter::git::{self as git, GitRef, KeepIgnored, Remote};
     pub use crate::adapter::reflink::reflink_file;
     pub use crate::adapter::removal::{FaultInjector, FsOps, RealFs, Remover};
     pub use crate::conformance::NAME_CORPUS;

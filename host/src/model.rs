@@ -414,7 +414,7 @@ pub struct PolicyInfo {
     /// MD5 of the component's bytes: changes when a reload swaps it.
     pub digest: String,
     /// The contract version the component was built against
-    /// (`fixsec:workspace@0.2.0`, or `@0.1.0` for an older one).
+    /// (`fixsec:workspace@0.3.0`, or `@0.2.0` or `@0.1.0` for an older one).
     pub contract: String,
 }
 

@@ -131,7 +131,8 @@ fn an_incompatible_contract_version_is_refused_naming_both_versions() {
     let err = with_policy("future", base.path()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config);
     let msg = err.to_string();
-    assert!(msg.contains("fixsec:workspace@0.2.0"), "{msg}");
+    assert!(msg.contains("fixsec:workspace@0.3.0"), "{msg}");
+    assert!(msg.contains("fixsec:workspace@0.2.x"), "{msg}");
     assert!(msg.contains("fixsec:workspace@0.1.x"), "{msg}");
     assert!(msg.contains("fixsec:workspace/policy@0.9.0"), "{msg}");
 }

@@ -21,6 +21,9 @@
 //! | `router` | three nodes behind a real haproxy with the shipped config |
 //! | `ui` | the dashboard in chromium, through chromedriver |
 //! | `deploy` | the deployment manifests |
+//! | `big_repos` | parallel checkout, partial clones and sparse workspaces against loopback servers (issue 23) |
+//! | `parallel_jobs` | a second job's reflinked copy on a real XFS, and two tenants (issue 23) |
+//! | `caches` | the dependency caches a policy keeps through a reuse (issue 23) |
 //!
 //! The Windows run under Wine (`scripts/test-windows`) skips the modules
 //! that build wasm components with cargo or need Unix.
@@ -37,6 +40,8 @@ mod reliability;
 
 #[cfg(not(windows))]
 mod big_repos;
+#[cfg(not(windows))]
+mod caches;
 #[cfg(not(windows))]
 mod deploy;
 #[cfg(not(windows))]

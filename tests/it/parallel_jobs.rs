@@ -231,7 +231,11 @@ fn parallel_never_copies_another_tenants_checkout() {
     let err = m.prepare(&b).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InUse, "{err}");
     let names: Vec<_> = m.list().unwrap().into_iter().map(|w| w.name).collect();
-    assert_eq!(names, [first.name.clone()], "B was given a workspace");
+    assert_eq!(
+        names,
+        std::slice::from_ref(&first.name),
+        "B was given a workspace"
+    );
     let copies = crate::support::files_containing(&xfs.mount, "tenant A's private code");
     assert_eq!(copies.len(), 1, "A's code was copied for B: {copies:?}");
 

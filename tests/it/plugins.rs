@@ -123,13 +123,13 @@ fn policy_check_passes_good_policies_and_fails_bad_ones() {
         let report = json(&out);
         assert!(out.status.success(), "{report:#}");
         assert_eq!(report["passed"], true);
-        assert_eq!(report["contract"], "fixsec:workspace@0.2.0");
+        assert_eq!(report["contract"], "fixsec:workspace@0.3.0");
         assert_eq!(report["checks"].as_array().unwrap().len(), 6);
     }
     for (bad, failing) in [
         ("escape", "names are deterministic, valid and unique"),
         ("panic", "names are deterministic, valid and unique"),
-        ("future", "implements fixsec:workspace@0.2.0"),
+        ("future", "implements fixsec:workspace@0.3.0"),
         (
             "other-workspace",
             "prepare clones a real repository and prepares it again",

@@ -133,7 +133,7 @@ fn what_is_not_a_compatible_policy_is_refused_at_start_up() {
         (
             "empty.wasm",
             b"\0asm\x0d\0\x01\0",
-            "does not implement fixsec:workspace@0.2.0",
+            "does not implement fixsec:workspace@0.3.0",
         ),
     ];
     for (file, bytes, expected) in cases {

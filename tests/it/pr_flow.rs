@@ -382,7 +382,7 @@ fn the_policy_decides_pushes_and_a_0_1_policy_follows_the_default_rule() {
         })
         .build()
         .unwrap();
-    assert_eq!(m.policy_info().contract, "fixsec:workspace@0.2.0");
+    assert_eq!(m.policy_info().contract, "fixsec:workspace@0.3.0");
     let old = tempfile::tempdir().unwrap();
     let m01 = builder(old.path())
         .allow_private_networks(true)

@@ -192,7 +192,7 @@ fn b_cannot_check_out_a_commit_left_in_a_workspace_by_another_url_or_credential(
 /// `update` where the default one re-clones).
 #[test]
 fn the_host_refuses_to_update_a_checkout_to_another_url() {
-    use fixsec_workspace::testing::{GitRef, Remote, git};
+    use fixsec_workspace::testing::{GitRef, KeepIgnored, Remote, git};
     let forge = Forge::new();
     let base = tempfile::tempdir().unwrap();
     let m = manager(base.path(), MirrorSharing::Repository);
@@ -203,6 +203,7 @@ fn the_host_refuses_to_update_a_checkout_to_another_url() {
         &forge.server.url("bob/app"),
         Some(&GitRef::Commit(oid)),
         None,
+        &KeepIgnored::none(),
         &Remote::default(),
     )
     .unwrap_err();

@@ -7,7 +7,7 @@
 
 use super::HostState;
 use super::bindings::fixsec::workspace::{git, log, removal, settings, types, workspace_fs};
-use crate::adapter::git::Remote;
+use crate::adapter::git::{KeepIgnored, Remote};
 use crate::error::{Error, ErrorKind};
 use crate::model::{RemovalReport, WorkspaceSummary};
 use crate::names::WorkspaceName;
@@ -139,6 +139,7 @@ impl CallContext {
         url: &'a str,
         git_ref: Option<&'a str>,
         options: &git::FetchOptions,
+        keep: &'a KeepIgnored,
     ) -> CheckoutSpec<'a> {
         CheckoutSpec {
             url,
@@ -148,6 +149,7 @@ impl CallContext {
             extras: self.extras,
             filter: self.filter.as_deref(),
             sparse: self.sparse.as_deref(),
+            keep,
         }
     }
 
@@ -281,8 +283,14 @@ impl git::Host for HostState {
         options: git::FetchOptions,
     ) -> wasmtime::Result<Result<String, WitError>> {
         let name = self.mutable_target(&name, Some(&url))?;
+        // Checked here too (a clone keeps nothing), so a bad list shows on
+        // the first prepare rather than on the first reuse.
+        let keep = match KeepIgnored::parse(&options.keep_ignored) {
+            Ok(keep) => keep,
+            Err(e) => return Ok(Err(Error::invalid_input(e).into())),
+        };
         self.call.cloned = true;
-        let spec = self.call.checkout(&url, branch.as_deref(), &options);
+        let spec = self.call.checkout(&url, branch.as_deref(), &options, &keep);
         let result = self.store.clone_workspace(&name, &spec, &self.call.remote);
         Ok(match result {
             Ok((head, size)) => {
@@ -304,7 +312,11 @@ impl git::Host for HostState {
         options: git::FetchOptions,
     ) -> wasmtime::Result<Result<String, WitError>> {
         let name = self.mutable_target(&name, Some(&url))?;
-        let spec = self.call.checkout(&url, branch.as_deref(), &options);
+        let keep = match KeepIgnored::parse(&options.keep_ignored) {
+            Ok(keep) => keep,
+            Err(e) => return Ok(Err(Error::invalid_input(e).into())),
+        };
+        let spec = self.call.checkout(&url, branch.as_deref(), &options, &keep);
         let result = match self.store.update_workspace(&name, &spec, &self.call.remote) {
             Ok((head, size)) => {
                 self.call.measured_size = Some(size);

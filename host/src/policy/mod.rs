@@ -44,9 +44,21 @@ pub(crate) mod bindings {
     });
 }
 
-/// Bindings for the frozen 0.1.0 contract (`wit/v0.1/`). Its shared types
+/// Bindings for the frozen 0.2.0 contract (`wit/v0.2/`). Its shared types
 /// are the current ones (identical in both), so one implementation of the
-/// imports serves both versions (`compat.rs`).
+/// imports serves every version (`compat.rs`).
+#[allow(missing_docs)]
+pub(crate) mod bindings_v0_2 {
+    wasmtime::component::bindgen!({
+        world: "workspace-policy",
+        path: "../wit/v0.2",
+        imports: { default: trappable },
+        with: { "fixsec:workspace/types": super::bindings::fixsec::workspace::types },
+    });
+}
+
+/// Bindings for the frozen 0.1.0 contract (`wit/v0.1/`), sharing the
+/// current types as 0.2's do.
 #[allow(missing_docs)]
 pub(crate) mod bindings_v0_1 {
     wasmtime::component::bindgen!({
@@ -58,14 +70,15 @@ pub(crate) mod bindings_v0_1 {
 }
 
 /// The WIT package (with version) this host speaks.
-pub const CONTRACT: &str = "fixsec:workspace@0.2.0";
+pub const CONTRACT: &str = "fixsec:workspace@0.3.0";
 
 /// The older contract versions this host still loads.
-pub const OLDER_CONTRACTS: &[&str] = &["fixsec:workspace@0.1.x"];
+pub const OLDER_CONTRACTS: &[&str] = &["fixsec:workspace@0.2.x", "fixsec:workspace@0.1.x"];
 
 /// A pre-instantiated policy of one contract version.
 enum Pre {
     Current(bindings::WorkspacePolicyPre<HostState>),
+    V0_2(bindings_v0_2::WorkspacePolicyPre<HostState>),
     V0_1(bindings_v0_1::WorkspacePolicyPre<HostState>),
 }
 
@@ -159,12 +172,15 @@ impl PolicyEngine {
             .map_err(|e| Error::config(format!("linking WASI: {e:#}")))?;
         bindings::WorkspacePolicy::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .and_then(|()| {
+                bindings_v0_2::WorkspacePolicy::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            })
+            .and_then(|()| {
                 bindings_v0_1::WorkspacePolicy::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             })
             .map_err(|e| Error::config(format!("linking host imports: {e:#}")))?;
         let incompatible = |e: wasmtime::Error| {
             Error::config(format!(
-                "policy {label} does not implement {CONTRACT}: {e:#}. It speaks {}; rebuild it against this host's wit/ (the host accepts {CONTRACT}, compatible 0.2.x versions, and {})",
+                "policy {label} does not implement {CONTRACT}: {e:#}. It speaks {}; rebuild it against this host's wit/ (the host accepts {CONTRACT}, compatible 0.3.x versions, and {})",
                 contract_versions(&engine, &component),
                 OLDER_CONTRACTS.join(", ")
             ))
@@ -172,9 +188,12 @@ impl PolicyEngine {
         let pre = linker.instantiate_pre(&component).map_err(incompatible)?;
         let pre = match bindings::WorkspacePolicyPre::new(pre.clone()) {
             Ok(current) => Pre::Current(current),
-            Err(e) => match bindings_v0_1::WorkspacePolicyPre::new(pre) {
-                Ok(old) => Pre::V0_1(old),
-                Err(_) => return Err(incompatible(e)),
+            Err(e) => match bindings_v0_2::WorkspacePolicyPre::new(pre.clone()) {
+                Ok(old) => Pre::V0_2(old),
+                Err(_) => match bindings_v0_1::WorkspacePolicyPre::new(pre) {
+                    Ok(older) => Pre::V0_1(older),
+                    Err(_) => return Err(incompatible(e)),
+                },
             },
         };
         Ok(PolicyEngine {
@@ -190,6 +209,7 @@ impl PolicyEngine {
     pub fn contract(&self) -> &'static str {
         match self.pre {
             Pre::Current(_) => CONTRACT,
+            Pre::V0_2(_) => "fixsec:workspace@0.2.0",
             Pre::V0_1(_) => "fixsec:workspace@0.1.0",
         }
     }
@@ -262,6 +282,7 @@ impl PolicyEngine {
         store.set_fuel(self.limits.fuel).map_err(fail)?;
         let instance = match &self.pre {
             Pre::Current(pre) => pre.instantiate(&mut store).map(Instance::Current),
+            Pre::V0_2(pre) => pre.instantiate(&mut store).map(Instance::V0_2),
             Pre::V0_1(pre) => pre.instantiate(&mut store).map(Instance::V0_1),
         }
         .map_err(fail)?;

@@ -30,6 +30,9 @@ pub(crate) struct CheckoutSpec<'a> {
     pub filter: Option<&'a str>,
     /// The directories of a sparse workspace (checked: `git::parse_sparse`).
     pub sparse: Option<&'a [String]>,
+    /// The ignored paths an update's clean leaves (the policy's
+    /// `keep-ignored`, checked).
+    pub keep: &'a git::KeepIgnored,
 }
 
 impl CheckoutSpec<'_> {
@@ -166,9 +169,10 @@ impl Store {
                     depth,
                     spec.sparse,
                     &shape,
+                    spec.keep,
                     remote,
                 ),
-                true => git::update(&repo, url, git_ref.as_ref(), depth, remote),
+                true => git::update(&repo, url, git_ref.as_ref(), depth, spec.keep, remote),
             })
             .map_err(Error::from)
             .and_then(|u| {

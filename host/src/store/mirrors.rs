@@ -148,11 +148,13 @@ impl Store {
         dest: &Path,
     ) -> Result<String> {
         let local_fault = match self.borrow_mirror(key, url, remote, dest) {
-            Ok(Ok(())) => match git::update(dest, url, git_ref, None, remote) {
-                Ok((head, _)) => return Ok(head),
-                Err(e) if e.is_not_found() || e.is_stopped() => return Err(e.into()),
-                Err(e) => Error::from(e),
-            },
+            Ok(Ok(())) => {
+                match git::update(dest, url, git_ref, None, &git::KeepIgnored::none(), remote) {
+                    Ok((head, _)) => return Ok(head),
+                    Err(e) if e.is_not_found() || e.is_stopped() => return Err(e.into()),
+                    Err(e) => Error::from(e),
+                }
+            }
             Ok(Err(local)) => local,
             Err(remote_fault) => return Err(remote_fault),
         };

@@ -13,6 +13,7 @@ mod budget;
 mod cli;
 mod error;
 mod hygiene;
+mod keep;
 mod lfs;
 pub mod mirror;
 mod partial;
@@ -32,6 +33,7 @@ pub use error::{GitError, GitFailure, Stop};
 pub use hygiene::{
     check_prepared_by, clear_stale_locks, prepared_by, record_prepared_by, stale_locks,
 };
+pub use keep::{KeepIgnored, MAX_ENTRIES as MAX_KEPT_PATHS};
 pub use partial::{
     Shape, accept_shaped_repositories, check_ref, clone_shaped, parse_filter, parse_sparse,
     shape_of,
@@ -173,7 +175,7 @@ pub fn clone(
     let head = clone_branch(url, None, depth, remote, dest)?;
     match git_ref {
         None => Ok(head),
-        Some(r) => update(dest, url, Some(r), depth, remote)
+        Some(r) => update(dest, url, Some(r), depth, &KeepIgnored::none(), remote)
             .map(|(head, _)| head)
             .map_err(|mut e| {
                 e.message = format!("cloning {url}: {}", e.message);
@@ -230,13 +232,14 @@ fn clone_branch(
 /// Fetch `git_ref` (none: the remote's default branch, as `origin/HEAD`
 /// recorded it) from `url`, check it out (a branch as the local branch,
 /// anything else detached), hard-reset the working tree and remove
-/// untracked and ignored files. Returns HEAD's commit and the checkout's
-/// size in bytes.
+/// untracked and ignored files but the ignored paths `keep` names.
+/// Returns HEAD's commit and the checkout's size in bytes.
 pub fn update(
     repo_dir: &Path,
     url: &str,
     git_ref: Option<&GitRef>,
     depth: Option<u32>,
+    keep: &KeepIgnored,
     remote: &Remote,
 ) -> Result<(String, u64), GitError> {
     let repo = open_for_update(repo_dir, url, remote)?;
@@ -271,8 +274,9 @@ pub fn update(
     if !(already_there && tracked_files_pristine(&repo, &target)) {
         reset_hard(&repo, repo_dir, &target)?;
     }
-    let tracked_bytes = clean(&repo, repo_dir)?;
-    let size = tracked_bytes + crate::adapter::fs::dir_size(repo.path());
+    let cleaned = clean(&repo, repo_dir, keep)?;
+    let size =
+        cleaned.tracked_bytes + cleaned.kept_bytes + crate::adapter::fs::dir_size(repo.path());
     Ok((target.id().to_string(), size))
 }
 
@@ -316,8 +320,9 @@ fn open_for_update(repo_dir: &Path, url: &str, remote: &Remote) -> Result<Reposi
 /// command line: fetch `git_ref` (none: the default branch) with the
 /// clone's own filter, make `sparse` the set on disk (none: the whole
 /// tree; `shape` is the checkout's, read before the hygiene removes the
-/// sparse patterns), check out, clean. Returns HEAD's commit and the
-/// checkout's size.
+/// sparse patterns), check out, clean (but for what `keep` names).
+/// Returns HEAD's commit and the checkout's size.
+#[allow(clippy::too_many_arguments)]
 pub fn update_shaped(
     repo_dir: &Path,
     url: &str,
@@ -325,14 +330,16 @@ pub fn update_shaped(
     depth: Option<u32>,
     sparse: Option<&[String]>,
     shape: &Shape,
+    keep: &KeepIgnored,
     remote: &Remote,
 ) -> Result<(String, u64), GitError> {
     let was_sparse = shape.sparse;
     let repo = open_for_update(repo_dir, url, remote)?;
     let wanted = &wanted_or_default(&repo, git_ref)?;
     let head = partial::update_shaped(&repo, repo_dir, wanted, depth, sparse, was_sparse, remote)?;
+    let cleaned = clean(&repo, repo_dir, keep)?;
     let size = checkout_size(repo_dir).unwrap_or_else(|| crate::adapter::fs::dir_size(repo_dir));
-    Ok((head, size))
+    Ok((head, size + cleaned.kept_bytes))
 }
 
 /// Put a copy of another checkout (made while a job may be working in it)
@@ -381,7 +388,10 @@ pub fn reset_copy(repo_dir: &Path, head: &str, branch: Option<&str>) -> Result<(
         })
         .map_err(|e| GitError::new("writing the copy's config", e))?;
     git.run(&run, &["reset", "--quiet", "--hard"])?;
-    git.run(&run, &["clean", "-ffdxq"])?;
+    // A job may be writing its caches in the source while it is copied:
+    // the copy keeps none of them.
+    reread_index(&repo)?;
+    clean(&repo, repo_dir, &KeepIgnored::none())?;
     Ok(())
 }
 
@@ -424,11 +434,7 @@ fn reset_hard(repo: &Repository, repo_dir: &Path, target: &git2::Commit) -> Resu
             &run,
             &["reset", "--quiet", "--hard", &target.id().to_string()],
         )?;
-        // libgit2 keeps the index it read before: read git's.
-        return repo
-            .index()
-            .and_then(|mut index| index.read(true))
-            .map_err(|e| GitError::new("reading the index git wrote", e));
+        return reread_index(repo);
     }
     let mut checkout = CheckoutBuilder::new();
     checkout.force();
@@ -467,25 +473,39 @@ fn tracked_files_pristine(repo: &Repository, commit: &git2::Commit) -> bool {
     check().unwrap_or(false)
 }
 
-/// Remove untracked and ignored files and folders (`git clean -ffdx`).
+/// What a clean left: bytes of tracked files and of kept ignored paths.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cleaned {
+    /// The tracked regular files on disk (the working tree's size once it
+    /// is clean, but for what was kept).
+    tracked_bytes: u64,
+    /// The ignored paths `keep` named and the clean left.
+    kept_bytes: u64,
+}
+
+/// Remove untracked and ignored files and folders (`git clean -ffdx`),
+/// but for the ignored paths `keep` names.
 ///
 /// One walk of the working tree against the index: a tracked path is kept,
-/// a folder holding tracked paths is entered, anything else is deleted
-/// whole (links as links). No file is stat'ed or hashed, which a status
-/// scan would do for all of them a second time right after the reset.
-///
-/// Returns the bytes of the tracked regular files (the working tree's size
-/// once it is clean), from the same index read.
-fn clean(repo: &Repository, repo_dir: &Path) -> Result<u64, GitError> {
+/// a folder holding tracked paths is entered, a path `keep` covers that
+/// git ignores and that is not a link is kept whole, anything else is
+/// deleted whole (links as links). No file is stat'ed or hashed, which a
+/// status scan would do for all of them a second time right after the
+/// reset. Paths a sparse checkout leaves off the disk do not count as
+/// tracked here, so what a job put outside the sparse set goes.
+fn clean(repo: &Repository, repo_dir: &Path, keep: &KeepIgnored) -> Result<Cleaned, GitError> {
     let index = repo
         .index()
         .map_err(|e| GitError::new("reading the index", e))?;
     let mut tracked: HashSet<Vec<u8>> = HashSet::with_capacity(index.len());
     let mut tracked_dirs: HashSet<Vec<u8>> = HashSet::new();
-    let mut tracked_bytes = 0u64;
+    let mut cleaned = Cleaned::default();
     for entry in index.iter() {
+        if entry.flags_extended & SKIP_WORKTREE != 0 {
+            continue;
+        }
         if entry.mode & 0o170000 == 0o100000 {
-            tracked_bytes += u64::from(entry.file_size);
+            cleaned.tracked_bytes += u64::from(entry.file_size);
         }
         let path = entry.path;
         for (i, b) in path.iter().enumerate() {
@@ -514,6 +534,13 @@ fn clean(repo: &Repository, repo_dir: &Path) -> Result<u64, GitError> {
         if is_dir && tracked_dirs.contains(&rel) {
             continue;
         }
+        if keep.covers(&rel) && !entry.path_is_symlink() && ignored(repo, &rel) {
+            if is_dir {
+                walk.skip_current_dir();
+            }
+            cleaned.kept_bytes += crate::adapter::fs::dir_size(entry.path());
+            continue;
+        }
         let result = if is_dir {
             walk.skip_current_dir();
             std::fs::remove_dir_all(entry.path())
@@ -522,7 +549,16 @@ fn clean(repo: &Repository, repo_dir: &Path) -> Result<u64, GitError> {
         };
         result.map_err(|e| GitError::io("removing untracked", entry.path(), e))?;
     }
-    Ok(tracked_bytes)
+    Ok(cleaned)
+}
+
+/// Whether git ignores the untracked path `rel` (`.gitignore` files,
+/// `info/exclude`). Unreadable rules ignore nothing: the path goes.
+fn ignored(repo: &Repository, rel: &[u8]) -> bool {
+    std::str::from_utf8(rel)
+        .ok()
+        .and_then(|rel| repo.is_path_ignored(rel).ok())
+        .unwrap_or(false)
 }
 
 /// `path` relative to `root`, with `/` separators, as index paths are.
@@ -555,6 +591,14 @@ pub fn checkout_size(repo_dir: &Path) -> Option<u64> {
         .map(|e| u64::from(e.file_size))
         .sum();
     Some(files + crate::adapter::fs::dir_size(repo.path()))
+}
+
+/// libgit2 keeps the index it read before git's command line wrote a new
+/// one: read it again.
+fn reread_index(repo: &Repository) -> Result<(), GitError> {
+    repo.index()
+        .and_then(|mut index| index.read(true))
+        .map_err(|e| GitError::new("reading the index git wrote", e))
 }
 
 fn head_commit(repo: &Repository) -> Result<String, GitError> {

@@ -7,8 +7,9 @@
 //! --hard`, which fetches the blobs the cone needs. On reuse the same
 //! hygiene runs first (libgit2 opens such a repository: see
 //! [`accept_shaped_repositories`]), then `git fetch`, the sparse set again
-//! (or `disable` when the request has none), `git checkout --force` and
-//! `git clean -ffdx`.
+//! (or `disable` when the request has none) and `git checkout --force`;
+//! the host's own clean follows (`clean` in the parent module), so the
+//! policy's `keep-ignored` holds here too.
 
 use super::cli::{Run, git_cli, needed};
 use super::error::{GitError, GitFailure};
@@ -192,8 +193,8 @@ pub fn clone_shaped(
 
 /// Fetch `git_ref` into the shaped checkout at `repo_dir` (its own filter
 /// applies), check it out, make the sparse set `sparse` (none: the whole
-/// tree, turning off the sparse checkout it had when `was_sparse`), and
-/// clean. The git directory's hygiene has already run. Returns
+/// tree, turning off the sparse checkout it had when `was_sparse`). The
+/// git directory's hygiene has already run; the caller cleans. Returns
 /// HEAD's commit.
 pub fn update_shaped(
     repo: &Repository,
@@ -261,11 +262,7 @@ pub fn update_shaped(
             &["checkout", "--quiet", "--force", "--detach", &target],
         )?;
     }
-    git.run(&run, &["clean", "-ffdxq"])?;
-    // libgit2 keeps what it read before git changed it.
-    repo.index()
-        .and_then(|mut index| index.read(true))
-        .map_err(|e| GitError::new("reading the index git wrote", e))?;
+    super::reread_index(repo)?;
     head_of(repo_dir)
 }
 

@@ -166,9 +166,9 @@ fn update_in(
         let workdir = sub.workdir().unwrap_or(sm.path()).to_path_buf();
         // Its git directory and its working tree (a small pack can check
         // out large files).
-        let tracked_bytes = super::clean(&sub, &workdir)?;
+        let cleaned = super::clean(&sub, &workdir, &super::KeepIgnored::none())?;
         budget.spend_bytes(
-            crate::adapter::fs::dir_size(sub.path()) + tracked_bytes,
+            crate::adapter::fs::dir_size(sub.path()) + cleaned.tracked_bytes,
             &format!("submodule {name}"),
         )?;
         count += 1 + update_in(&sub, &url, remote, check, budget, nesting + 1)?;

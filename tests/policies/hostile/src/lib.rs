@@ -1,7 +1,7 @@
 //! Hostile and broken policies for the host's tests. The behaviour is
 //! chosen by a cargo feature; the tests build each one as a component.
 
-#[cfg(not(feature = "future"))]
+#[cfg(not(any(feature = "future", feature = "v0-2")))]
 mod v1 {
     // The frozen 0.1.0 contract: these tests also show that the host still
     // loads and confines 0.1.x components (their pushes follow the host's
@@ -154,4 +154,78 @@ mod future {
 
     #[cfg(target_arch = "wasm32")]
     export!(FromTheFuture);
+}
+
+/// A plain policy on the frozen 0.2.0 contract (feature `v0-2`): it reuses
+/// a healthy clone through `update`, as most policies do. It shows a 0.2.x
+/// component still loads and keeps its behaviour (an update keeps no
+/// ignored path).
+#[cfg(feature = "v0-2")]
+mod v2 {
+    wit_bindgen::generate!({
+        world: "workspace-policy",
+        path: "../../../wit/v0.2",
+    });
+
+    use exports::fixsec::workspace::policy::{
+        CleanupOutcome, CleanupRequest, Guest, HealthReport, HealthStats, HealthStatus,
+        PrepareOutcome, PrepareRequest, PushRequest, Thresholds,
+    };
+    use fixsec::workspace::git::{self, FetchOptions};
+    use fixsec::workspace::types::Error;
+
+    pub struct Plain;
+
+    impl Guest for Plain {
+        fn workspace_name(repo_full_name: String) -> Result<String, Error> {
+            Ok(format!(
+                "plain_{}",
+                repo_full_name
+                    .chars()
+                    .filter(char::is_ascii_alphanumeric)
+                    .collect::<String>()
+            ))
+        }
+
+        fn prepare(request: PrepareRequest) -> Result<PrepareOutcome, Error> {
+            let options = FetchOptions {
+                depth: request.depth,
+            };
+            let state = git::inspect(&request.name);
+            let reused = state.healthy;
+            let git_ref = request.git_ref.as_deref();
+            let head = if reused {
+                git::update(&request.name, &request.clone_url, git_ref, options)?
+            } else {
+                git::clone(&request.name, &request.clone_url, git_ref, options)?
+            };
+            Ok(PrepareOutcome {
+                reused,
+                head,
+                notes: vec![],
+            })
+        }
+
+        fn cleanup(_: CleanupRequest) -> Result<CleanupOutcome, Error> {
+            Ok(CleanupOutcome {
+                skipped: vec![],
+                kept: 0,
+            })
+        }
+
+        fn assess_health(_: HealthStats, _: Thresholds) -> HealthReport {
+            HealthReport {
+                status: HealthStatus::Healthy,
+                warnings: vec![],
+                recommendations: vec![],
+            }
+        }
+
+        fn authorize_push(_: PushRequest) -> Result<(), Error> {
+            Ok(())
+        }
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    export!(Plain);
 }
