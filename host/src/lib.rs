@@ -28,6 +28,7 @@ pub(crate) mod clone_url;
 pub(crate) mod config;
 pub mod conformance;
 pub(crate) mod error;
+pub mod fleet;
 pub(crate) mod git_queue;
 #[cfg(feature = "server")]
 pub mod http;

@@ -259,7 +259,25 @@ fn the_node_manifests_agree_with_each_other_and_the_router() {
         assert!(ids.insert(id.to_string()), "duplicate server id {id}");
         assert_eq!(id, (slot + 1).to_string(), "ids are fixed by slot: {line}");
     }
-    assert!(ids.len() >= 3, "fewer slots than replicas");
+    let replicas = set["spec"]["replicas"].as_i64().unwrap() as usize;
+    assert!(ids.len() >= replicas, "fewer slots than replicas");
+    // The fleet view asks the pods the router's first `replicas` slots
+    // name, each by its pod name (its WORKSPACE_NODE_ID).
+    let fleet =
+        fixsec_workspace::fleet::parse_nodes(var("WORKSPACE_FLEET")["value"].as_str().unwrap())
+            .unwrap();
+    assert_eq!(
+        fleet.len(),
+        replicas,
+        "one WORKSPACE_FLEET entry per replica"
+    );
+    for (slot, node) in fleet.iter().enumerate() {
+        assert_eq!(node.id, format!("{set_name}-{slot}"));
+        assert_eq!(
+            node.url,
+            format!("http://{set_name}-{slot}.{service_name}:{port}")
+        );
+    }
     // The routing rules are the shipped configuration's, line for line.
     let shipped = std::fs::read_to_string(deploy_dir().join("haproxy/haproxy.cfg")).unwrap();
     let rules = |text: &str| -> Vec<String> {

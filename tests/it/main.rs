@@ -19,6 +19,7 @@
 //! | `mirrors` | the shared object store: bytes a re-clone and a fork transfer, mirror lifetime |
 //! | `pr_flow` | the guide's PR route: refs, push, jobs that share a repository |
 //! | `router` | three nodes behind a real haproxy with the shipped config |
+//! | `fleet` | the fleet view through that router: every node's answer, a killed node named, actions on the right node (issue 24) |
 //! | `ui` | the dashboard in chromium, through chromedriver |
 //! | `deploy` | the deployment manifests |
 //! | `big_repos` | parallel checkout, partial clones and sparse workspaces against loopback servers (issue 23) |
@@ -46,6 +47,8 @@ mod caches;
 mod deploy;
 #[cfg(not(windows))]
 mod extras;
+#[cfg(not(windows))]
+mod fleet;
 #[cfg(not(windows))]
 mod hostile;
 #[cfg(not(windows))]

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const TOKEN: &str = "router-token-0123456789abcdef";
+pub(crate) const TOKEN: &str = "router-token-0123456789abcdef";
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -22,16 +22,22 @@ fn free_port() -> u16 {
 }
 
 fn node(base: &Path, id: &str, port: u16) -> crate::support::Served {
+    node_in(base, id, port, "")
+}
+
+/// [`node`] as a member of `fleet` (`WORKSPACE_FLEET`; empty: none).
+pub(crate) fn node_in(base: &Path, id: &str, port: u16, fleet: &str) -> crate::support::Served {
     let mut cmd = cli_local(base, &[]);
     cmd.env("WORKSPACE_API_TOKEN", TOKEN)
         .env("WORKSPACE_NODE_ID", id)
-        .env("WORKSPACE_LEASE_WAIT_SECONDS", "0");
+        .env("WORKSPACE_LEASE_WAIT_SECONDS", "0")
+        .env("WORKSPACE_FLEET", fleet);
     serve_at(cmd, &format!("127.0.0.1:{port}"))
 }
 
-struct Router {
+pub(crate) struct Router {
     child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Drop for Router {
@@ -65,18 +71,31 @@ fn router(nodes: &[u16]) -> Router {
 
 /// Three nodes (`node1`..`node3`, each on its own base directory) behind
 /// the router.
-struct Cluster {
-    bases: Vec<tempfile::TempDir>,
-    ports: Vec<u16>,
-    nodes: Vec<crate::support::Served>,
-    router: Router,
+pub(crate) struct Cluster {
+    pub(crate) bases: Vec<tempfile::TempDir>,
+    pub(crate) ports: Vec<u16>,
+    pub(crate) nodes: Vec<crate::support::Served>,
+    pub(crate) router: Router,
 }
 
-fn cluster() -> Cluster {
+pub(crate) fn cluster() -> Cluster {
     let bases: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    // Each node knows the fleet (the router's node list), for /fleet/.
+    let fleet: Vec<String> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("node{}=http://127.0.0.1:{p}", i + 1))
+        .collect();
     let nodes = (0..3)
-        .map(|i| node(bases[i].path(), &format!("node{}", i + 1), ports[i]))
+        .map(|i| {
+            node_in(
+                bases[i].path(),
+                &format!("node{}", i + 1),
+                ports[i],
+                &fleet.join(","),
+            )
+        })
         .collect();
     let router = router(&ports);
     Cluster {
@@ -107,7 +126,7 @@ fn try_prepare(
 
 /// A prepare of `repo` from `clone_url` through the router, with its
 /// shard key.
-fn prepare_request(
+pub(crate) fn prepare_request(
     client: &reqwest::blocking::Client,
     router: &str,
     clone_url: &str,
@@ -127,7 +146,7 @@ fn prepare(client: &reqwest::blocking::Client, router: &str, up: &Upstream, repo
 /// Where each repository lands once `expected` nodes serve and the
 /// placement has settled (two passes in a row agree: a node coming up or
 /// going down mid-pass gives a mixed one).
-fn wait_for_nodes(
+pub(crate) fn wait_for_nodes(
     client: &reqwest::blocking::Client,
     router: &str,
     up: &Upstream,

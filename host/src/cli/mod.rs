@@ -91,6 +91,13 @@ enum Command {
         /// Workspace folder name, as `list` shows it
         name: String,
     },
+    /// Every node of a fleet at once, through --server (the router or any
+    /// node with WORKSPACE_FLEET); a node that does not answer is named
+    /// and the exit code is 1
+    Fleet {
+        #[command(subcommand)]
+        command: FleetCommand,
+    },
     /// Policy components: check one against the contract
     Policy {
         #[command(subcommand)]
@@ -176,6 +183,22 @@ impl PushArgs {
         };
         Ok((self.name, request))
     }
+}
+
+#[derive(Debug, Subcommand)]
+enum FleetCommand {
+    /// Each node's health, readiness, disk and counts
+    Health,
+    /// Totals over the nodes, and each node's
+    Stats,
+    /// Every workspace with the node that holds it
+    List,
+    /// Run the cleanup on every node
+    Cleanup {
+        /// Age limit in hours (default: each node's WORKSPACE_MAX_AGE_HOURS)
+        #[arg(long)]
+        max_age_hours: Option<f64>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -290,6 +313,24 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
         serve::serve(manager(&cli.global)?, bind)?;
         return Ok(ExitCode::SUCCESS);
     }
+    if let Command::Fleet { command } = &cli.command {
+        let Some(server) = &cli.global.server else {
+            return Err(Error::invalid_input(
+                "fleet asks a running fleet: pass --server URL (the router, or any node with \
+                 WORKSPACE_FLEET)",
+            ));
+        };
+        let remote = remote::Remote::new(server, None, cli.global.allow_insecure_http)?;
+        let location = server.as_str();
+        return Ok(match command {
+            FleetCommand::Health => remote.fleet_health()?.show(json, location),
+            FleetCommand::Stats => remote.fleet_stats()?.show(json, location),
+            FleetCommand::List => remote.fleet_list()?.show(json, location),
+            FleetCommand::Cleanup { max_age_hours } => {
+                remote.fleet_cleanup(*max_age_hours)?.show(json, location)
+            }
+        });
+    }
     let m: Box<dyn backend::Backend> = match &cli.global.server {
         Some(server) => Box::new(remote::Remote::new(
             server,
@@ -301,7 +342,9 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
     let location = m.location();
     let show = |answer: &dyn ShowAnswer| answer.show(json, &location);
     Ok(match cli.command {
-        Command::Policy { .. } | Command::Serve { .. } => unreachable!("handled above"),
+        Command::Policy { .. } | Command::Serve { .. } | Command::Fleet { .. } => {
+            unreachable!("handled above")
+        }
         Command::Name { repo } => show(&render::NameAnswer {
             name: m.workspace_name(&repo)?,
             repo_full_name: repo,

@@ -173,6 +173,34 @@ impl Remote {
     }
 }
 
+/// The fleet view (`/fleet/...`), which any node of a fleet, or the router
+/// in front of them, answers for every node.
+impl Remote {
+    /// `GET /fleet/health`.
+    pub fn fleet_health(&self) -> Result<crate::fleet::FleetHealth> {
+        self.send(self.request(Method::GET, "/fleet/health", None))
+    }
+
+    /// `GET /fleet/stats`.
+    pub fn fleet_stats(&self) -> Result<crate::fleet::FleetStats> {
+        self.send(self.request(Method::GET, "/fleet/stats", None))
+    }
+
+    /// `GET /fleet/workspaces`.
+    pub fn fleet_list(&self) -> Result<crate::fleet::FleetList> {
+        self.send(self.request(Method::GET, "/fleet/workspaces", None))
+    }
+
+    /// `POST /fleet/cleanup` (none: each node's own age).
+    pub fn fleet_cleanup(&self, max_age_hours: Option<f64>) -> Result<crate::fleet::FleetCleanup> {
+        let body = serde_json::json!({ "max_age_hours": max_age_hours });
+        self.send(
+            self.request(Method::POST, "/fleet/cleanup", None)
+                .json(&body),
+        )
+    }
+}
+
 fn segment(name: &str) -> String {
     url::form_urlencoded::byte_serialize(name.as_bytes()).collect()
 }

@@ -202,3 +202,130 @@ impl Answer for RemovalReport {
         !self.removed
     }
 }
+
+/// One line per node that gave no answer, for every fleet answer.
+fn print_unanswered<T>(nodes: &[crate::fleet::NodeReply<T>]) {
+    for n in nodes.iter().filter(|n| !n.answered()) {
+        println!(
+            "  {}: NO ANSWER ({})",
+            n.node,
+            n.error.as_deref().unwrap_or("unknown error")
+        );
+    }
+}
+
+impl Answer for crate::fleet::FleetHealth {
+    fn print_human(&self, _: &str) {
+        println!(
+            "fleet: {} ({} node(s), {} without an answer)",
+            self.status.as_str(),
+            self.nodes.len(),
+            self.unreachable.len()
+        );
+        for n in &self.nodes {
+            let Some(a) = &n.answer else { continue };
+            let s = &a.health.workspace_stats;
+            println!(
+                "  {}: {}{}, {} workspaces ({} in use), {:.1} MB, {} mirror(s), free {}",
+                n.node,
+                a.health.status.as_str(),
+                if a.ready { "" } else { ", NOT READY" },
+                s.total_workspaces,
+                s.in_use,
+                s.total_size_mb,
+                s.mirrors.count,
+                s.free_space_bytes
+                    .map(|b| format!("{:.1} MB", to_mb(b)))
+                    .unwrap_or_else(|| "unknown".into())
+            );
+            for w in &a.health.warnings {
+                println!("    warning: {w}");
+            }
+        }
+        print_unanswered(&self.nodes);
+    }
+
+    fn failed(&self) -> bool {
+        !self.complete || self.status == crate::model::HealthStatus::Critical
+    }
+}
+
+impl Answer for crate::fleet::FleetStats {
+    fn print_human(&self, _: &str) {
+        let t = &self.totals;
+        println!(
+            "{} workspaces ({} in use), {:.1} MB, {} mirror(s) of {:.1} MB on {} of {} node(s)",
+            t.total_workspaces,
+            t.in_use,
+            to_mb(t.total_size_bytes),
+            t.mirrors,
+            to_mb(t.mirrors_size_bytes),
+            t.nodes_answered,
+            t.nodes
+        );
+        for n in &self.nodes {
+            if let Some(s) = &n.answer {
+                println!(
+                    "  {}: {} workspaces, {:.1} MB",
+                    n.node, s.total_workspaces, s.total_size_mb
+                );
+            }
+        }
+        print_unanswered(&self.nodes);
+    }
+
+    fn failed(&self) -> bool {
+        !self.complete
+    }
+}
+
+impl Answer for crate::fleet::FleetList {
+    fn print_human(&self, _: &str) {
+        println!(
+            "{:<16} {:<40} {:>10} {:<6} REPOSITORY",
+            "NODE", "NAME", "SIZE MB", "IN USE"
+        );
+        for w in &self.workspaces {
+            let ws = &w.workspace;
+            println!(
+                "{:<16} {:<40} {:>10.1} {:<6} {}",
+                w.node,
+                ws.name,
+                ws.size_mb,
+                if ws.in_use { "yes" } else { "no" },
+                ws.repo_full_name.as_deref().unwrap_or_default()
+            );
+        }
+        print_unanswered(&self.nodes);
+    }
+
+    fn failed(&self) -> bool {
+        !self.complete
+    }
+}
+
+impl Answer for crate::fleet::FleetCleanup {
+    fn print_human(&self, _: &str) {
+        println!(
+            "removed {} workspace(s) on {} node(s), {} removal(s) failed",
+            self.cleaned_workspaces,
+            self.nodes.len() - self.unreachable.len(),
+            self.failed_workspaces
+        );
+        for n in &self.nodes {
+            if let Some(r) = &n.answer {
+                println!(
+                    "  {}: removed {}, {:.1} MB freed",
+                    n.node,
+                    r.cleaned_workspaces,
+                    to_mb(r.bytes_freed)
+                );
+            }
+        }
+        print_unanswered(&self.nodes);
+    }
+
+    fn failed(&self) -> bool {
+        !self.complete || self.failed_workspaces > 0
+    }
+}

@@ -365,7 +365,17 @@ pub struct ServerConfig {
     /// This node's name in the `X-Served-By` header of every answer
     /// (`WORKSPACE_NODE_ID`; else `HOSTNAME`, a pod's name in Kubernetes).
     pub node_id: String,
+    /// Every node of the fleet, this one included, for the `/fleet/`
+    /// endpoints (`WORKSPACE_FLEET`: `id=http://host:port,...`, the
+    /// router's node list); empty: no fleet.
+    pub fleet: Vec<crate::fleet::FleetNode>,
+    /// How long a fleet endpoint waits for each node
+    /// (`WORKSPACE_FLEET_TIMEOUT_SECONDS`, 5).
+    pub fleet_timeout: Duration,
 }
+
+/// [`ServerConfig::fleet_timeout`]'s default.
+pub const DEFAULT_FLEET_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -380,6 +390,8 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             node_id: "fixsec-workspace".into(),
             drain: Duration::ZERO,
+            fleet: Vec::new(),
+            fleet_timeout: DEFAULT_FLEET_TIMEOUT,
         }
     }
 }
@@ -439,6 +451,13 @@ impl ServerConfig {
                 )));
             }
             c.node_id = v.to_string();
+        }
+        if let Some(v) = get("WORKSPACE_FLEET") {
+            c.fleet = crate::fleet::parse_nodes(&v)?;
+        }
+        if let Some(v) = get("WORKSPACE_FLEET_TIMEOUT_SECONDS") {
+            c.fleet_timeout =
+                Duration::from_secs(number("WORKSPACE_FLEET_TIMEOUT_SECONDS", &v)?.max(1));
         }
         if let Some(v) = get("WORKSPACE_HEADER_TIMEOUT_SECONDS") {
             c.header_read_timeout =

@@ -22,6 +22,12 @@ pub(crate) enum ApiError {
     Unauthorized,
     /// A blocking task panicked or was cancelled.
     Internal(String),
+    /// A `/fleet/` endpoint on a node without `WORKSPACE_FLEET`.
+    FleetNotConfigured,
+    /// A `/fleet/nodes/{node}/` endpoint for a node the fleet lacks.
+    UnknownNode(String),
+    /// The node a `/fleet/nodes/{node}/` request is for did not answer.
+    NodeUnreachable(String),
 }
 
 impl Reject for ApiError {}
@@ -104,6 +110,23 @@ pub(crate) async fn recover(rejection: Rejection) -> Result<warp::reply::Respons
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
                 detail.clone(),
+            ),
+            ApiError::FleetNotConfigured => json_error(
+                StatusCode::NOT_FOUND,
+                "fleet_not_configured",
+                "this node is not part of a fleet: set WORKSPACE_FLEET to the nodes \
+                 (id=http://host:port,...), the same list the router uses"
+                    .into(),
+            ),
+            ApiError::UnknownNode(id) => json_error(
+                StatusCode::NOT_FOUND,
+                "unknown_node",
+                format!("{id:?} is not a node of this fleet; GET /fleet/health lists them"),
+            ),
+            ApiError::NodeUnreachable(detail) => json_error(
+                StatusCode::BAD_GATEWAY,
+                "node_unreachable",
+                format!("{detail}; try again once it is back (GET /fleet/health)"),
             ),
         });
     }

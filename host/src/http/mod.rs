@@ -11,6 +11,7 @@
 //! connections, so idle or slow clients cannot exhaust it.
 
 mod errors;
+mod fleet;
 mod probes;
 mod routes;
 mod server;
@@ -38,6 +39,7 @@ struct AppState {
     manager: WorkspaceManager,
     token: ApiToken,
     body_limit: u64,
+    fleet: Arc<fleet::Fleet>,
 }
 
 fn reject(e: ApiError) -> Rejection {
@@ -145,15 +147,47 @@ fn cleanup_age(query: &str, body: &[u8]) -> std::result::Result<Option<f64>, Rej
 /// Every endpoint of [`ROUTES`] and the dashboard (`/ui/`, which expects
 /// the API at the root), with JSON errors and request logging: a
 /// warp `Filter` another service can mount under its own prefix.
+///
+/// The `/fleet/` endpoints answer 404 `fleet_not_configured` here; a node
+/// of a fleet mounts [`routes_in_fleet`].
 pub fn routes(
     manager: WorkspaceManager,
     token: ApiToken,
     body_limit: u64,
 ) -> warp::filters::BoxedFilter<(warp::reply::Response,)> {
+    let fleet = fleet::Fleet::new(Vec::new(), crate::config::DEFAULT_FLEET_TIMEOUT)
+        .expect("an HTTP client with default TLS settings");
+    service(manager, token, body_limit, fleet)
+}
+
+/// [`routes`] for a node of a fleet: the `/fleet/` endpoints ask `nodes`
+/// (this node among them), each within `timeout`.
+pub fn routes_in_fleet(
+    manager: WorkspaceManager,
+    token: ApiToken,
+    body_limit: u64,
+    nodes: Vec<crate::fleet::FleetNode>,
+    timeout: std::time::Duration,
+) -> Result<warp::filters::BoxedFilter<(warp::reply::Response,)>> {
+    Ok(service(
+        manager,
+        token,
+        body_limit,
+        fleet::Fleet::new(nodes, timeout)?,
+    ))
+}
+
+fn service(
+    manager: WorkspaceManager,
+    token: ApiToken,
+    body_limit: u64,
+    fleet: fleet::Fleet,
+) -> warp::filters::BoxedFilter<(warp::reply::Response,)> {
     let state = Arc::new(AppState {
         manager,
         token,
         body_limit,
+        fleet: Arc::new(fleet),
     });
     ROUTES
         .iter()

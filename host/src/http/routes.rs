@@ -2,6 +2,7 @@
 //! built from, and the handler of each.
 
 use super::errors::ApiError;
+use super::fleet;
 use super::{
     AppState, OPENAPI, authorized, blocking, cleanup_age, isolated, json, limited_body, parse_json,
     reject, with_state,
@@ -31,6 +32,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/workspace/leases/{id}"),
     ("GET", "/workspace/operations"),
     ("POST", "/workspace/policy/reload"),
+    ("GET", "/fleet/health"),
+    ("GET", "/fleet/stats"),
+    ("GET", "/fleet/workspaces"),
+    ("POST", "/fleet/cleanup"),
+    ("GET", "/fleet/nodes/{node}/workspaces/{name}"),
+    ("DELETE", "/fleet/nodes/{node}/workspaces/{name}"),
+    ("DELETE", "/fleet/nodes/{node}/leases/{id}"),
     ("GET", "/metrics"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
@@ -53,6 +61,17 @@ pub(super) fn route(state: &Arc<AppState>, method: &str, path: &str) -> Route {
         ("DELETE", "/workspace/leases/{id}") => release_lease(state),
         ("GET", "/workspace/operations") => operations(state),
         ("POST", "/workspace/policy/reload") => reload_policy(state),
+        ("GET", "/fleet/health") => fleet::health(state),
+        ("GET", "/fleet/stats") => fleet::stats(state),
+        ("GET", "/fleet/workspaces") => fleet::list(state),
+        ("POST", "/fleet/cleanup") => fleet::cleanup(state),
+        ("GET", "/fleet/nodes/{node}/workspaces/{name}") => {
+            fleet::node_workspace(state, warp::http::Method::GET)
+        }
+        ("DELETE", "/fleet/nodes/{node}/workspaces/{name}") => {
+            fleet::node_workspace(state, warp::http::Method::DELETE)
+        }
+        ("DELETE", "/fleet/nodes/{node}/leases/{id}") => fleet::node_lease(state),
         ("GET", "/healthz") => warp::path!("healthz")
             .and(warp::get())
             .map(|| json(&serde_json::json!({"status": "alive"}), StatusCode::OK))
@@ -363,12 +382,13 @@ fn metrics(state: Arc<AppState>) -> Route {
 }
 
 /// The raw query string, empty when there is none.
-fn raw_query() -> impl Filter<Extract = (String,), Error = std::convert::Infallible> + Clone {
+pub(super) fn raw_query()
+-> impl Filter<Extract = (String,), Error = std::convert::Infallible> + Clone {
     warp::query::raw().or(warp::any().map(String::new)).unify()
 }
 
 /// The first value of `key` in the query string `query`, decoded.
-fn query_value(query: &str, key: &str) -> Option<String> {
+pub(super) fn query_value(query: &str, key: &str) -> Option<String> {
     url::form_urlencoded::parse(query.as_bytes())
         .find(|(k, _)| k == key)
         .map(|(_, v)| v.into_owned())

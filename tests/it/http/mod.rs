@@ -375,7 +375,9 @@ fn the_openapi_document_matches_the_routes() {
         let url = format!(
             "{}{}",
             s.url,
-            path.replace("{name}", "x_12345678").replace("{id}", "7")
+            path.replace("{name}", "x_12345678")
+                .replace("{id}", "7")
+                .replace("{node}", "node1")
         );
         let resp = s
             .client
