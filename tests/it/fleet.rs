@@ -204,3 +204,77 @@ fn a_node_outside_a_fleet_says_how_to_join_one() {
     assert_eq!(body["error"], "fleet_not_configured");
     assert!(body["detail"].as_str().unwrap().contains("WORKSPACE_FLEET"));
 }
+
+/// The dashboard through the router, in chromium: every node with its
+/// figures, every workspace with its node, a removal that reaches the
+/// node holding the workspace, and a killed node shown as such.
+#[test]
+fn the_dashboard_through_the_router_shows_and_acts_on_every_node() {
+    use crate::support::webdriver::Browser;
+    let up = Upstream::new();
+    let Cluster {
+        bases,
+        ports: _,
+        mut nodes,
+        router,
+    } = cluster();
+    let client = reqwest::blocking::Client::new();
+    let repos: Vec<String> = (0..6).map(|i| format!("acme/ui-{i}")).collect();
+    let placed = wait_for_nodes(&client, &router.url, &up, &repos, 3);
+    let (_, list) = get(&client, &format!("{}/fleet/workspaces", router.url));
+
+    let browser = Browser::start();
+    browser.goto(&format!("{}/ui", router.url));
+    let field = browser.find("#token").expect("the sign-in form");
+    browser.type_into(&field, TOKEN);
+    browser.click(&browser.find("#sign-in-form button").unwrap());
+    for node in ["node1", "node2", "node3"] {
+        browser.wait_for_text("#node-rows", node);
+    }
+    browser.wait_for_text("#node-count", "3");
+    browser.wait_for_text("#health-status", "healthy");
+    for repo in &repos {
+        browser.wait_for_text("#workspace-rows", repo);
+    }
+    // Each row names the node that holds the workspace.
+    for w in list["workspaces"].as_array().unwrap() {
+        let name = w["name"].as_str().unwrap();
+        let row = browser.find(&format!("tr[data-name='{name}'] td")).unwrap();
+        assert_eq!(browser.text(&row), w["node"].as_str().unwrap());
+    }
+
+    // Remove one held by node2 (or node3): the removal reaches that node.
+    let (repo, holder) = placed
+        .iter()
+        .find(|(_, n)| *n != "node1")
+        .map(|(r, n)| (r.clone(), n.clone()))
+        .unwrap();
+    let w = list["workspaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["repo_full_name"] == repo.as_str())
+        .unwrap();
+    let name = w["name"].as_str().unwrap();
+    let base = bases[holder.trim_start_matches("node").parse::<usize>().unwrap() - 1].path();
+    assert!(base.join(name).exists());
+    browser.click(
+        &browser
+            .find(&format!("tr[data-name='{name}'] button.remove"))
+            .unwrap(),
+    );
+    browser.accept_dialog();
+    browser.wait_for_text("#action-result", &format!("Removed {repo} from {holder}"));
+    browser.wait_gone(&format!("tr[data-name='{name}']"));
+    assert!(!base.join(name).exists());
+
+    // node3 dies: its row says so and the fleet is critical.
+    let _ = nodes[2].child.kill();
+    browser.wait_for_text("tr[data-node='node3']", "no answer");
+    browser.wait_for_text("#health-status", "critical");
+    browser.wait_for_text("#warnings", "node3: no answer");
+    let shot = browser.screenshot();
+    let artifacts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ui");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    std::fs::write(artifacts.join("fleet.png"), &shot).unwrap();
+}

@@ -1,6 +1,11 @@
 // The operator dashboard: plain JavaScript against the HTTP API, no build
 // step. The token lives in sessionStorage (this tab only); a 401 anywhere
 // signs out. Everything is rendered with textContent (no HTML from data).
+//
+// On a node of a fleet (GET /fleet/health answers 200, also through the
+// router) it shows every node and every workspace with the node that
+// holds it, and sends each action to that node (/fleet/nodes/{node}/...);
+// elsewhere (404) it shows this node, as before.
 "use strict";
 
 const TOKEN_KEY = "fixsec-workspace-token";
@@ -8,6 +13,7 @@ const REFRESH_MS = 5000;
 const $ = (id) => document.getElementById(id);
 
 let workspaces = [];
+let inFleet = false;
 let sortKey = "last_used";
 let sortDescending = true;
 let timer = null;
@@ -83,16 +89,73 @@ function el(tag, text, attrs) {
 }
 
 async function refresh() {
-  const [health, list, ops] = await Promise.all([
-    api("GET", "/workspace/health"),
-    api("GET", "/workspace/workspaces"),
-    api("GET", "/workspace/operations"),
-  ]);
-  renderHealth(health.data);
-  workspaces = list.data.workspaces || [];
+  const fleet = await api("GET", "/fleet/health");
+  inFleet = fleet.status === 200;
+  for (const id of ["disk", "operations"]) $(id).hidden = inFleet;
+  $("fleet").hidden = !inFleet;
+  $("reload-policy").hidden = inFleet;
+  if (inFleet) {
+    const list = await api("GET", "/fleet/workspaces");
+    renderFleet(fleet.data);
+    workspaces = list.data.workspaces || [];
+  } else {
+    const [health, list, ops] = await Promise.all([
+      api("GET", "/workspace/health"),
+      api("GET", "/workspace/workspaces"),
+      api("GET", "/workspace/operations"),
+    ]);
+    renderHealth(health.data);
+    workspaces = list.data.workspaces || [];
+    renderOperations(ops.data.operations || []);
+  }
   renderWorkspaces();
-  renderOperations(ops.data.operations || []);
   $("refreshed").textContent = `Last refresh: ${new Date().toLocaleTimeString()}.`;
+}
+
+// The fleet's verdict, and a row per node: a node without an answer is a
+// row that says so, never a missing row.
+function renderFleet(f) {
+  const status = $("health-status");
+  status.textContent = f.status;
+  status.className = `status-${f.status}`;
+  const nodes = f.nodes || [];
+  const answered = nodes.filter((n) => n.answer);
+  const lines = (key) => answered.flatMap((n) => (n.answer.health[key] || []).map((t) => `${n.node}: ${t}`));
+  const missing = nodes.filter((n) => !n.answer).map((n) => `${n.node}: no answer (${n.error || "unknown error"})`);
+  $("warnings").replaceChildren(...[...missing, ...lines("warnings")].map((t) => el("li", t)));
+  $("recommendations").replaceChildren(...lines("recommendations").map((t) => el("li", t)));
+  const p = answered.length ? answered[0].answer.health.policy : {};
+  $("policy").textContent = answered.length
+    ? `Policy on ${answered[0].node}: ${p.source} (digest ${p.digest}, contract ${p.contract})`
+    : "Policy: no node answered";
+  $("node-count").textContent = String(nodes.length);
+  $("node-rows").replaceChildren(
+    ...nodes.map((n) => {
+      const row = el("tr", undefined, { "data-node": n.node });
+      if (!n.answer) {
+        row.append(
+          el("td", n.node),
+          el("td", `no answer: ${n.error || "unknown error"}`, { class: "error", colspan: "7" }),
+        );
+        return row;
+      }
+      const h = n.answer.health;
+      const s = h.workspace_stats || {};
+      const mirrors = s.mirrors || { count: 0, size_mb: 0 };
+      const used = Math.round(((s.total_size_mb || 0) + (mirrors.size_mb || 0)) * 10) / 10;
+      row.append(
+        el("td", n.node),
+        el("td", n.answer.ready ? "ready" : "not ready (draining)", n.answer.ready ? {} : { class: "error" }),
+        el("td", h.status, { class: `status-${h.status}` }),
+        el("td", String(s.total_workspaces || 0)),
+        el("td", String(s.in_use || 0)),
+        el("td", String(used)),
+        el("td", s.free_space_bytes == null ? "unknown" : mb(s.free_space_bytes)),
+        el("td", String(mirrors.count)),
+      );
+      return row;
+    }),
+  );
 }
 
 function renderHealth(h) {
@@ -159,6 +222,7 @@ function renderWorkspaces() {
     ...shown.map((w) => {
       const row = el("tr", undefined, { "data-name": w.name });
       row.append(
+        el("td", w.node || "this node"),
         el("td", w.repo_full_name || w.name),
         el("td", w.branch || "default"),
         el("td", (w.head || "").slice(0, 12)),
@@ -210,8 +274,11 @@ function removeWorkspace(w) {
   const label = w.repo_full_name || w.name;
   if (!window.confirm(`Remove the workspace of ${label} (${w.name})?`)) return;
   act(async () => {
-    const { status, data } = await api("DELETE", `/workspace/workspaces/${encodeURIComponent(w.name)}`);
-    if (status === 200) say(`Removed ${label}.`);
+    const path = inFleet
+      ? `/fleet/nodes/${encodeURIComponent(w.node)}/workspaces/${encodeURIComponent(w.name)}`
+      : `/workspace/workspaces/${encodeURIComponent(w.name)}`;
+    const { status, data } = await api("DELETE", path);
+    if (status === 200) say(`Removed ${label}${w.node ? ` from ${w.node}` : ""}.`);
     else if (status === 409) say(`Not removed: ${label} is in use. ${data.detail || ""}`);
     else say(`Removal of ${label} failed (${status}): ${data.detail || data.error || ""}`);
   });
@@ -221,9 +288,12 @@ function cleanup(event) {
   event.preventDefault();
   const hours = Number($("cleanup-age").value);
   act(async () => {
-    const { status, data } = await api("POST", "/workspace/cleanup", { max_age_hours: hours });
+    const path = inFleet ? "/fleet/cleanup" : "/workspace/cleanup";
+    const { status, data } = await api("POST", path, { max_age_hours: hours });
     if (status === 200) {
-      say(`Cleanup removed ${data.cleaned_workspaces} workspace(s); ${data.failed_workspaces} failed.`);
+      const missed = (data.unreachable || []).length ? ` Not reached: ${data.unreachable.join(", ")}.` : "";
+      const where = inFleet ? ` on ${data.nodes.length - data.unreachable.length} node(s)` : "";
+      say(`Cleanup removed ${data.cleaned_workspaces} workspace(s)${where}; ${data.failed_workspaces} failed.${missed}`);
     } else {
       say(`Cleanup failed (${status}): ${data.detail || ""}`);
     }
