@@ -19,7 +19,10 @@ pub fn plan(state: &RepoState, clone_url: &str) -> Plan {
         return Plan::Clone;
     }
     if !state.is_repository {
-        return Plan::Reclone("repo/ is not a git repository".to_string());
+        return Plan::Reclone(match &state.problem {
+            Some(why) => format!("repo/ is not a usable git repository: {why}"),
+            None => "repo/ is not a git repository".to_string(),
+        });
     }
     if !state.healthy {
         let why = state.problem.as_deref().unwrap_or("unreadable");

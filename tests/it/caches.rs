@@ -322,3 +322,56 @@ fn a_kept_cache_never_reaches_another_tenant() {
     let leaked = crate::support::files_containing(base.path(), "alice's private registry");
     assert!(leaked.is_empty(), "A's cache is still on disk: {leaked:?}");
 }
+
+/// The attacker review: a job cannot make its files "ignored" with
+/// untracked `.gitignore` files of its own (they are gone before anything
+/// is judged), and never keeps a `.gitattributes` (it would rewrite
+/// tracked files on the next reset). Caches under an untracked folder on
+/// the way to a named path, and folders whose contents only are ignored
+/// (`target/*`), are kept.
+#[test]
+fn a_job_cannot_widen_what_is_kept_and_nested_caches_are_kept() {
+    let up = Upstream::new();
+    up.commit(
+        ".gitignore",
+        "target/*\n!target/keep.txt\nweb/\n",
+        "ignore build output",
+    );
+    up.commit("target/keep.txt", "tracked\n", "a tracked file in target");
+    let base = tempfile::tempdir().unwrap();
+    let m = manager(
+        base.path(),
+        &[("keep_ignored", "**/node_modules **/target web/.venv")],
+    );
+    let first = m
+        .prepare(&PrepareRequest::new("acme/app", up.url()))
+        .unwrap();
+    let ws = &first.path;
+    // node_modules is not ignored by the commit: twenty folders each try
+    // to make theirs ignored with an untracked .gitignore (whatever order
+    // the file system lists them in).
+    for i in 0..20 {
+        write(ws, &format!("src{i}/.gitignore"), "node_modules\n");
+        write(ws, &format!("src{i}/node_modules/payload"), "x\n");
+    }
+    write(ws, "target/.gitattributes", "* text eol=crlf\n");
+    write(ws, "target/debug/app", "built\n");
+    write(ws, "web/.venv/bin/python", "venv\n");
+    write(ws, "web/notes.txt", "not kept\n");
+    let again = m
+        .prepare(&PrepareRequest::new("acme/app", up.url()))
+        .unwrap();
+    assert!(again.reused, "{:?}", again.notes);
+    for i in 0..20 {
+        assert!(!ws.join(format!("src{i}")).exists(), "src{i} survived");
+    }
+    assert!(!ws.join("target/.gitattributes").exists());
+    assert!(ws.join("target/debug/app").exists());
+    assert_eq!(
+        std::fs::read_to_string(ws.join("target/keep.txt")).unwrap(),
+        "tracked\n"
+    );
+    assert!(ws.join("web/.venv/bin/python").exists());
+    assert!(!ws.join("web/notes.txt").exists());
+    assert_eq!(git(ws, &["status", "--porcelain", "--ignored=no"]), "");
+}

@@ -119,6 +119,12 @@ fn a_second_job_gets_its_own_copy_sharing_blocks_on_xfs() {
     std::fs::write(first.path.join("pkg1/f3.txt"), "A's change\n").unwrap();
     std::fs::write(first.path.join("pkg2/new.rs"), "A's new file\n").unwrap();
     std::fs::write(first.path.join("build.log"), "A's log\n").unwrap();
+    // ...and a changed file A hid from git (the copy resets it all the same).
+    git(
+        &first.path,
+        &["update-index", "--skip-worktree", "pkg0/f1.txt"],
+    );
+    std::fs::write(first.path.join("pkg0/f1.txt"), "A's hidden change\n").unwrap();
 
     let before = xfs.used();
     let mut request = leased(&url, "job-b");
@@ -135,6 +141,11 @@ fn a_second_job_gets_its_own_copy_sharing_blocks_on_xfs() {
         std::fs::read_to_string(upstream.join("pkg1/f3.txt")).unwrap()
     );
     assert!(!second.path.join("pkg2/new.rs").exists());
+    assert_eq!(
+        std::fs::read_to_string(second.path.join("pkg0/f1.txt")).unwrap(),
+        std::fs::read_to_string(upstream.join("pkg0/f1.txt")).unwrap()
+    );
+    assert!(second.path.join("pkg0/f2.txt").exists());
     assert!(!second.path.join("build.log").exists());
     assert_eq!(git(&second.path, &["status", "--porcelain"]), "");
     // Sharing blocks: far less than the 10 MB checkout and its history.

@@ -461,3 +461,62 @@ fn waiting_for_a_busy_workspace_ends_busy() {
     m.prepare(&PrepareRequest::new("acme/demo", up.url()))
         .unwrap();
 }
+
+/// The attacker review of keep-ignored (issue 23): a job that swaps a
+/// folder of its git directory for a link (`hooks -> ../../..`, the base
+/// directory; `info ->` another workspace's) must not make the next
+/// prepare's hygiene delete or write through it. The checkout is cloned
+/// afresh, and every other workspace is as it was.
+#[cfg(unix)]
+#[test]
+fn a_link_in_the_git_directory_is_never_followed() {
+    let Fixture { up, base, m } = Fixture::new();
+    let victim = m
+        .prepare(&PrepareRequest::new("acme/victim", up.url()))
+        .unwrap();
+    std::fs::write(
+        victim.path.join(".git/info/exclude"),
+        "# the victim's own\n",
+    )
+    .unwrap();
+    for (i, (folder, target)) in [
+        ("hooks", std::path::PathBuf::from("../../..")),
+        ("info", victim.path.join(".git/info")),
+        ("config", victim.path.join(".git/config")),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let repo = format!("acme/job-{i}");
+        let out = m.prepare(&PrepareRequest::new(&repo, up.url())).unwrap();
+        let link = out.path.join(".git").join(folder);
+        let _ = std::fs::remove_dir_all(&link);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let again = m.prepare(&PrepareRequest::new(&repo, up.url())).unwrap();
+        assert!(!again.reused, "{folder}: a checkout with a link was reused");
+        assert!(
+            again.notes.iter().any(|n| n.contains("symbolic link")),
+            "{folder}: {:?}",
+            again.notes
+        );
+        assert!(!std::fs::symlink_metadata(&link).unwrap().is_symlink());
+    }
+    // Nothing of the victim's (or of the base) was touched through them.
+    assert!(
+        base.path()
+            .join(&victim.name)
+            .join("workspace.json")
+            .exists()
+    );
+    assert_eq!(
+        std::fs::read_to_string(victim.path.join(".git/info/exclude")).unwrap(),
+        "# the victim's own\n"
+    );
+    let config = std::fs::read_to_string(victim.path.join(".git/config")).unwrap();
+    assert!(config.contains("[remote \"origin\"]"), "{config}");
+    let again = m
+        .prepare(&PrepareRequest::new("acme/victim", up.url()))
+        .unwrap();
+    assert!(again.reused, "{:?}", again.notes);
+}

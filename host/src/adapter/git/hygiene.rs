@@ -8,6 +8,37 @@ use super::remote::Remote;
 use git2::Repository;
 use std::path::Path;
 
+/// The first symbolic link in `git_dir` (relative to it), if any.
+///
+/// git makes none there, and the host writes and deletes inside the git
+/// directory (config, index, hooks, `info/`, alternates): through a link a
+/// job left (`hooks -> ../../..`) that would act on whatever it points at,
+/// another tenant's workspace included. A checkout with one is not reused
+/// ([`inspect`](super::inspect) calls it unhealthy; an update refuses it)
+/// but cloned afresh, and the removal deletes links as links. The loose
+/// object folders (`objects/ab/`) are not walked: git only reads there,
+/// and every object read is checked against its id.
+pub fn symlink_in_git_dir(git_dir: &Path) -> Option<String> {
+    let loose = |name: &std::ffi::OsStr| {
+        let name = name.as_encoded_bytes();
+        name.len() == 2 && name.iter().all(u8::is_ascii_hexdigit)
+    };
+    walkdir::WalkDir::new(git_dir)
+        .follow_links(false)
+        .follow_root_links(false)
+        .into_iter()
+        .filter_entry(|e| !(e.depth() == 2 && e.file_type().is_dir() && loose(e.file_name())))
+        .filter_map(Result::ok)
+        .find(|e| e.path_is_symlink())
+        .map(|e| {
+            e.path()
+                .strip_prefix(git_dir)
+                .unwrap_or(e.path())
+                .to_string_lossy()
+                .into_owned()
+        })
+}
+
 /// Lock files git leaves when it dies mid-operation, relative to `git_dir`.
 /// While the host holds the workspace lock no git process of ours runs in
 /// it, so any such file is stale.

@@ -115,6 +115,16 @@ impl KeepIgnored {
     }
 }
 
+impl KeepIgnored {
+    /// Whether `rel` is a folder on the way to a named path (`web` for
+    /// `web/.venv`): the clean looks inside rather than deleting it whole.
+    pub(super) fn leads_to(&self, rel: &[u8]) -> bool {
+        self.anchored
+            .iter()
+            .any(|a| a.len() > rel.len() && a.starts_with(rel) && a[rel.len()] == b'/')
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +156,10 @@ mod tests {
             "crates/a/my-target",
         ] {
             assert!(!keep.covers(not.as_bytes()), "{not}");
+        }
+        assert!(keep.leads_to(b"web"));
+        for not in ["web/.venv", "we", "node_modules", "crates"] {
+            assert!(!keep.leads_to(not.as_bytes()), "{not}");
         }
         assert!(KeepIgnored::none().is_empty());
         assert!(!KeepIgnored::none().covers(b"node_modules"));

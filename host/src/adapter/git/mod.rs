@@ -10,6 +10,7 @@
 //! which host). `hygiene.rs` keeps a reused clone as a fresh one would be.
 
 mod budget;
+mod clean;
 mod cli;
 mod error;
 mod hygiene;
@@ -40,12 +41,12 @@ pub use partial::{
 };
 pub use remote::{Progress, ProgressFn, Remote, TransferGuard, set_network_timeouts};
 
+use clean::clean;
 use git2::build::{CheckoutBuilder, RepoBuilder};
 use git2::{Repository, ResetType};
 use hygiene::{enable_long_paths, reset_git_dir};
 use remote::fetch_options;
 use std::cell::Cell;
-use std::collections::HashSet;
 use std::path::Path;
 
 /// What a checkout brings besides the repository's own files; both off
@@ -101,6 +102,13 @@ pub fn inspect(repo_dir: &Path) -> RepoState {
     if !std::fs::symlink_metadata(repo_dir.join(".git")).is_ok_and(|m| m.is_dir()) {
         // A `.git` file or link names another repository's git directory.
         state.problem = Some("repo/.git is not a folder of its own".into());
+        return state;
+    }
+    if let Some(link) = hygiene::symlink_in_git_dir(&repo_dir.join(".git")) {
+        state.problem = Some(format!(
+            "repo/.git/{link} is a symbolic link (git makes none there; the host would write \
+             through it)"
+        ));
         return state;
     }
     let repo = match Repository::open_ext(
@@ -285,6 +293,12 @@ pub fn update(
 /// long paths on, and its origin `url` (a spelling of the same URL is
 /// updated; any other remote is refused, so it is cloned afresh).
 fn open_for_update(repo_dir: &Path, url: &str, remote: &Remote) -> Result<Repository, GitError> {
+    if let Some(link) = hygiene::symlink_in_git_dir(&repo_dir.join(".git")) {
+        return Err(GitError::other(format!(
+            ".git/{link} is a symbolic link (git makes none there, and the hygiene would act \
+             through it); the checkout is cloned afresh rather than reused"
+        )));
+    }
     let repo = Repository::open(repo_dir).map_err(|e| GitError::new("opening repository", e))?;
     // A previous user of the workspace may have left hooks or config that
     // run commands or redirect fetches (core.hooksPath, core.fsmonitor,
@@ -338,8 +352,12 @@ pub fn update_shaped(
     let wanted = &wanted_or_default(&repo, git_ref)?;
     let head = partial::update_shaped(&repo, repo_dir, wanted, depth, sparse, was_sparse, remote)?;
     let cleaned = clean(&repo, repo_dir, keep)?;
-    let size = checkout_size(repo_dir).unwrap_or_else(|| crate::adapter::fs::dir_size(repo_dir));
-    Ok((head, size + cleaned.kept_bytes))
+    // The index's files plus what was kept; a walk (when the index cannot
+    // be read) counts both.
+    let size = checkout_size(repo_dir)
+        .map(|s| s + cleaned.kept_bytes)
+        .unwrap_or_else(|| crate::adapter::fs::dir_size(repo_dir));
+    Ok((head, size))
 }
 
 /// Put a copy of another checkout (made while a job may be working in it)
@@ -349,8 +367,16 @@ pub fn update_shaped(
 /// shares blocks keeps sharing them) and everything else is cleaned.
 pub fn reset_copy(repo_dir: &Path, head: &str, branch: Option<&str>) -> Result<(), GitError> {
     let git = git_cli().ok_or_else(|| cli::needed("a copy for a second job"))?;
+    if let Some(link) = hygiene::symlink_in_git_dir(&repo_dir.join(".git")) {
+        return Err(GitError::other(format!(
+            "the copy's .git/{link} is a symbolic link the first job left; no copy is made"
+        )));
+    }
     clear_stale_locks(repo_dir)?;
     let repo = Repository::open(repo_dir).map_err(|e| GitError::new("opening the copy", e))?;
+    // What the first job hid from git (skip-worktree, assume-unchanged) is
+    // reset like any other tracked file.
+    hygiene::clear_hidden_flags(&repo)?;
     let commit = git2::Oid::from_str(head)
         .and_then(|oid| repo.find_commit(oid))
         .map_err(|e| GitError::new("finding the prepared commit in the copy", e))?;
@@ -388,6 +414,10 @@ pub fn reset_copy(repo_dir: &Path, head: &str, branch: Option<&str>) -> Result<(
         })
         .map_err(|e| GitError::new("writing the copy's config", e))?;
     git.run(&run, &["reset", "--quiet", "--hard"])?;
+    if shape_of(repo_dir).sparse {
+        // The flags cleared above, set again from the sparse patterns.
+        git.run(&run, &["sparse-checkout", "reapply"])?;
+    }
     // A job may be writing its caches in the source while it is copied:
     // the copy keeps none of them.
     reread_index(&repo)?;
@@ -473,110 +503,8 @@ fn tracked_files_pristine(repo: &Repository, commit: &git2::Commit) -> bool {
     check().unwrap_or(false)
 }
 
-/// What a clean left: bytes of tracked files and of kept ignored paths.
-#[derive(Debug, Clone, Copy, Default)]
-struct Cleaned {
-    /// The tracked regular files on disk (the working tree's size once it
-    /// is clean, but for what was kept).
-    tracked_bytes: u64,
-    /// The ignored paths `keep` named and the clean left.
-    kept_bytes: u64,
-}
-
-/// Remove untracked and ignored files and folders (`git clean -ffdx`),
-/// but for the ignored paths `keep` names.
-///
-/// One walk of the working tree against the index: a tracked path is kept,
-/// a folder holding tracked paths is entered, a path `keep` covers that
-/// git ignores and that is not a link is kept whole, anything else is
-/// deleted whole (links as links). No file is stat'ed or hashed, which a
-/// status scan would do for all of them a second time right after the
-/// reset. Paths a sparse checkout leaves off the disk do not count as
-/// tracked here, so what a job put outside the sparse set goes.
-fn clean(repo: &Repository, repo_dir: &Path, keep: &KeepIgnored) -> Result<Cleaned, GitError> {
-    let index = repo
-        .index()
-        .map_err(|e| GitError::new("reading the index", e))?;
-    let mut tracked: HashSet<Vec<u8>> = HashSet::with_capacity(index.len());
-    let mut tracked_dirs: HashSet<Vec<u8>> = HashSet::new();
-    let mut cleaned = Cleaned::default();
-    for entry in index.iter() {
-        if entry.flags_extended & SKIP_WORKTREE != 0 {
-            continue;
-        }
-        if entry.mode & 0o170000 == 0o100000 {
-            cleaned.tracked_bytes += u64::from(entry.file_size);
-        }
-        let path = entry.path;
-        for (i, b) in path.iter().enumerate() {
-            if *b == b'/' {
-                tracked_dirs.insert(path[..i].to_vec());
-            }
-        }
-        tracked.insert(path);
-    }
-    let mut walk = walkdir::WalkDir::new(repo_dir)
-        .min_depth(1)
-        .follow_links(false)
-        .follow_root_links(false)
-        .into_iter();
-    while let Some(entry) = walk.next() {
-        let entry = entry.map_err(|e| GitError::other(format!("walking the working tree: {e}")))?;
-        let rel = relative_bytes(entry.path(), repo_dir);
-        let is_dir = entry.file_type().is_dir();
-        if rel == b".git" || tracked.contains(&rel) {
-            // The git directory, a tracked file, or a submodule: keep, do not enter.
-            if is_dir {
-                walk.skip_current_dir();
-            }
-            continue;
-        }
-        if is_dir && tracked_dirs.contains(&rel) {
-            continue;
-        }
-        if keep.covers(&rel) && !entry.path_is_symlink() && ignored(repo, &rel) {
-            if is_dir {
-                walk.skip_current_dir();
-            }
-            cleaned.kept_bytes += crate::adapter::fs::dir_size(entry.path());
-            continue;
-        }
-        let result = if is_dir {
-            walk.skip_current_dir();
-            std::fs::remove_dir_all(entry.path())
-        } else {
-            std::fs::remove_file(entry.path())
-        };
-        result.map_err(|e| GitError::io("removing untracked", entry.path(), e))?;
-    }
-    Ok(cleaned)
-}
-
-/// Whether git ignores the untracked path `rel` (`.gitignore` files,
-/// `info/exclude`). Unreadable rules ignore nothing: the path goes.
-fn ignored(repo: &Repository, rel: &[u8]) -> bool {
-    std::str::from_utf8(rel)
-        .ok()
-        .and_then(|rel| repo.is_path_ignored(rel).ok())
-        .unwrap_or(false)
-}
-
-/// `path` relative to `root`, with `/` separators, as index paths are.
-fn relative_bytes(path: &Path, root: &Path) -> Vec<u8> {
-    let rel = path.strip_prefix(root).unwrap_or(path);
-    #[cfg(unix)]
-    {
-        use std::os::unix::ffi::OsStrExt;
-        rel.as_os_str().as_bytes().to_vec()
-    }
-    #[cfg(not(unix))]
-    {
-        rel.to_string_lossy().replace('\\', "/").into_bytes()
-    }
-}
-
 /// The index entry flag of a path a sparse checkout leaves off the disk.
-const SKIP_WORKTREE: u16 = 1 << 14;
+pub(super) const SKIP_WORKTREE: u16 = 1 << 14;
 
 /// Bytes of a clean checkout: the regular files the index records (after a
 /// reset and clean the working tree is exactly those; a sparse checkout's
