@@ -270,6 +270,29 @@ class WorkspaceClient:
         body = {} if max_age_hours is None else {"max_age_hours": max_age_hours}
         return self._call("POST", "/workspace/cleanup", shard, body)["report"]
 
+    # The fleet view: any node of a fleet (``WORKSPACE_FLEET``), or the
+    # router in front of them, answers for every node. A node that does not
+    # answer is in the answer (``reachable`` false or its ``error``, its id
+    # in ``unreachable``, ``complete`` false), never left out.
+
+    def fleet_health(self) -> Dict[str, Any]:
+        """Every node's readiness and health report; ``status`` is the worst
+        node's, ``critical`` while a node gives no answer."""
+        return self._call("GET", "/fleet/health", None)
+
+    def fleet_stats(self) -> Dict[str, Any]:
+        """Every node's stats, and their ``totals``."""
+        return self._call("GET", "/fleet/stats", None)
+
+    def fleet_workspaces(self) -> Dict[str, Any]:
+        """Every workspace of every node, each with the ``node`` holding it."""
+        return self._call("GET", "/fleet/workspaces", None)
+
+    def fleet_cleanup(self, max_age_hours: Optional[float] = None) -> Dict[str, Any]:
+        """The cleanup on every node (none: each node's own age)."""
+        body = {} if max_age_hours is None else {"max_age_hours": max_age_hours}
+        return self._call("POST", "/fleet/cleanup", None, body)
+
 
 def _host_of(url: str) -> Optional[str]:
     """``host[:port]`` of ``url`` (no user info, path or query), or None."""

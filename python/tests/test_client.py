@@ -51,16 +51,20 @@ def binary() -> str:
 def cluster(tmp_path) -> Iterator[Dict]:
     """Three nodes (node1..node3, own base directories) behind the router."""
     processes: List[subprocess.Popen] = []
-    bases, ports = [], []
+    bases = []
+    ports = [free_port() for _ in range(3)]
+    # The nodes know each other (the router's list), for the fleet view.
+    fleet = ",".join(f"node{i + 1}=http://127.0.0.1:{p}" for i, p in enumerate(ports))
     try:
-        for i in range(3):
-            base, port = tmp_path / f"node{i + 1}", free_port()
+        for i, port in enumerate(ports):
+            base = tmp_path / f"node{i + 1}"
             env = dict(
                 os.environ,
                 WORKSPACE_BASE_PATH=str(base),
                 WORKSPACE_BIND=f"127.0.0.1:{port}",
                 WORKSPACE_API_TOKEN=TOKEN,
                 WORKSPACE_NODE_ID=f"node{i + 1}",
+                WORKSPACE_FLEET=fleet,
                 WORKSPACE_ALLOW_LOCAL_URLS="1",
                 WORKSPACE_ALLOW_PRIVATE_NETWORKS="1",
                 # One tenant: forks borrow their root's mirror.
@@ -70,7 +74,6 @@ def cluster(tmp_path) -> Iterator[Dict]:
                 subprocess.Popen([binary(), "serve"], env=env, stderr=subprocess.DEVNULL)
             )
             bases.append(base)
-            ports.append(port)
         for port in ports:
             wait_until(f"node on {port}", lambda: _answers(f"http://127.0.0.1:{port}/healthz"))
         listen = free_port()
@@ -85,7 +88,7 @@ def cluster(tmp_path) -> Iterator[Dict]:
                 stderr=subprocess.DEVNULL,
             )
         )
-        yield {"url": f"http://127.0.0.1:{listen}", "bases": bases}
+        yield {"url": f"http://127.0.0.1:{listen}", "bases": bases, "nodes": processes[:3]}
     finally:
         for p in processes:
             p.kill()
@@ -173,3 +176,30 @@ def test_the_shard_key_keeps_forks_with_their_root_and_the_pr_flow_works(
         client.list()
     with pytest.raises(Unauthorized):
         WorkspaceClient(cluster["url"], "wrong-token").list(shard=root)
+
+
+def test_the_fleet_view_through_the_router_names_every_node(cluster, upstream):
+    client = WorkspaceClient(cluster["url"], TOKEN)
+    wait_until(
+        "three nodes in the ring",
+        lambda: len({node_of(client, f"acme/probe-{i}") for i in range(12)}) == 3,
+    )
+    served = {}
+    for i in range(6):
+        repo = f"acme/fleet-{i}"
+        served[repo] = client.prepare(repo, str(upstream)).served_by
+    listed = client.fleet_workspaces()
+    assert listed["complete"] is True
+    assert {w["repo_full_name"]: w["node"] for w in listed["workspaces"]} == served
+    assert client.fleet_stats()["totals"]["total_workspaces"] == 6
+    assert client.fleet_health()["status"] in ("healthy", "warning")
+
+    cluster["nodes"][2].kill()
+    cluster["nodes"][2].wait()
+    health = client.fleet_health()
+    assert health["status"] == "critical"
+    assert health["unreachable"] == ["node3"]
+    node3 = next(n for n in health["nodes"] if n["node"] == "node3")
+    assert node3["answer"] is None and "did not answer" in node3["error"]
+    cleaned = client.fleet_cleanup(1000)
+    assert cleaned["unreachable"] == ["node3"] and cleaned["complete"] is False
