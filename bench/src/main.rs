@@ -14,6 +14,7 @@ mod fixtures;
 mod git;
 mod mirror;
 mod mono;
+mod prefetch;
 mod service;
 
 use git::{clone_and_reuse, removal, shallow};
@@ -133,7 +134,7 @@ fn main() {
         b.runs,
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
     );
-    // `--only clone,daemon,mirror,removal,stats,policy,server,router,mono,parallel,python` runs a subset.
+    // `--only clone,daemon,mirror,removal,stats,policy,server,router,mono,parallel,prefetch,python` runs a subset.
     let only: Option<Vec<String>> = args
         .iter()
         .position(|a| a == "--only")
@@ -169,6 +170,9 @@ fn main() {
     }
     if wanted("parallel") {
         mono::parallel_lease(&mut b);
+    }
+    if wanted("prefetch") {
+        prefetch::prefetch(&mut b);
     }
     if wanted("python") {
         python(&mut b, &src);

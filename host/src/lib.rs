@@ -46,6 +46,7 @@ pub use adapter::git::ExtrasLimits;
 pub use adapter::removal::RemovalConfig;
 pub use config::{
     ApiToken, Config, GitLimits, MirrorSharing, PolicyLimits, PolicySource, ServerConfig,
+    WebhookSecret,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use manager::{Lease, WorkspaceManager, WorkspaceManagerBuilder};

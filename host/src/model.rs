@@ -226,6 +226,42 @@ pub struct PushOutcome {
     pub duration_ms: u64,
 }
 
+/// A push to prefetch: the pushed repository, and its branch. A push
+/// webhook (GitHub's push event, or the generic `POST /hooks/push`) makes
+/// one; so can a caller (`POST /workspace/prefetch`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrefetchRequest {
+    /// `owner/repo`.
+    pub repo_full_name: String,
+    /// Where to fetch from (as a prepare's `clone_url`; a credential in it
+    /// is used and never stored). A workspace prepared with another
+    /// credential is not touched.
+    pub clone_url: String,
+    /// The pushed branch (`main` or `refs/heads/main`); none: whatever
+    /// branch the workspace is on.
+    #[serde(default, rename = "ref")]
+    pub git_ref: Option<String>,
+}
+
+/// What a prefetch did on one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrefetchOutcome {
+    /// The workspace's name.
+    pub name: String,
+    /// The workspace was brought to the pushed commit (fetched, reset,
+    /// cleaned by the policy, as a prepare does), so the next prepare
+    /// finds it there.
+    pub updated: bool,
+    /// Its head afterwards, when updated.
+    pub head: Option<String>,
+    /// Why it was left, when it was (no workspace here, in use, another
+    /// branch or credential).
+    pub skipped: Option<String>,
+    /// Wall time.
+    pub duration_ms: u64,
+}
+
 /// One workspace as listed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkspaceSummary {

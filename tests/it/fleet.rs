@@ -278,3 +278,61 @@ fn the_dashboard_through_the_router_shows_and_acts_on_every_node() {
     std::fs::create_dir_all(&artifacts).unwrap();
     std::fs::write(artifacts.join("fleet.png"), &shot).unwrap();
 }
+
+/// A push event reaches whatever node the router picks; that node asks
+/// the fleet, and the node holding the workspace prefetches it.
+#[test]
+fn a_push_event_through_the_router_reaches_the_node_holding_the_workspace() {
+    use crate::prefetch::{push_event_of, signed_with};
+    use crate::router::HOOK_SECRET;
+    let up = Upstream::new();
+    let Cluster {
+        bases,
+        ports: _,
+        nodes: _nodes,
+        router,
+    } = cluster();
+    let client = reqwest::blocking::Client::new();
+    let repos: Vec<String> = (0..9).map(|i| format!("acme/hook-{i}")).collect();
+    let placed = wait_for_nodes(&client, &router.url, &up, &repos, 3);
+    let (_, list) = get(&client, &format!("{}/fleet/workspaces", router.url));
+    let pushed = up.commit("src/lib.rs", "pub fn pushed() {}\n", "a push");
+    for repo in &repos {
+        let body = push_event_of(repo, &up.url(), "refs/heads/main");
+        let r = client
+            .post(format!("{}/hooks/github", router.url))
+            .header("X-GitHub-Event", "push")
+            .header("X-Hub-Signature-256", signed_with(HOOK_SECRET, &body))
+            .body(body)
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 202);
+        let answer: Value = r.json().unwrap();
+        assert_eq!(
+            answer["nodes"],
+            json!(["node1", "node2", "node3"]),
+            "{answer}"
+        );
+        assert_eq!(answer["unreachable"], json!([]));
+    }
+    for repo in &repos {
+        let name = list["workspaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["repo_full_name"] == repo.as_str())
+            .map(|w| w["name"].as_str().unwrap().to_string())
+            .unwrap();
+        let node: usize = placed[repo].trim_start_matches("node").parse().unwrap();
+        let checkout = bases[node - 1].path().join(&name).join("repo");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while crate::support::forge::git(&checkout, &["rev-parse", "HEAD"]) != pushed {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{repo} on {} was not prefetched",
+                placed[repo]
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}

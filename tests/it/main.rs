@@ -19,6 +19,7 @@
 //! | `mirrors` | the shared object store: bytes a re-clone and a fork transfer, mirror lifetime |
 //! | `pr_flow` | the guide's PR route: refs, push, jobs that share a repository |
 //! | `router` | three nodes behind a real haproxy with the shipped config |
+//! | `prefetch` | push webhooks: a push prefetched into idle workspaces, signatures, two tenants (issue 24) |
 //! | `fleet` | the fleet view through that router: every node's answer, a killed node named, actions on the right node (issue 24) |
 //! | `ui` | the dashboard in chromium, through chromedriver |
 //! | `deploy` | the deployment manifests |
@@ -59,6 +60,8 @@ mod parallel_jobs;
 mod plugins;
 #[cfg(not(windows))]
 mod pr_flow;
+#[cfg(not(windows))]
+mod prefetch;
 #[cfg(not(windows))]
 mod router;
 #[cfg(not(windows))]

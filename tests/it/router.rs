@@ -11,6 +11,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The push webhooks' secret on every node.
+pub(crate) const HOOK_SECRET: &str = "router-hook-secret-4e1";
 pub(crate) const TOKEN: &str = "router-token-0123456789abcdef";
 
 fn free_port() -> u16 {
@@ -31,7 +33,8 @@ pub(crate) fn node_in(base: &Path, id: &str, port: u16, fleet: &str) -> crate::s
     cmd.env("WORKSPACE_API_TOKEN", TOKEN)
         .env("WORKSPACE_NODE_ID", id)
         .env("WORKSPACE_LEASE_WAIT_SECONDS", "0")
-        .env("WORKSPACE_FLEET", fleet);
+        .env("WORKSPACE_FLEET", fleet)
+        .env("WORKSPACE_WEBHOOK_SECRET", HOOK_SECRET);
     serve_at(cmd, &format!("127.0.0.1:{port}"))
 }
 

@@ -43,7 +43,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod token;
-pub use token::ApiToken;
+pub use token::{ApiToken, WebhookSecret};
 
 /// Where the policy component comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -372,6 +372,9 @@ pub struct ServerConfig {
     /// How long a fleet endpoint waits for each node
     /// (`WORKSPACE_FLEET_TIMEOUT_SECONDS`, 5).
     pub fleet_timeout: Duration,
+    /// The secret push webhooks are signed with (`WORKSPACE_WEBHOOK_SECRET`,
+    /// or the file `WORKSPACE_WEBHOOK_SECRET_FILE`); none: `/hooks/` off.
+    pub webhook_secret: Option<WebhookSecret>,
 }
 
 /// [`ServerConfig::fleet_timeout`]'s default.
@@ -392,6 +395,7 @@ impl Default for ServerConfig {
             drain: Duration::ZERO,
             fleet: Vec::new(),
             fleet_timeout: DEFAULT_FLEET_TIMEOUT,
+            webhook_secret: None,
         }
     }
 }
@@ -451,6 +455,18 @@ impl ServerConfig {
                 )));
             }
             c.node_id = v.to_string();
+        }
+        if let Some(v) = get("WORKSPACE_WEBHOOK_SECRET") {
+            c.webhook_secret = WebhookSecret::new(&v);
+        } else if let Some(path) = get("WORKSPACE_WEBHOOK_SECRET_FILE") {
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                Error::config(format!(
+                    "cannot read WORKSPACE_WEBHOOK_SECRET_FILE={path}: {e}"
+                ))
+            })?;
+            c.webhook_secret = Some(WebhookSecret::new(&text).ok_or_else(|| {
+                Error::config(format!("WORKSPACE_WEBHOOK_SECRET_FILE={path} is empty"))
+            })?);
         }
         if let Some(v) = get("WORKSPACE_FLEET") {
             c.fleet = crate::fleet::parse_nodes(&v)?;

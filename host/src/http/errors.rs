@@ -28,6 +28,10 @@ pub(crate) enum ApiError {
     UnknownNode(String),
     /// The node a `/fleet/nodes/{node}/` request is for did not answer.
     NodeUnreachable(String),
+    /// A `/hooks/` request on a node without `WORKSPACE_WEBHOOK_SECRET`.
+    WebhooksNotConfigured,
+    /// A `/hooks/` request whose `X-Hub-Signature-256` does not sign it.
+    BadSignature,
 }
 
 impl Reject for ApiError {}
@@ -122,6 +126,20 @@ pub(crate) async fn recover(rejection: Rejection) -> Result<warp::reply::Respons
                 StatusCode::NOT_FOUND,
                 "unknown_node",
                 format!("{id:?} is not a node of this fleet; GET /fleet/health lists them"),
+            ),
+            ApiError::WebhooksNotConfigured => json_error(
+                StatusCode::NOT_FOUND,
+                "webhooks_not_configured",
+                "push webhooks are off here: set WORKSPACE_WEBHOOK_SECRET to the secret the \
+                 forge signs them with"
+                    .into(),
+            ),
+            ApiError::BadSignature => json_error(
+                StatusCode::UNAUTHORIZED,
+                "bad_signature",
+                "X-Hub-Signature-256 is missing or does not sign this body with the configured \
+                 secret; check the webhook's secret (WORKSPACE_WEBHOOK_SECRET)"
+                    .into(),
             ),
             ApiError::NodeUnreachable(detail) => json_error(
                 StatusCode::BAD_GATEWAY,

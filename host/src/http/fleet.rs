@@ -49,6 +49,11 @@ impl Fleet {
         Ok(Fleet { nodes, client })
     }
 
+    /// How many nodes the fleet has; none outside a fleet.
+    pub(super) fn members(&self) -> Option<usize> {
+        (!self.nodes.is_empty()).then_some(self.nodes.len())
+    }
+
     fn nodes(&self) -> Result<&[FleetNode], Rejection> {
         if self.nodes.is_empty() {
             return Err(reject(ApiError::FleetNotConfigured));
@@ -148,7 +153,7 @@ impl Fleet {
     }
 
     /// [`Fleet::ask`] of every node at once, in the fleet's order.
-    async fn ask_all<T: DeserializeOwned + Send + 'static>(
+    pub(super) async fn ask_all<T: DeserializeOwned + Send + 'static>(
         self: &Arc<Self>,
         method: reqwest::Method,
         path: &'static str,
@@ -387,13 +392,20 @@ pub(super) fn node_workspace(
 
 /// `DELETE /fleet/nodes/{node}/leases/{id}`: that node's lease release.
 pub(super) fn node_lease(state: Arc<AppState>) -> super::routes::Route {
-    warp::path!("fleet" / "nodes" / String / "leases" / u64)
+    warp::path!("fleet" / "nodes" / String / "leases" / String)
         .and(warp::delete())
         .and(authorized(state))
         .and(authorization())
         .and_then(
-            |node: String, id: u64, state: Arc<AppState>, auth: String| async move {
+            |node: String, id: String, state: Arc<AppState>, auth: String| async move {
                 let node = crate::clone_url::percent_decode(&node);
+                // Only a number a prepare could have handed out reaches
+                // the node (as its own route answers any other: 404).
+                let id: u64 = id.parse().map_err(|_| {
+                    reject(ApiError::Manager(crate::Error::not_found(format!(
+                        "no lease with id {id:?}; lease ids are the numbers prepare returns"
+                    ))))
+                })?;
                 let path = format!("/workspace/leases/{id}");
                 pass_through(&state, &node, reqwest::Method::DELETE, &path, &auth).await
             },

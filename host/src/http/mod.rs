@@ -12,6 +12,7 @@
 
 mod errors;
 mod fleet;
+mod hooks;
 mod probes;
 mod routes;
 mod server;
@@ -40,6 +41,7 @@ struct AppState {
     token: ApiToken,
     body_limit: u64,
     fleet: Arc<fleet::Fleet>,
+    webhook_secret: Option<crate::config::WebhookSecret>,
 }
 
 fn reject(e: ApiError) -> Rejection {
@@ -149,7 +151,7 @@ fn cleanup_age(query: &str, body: &[u8]) -> std::result::Result<Option<f64>, Rej
 /// warp `Filter` another service can mount under its own prefix.
 ///
 /// The `/fleet/` endpoints answer 404 `fleet_not_configured` here; a node
-/// of a fleet mounts [`routes_in_fleet`].
+/// of a fleet mounts [`node_routes`] (so do push webhooks).
 pub fn routes(
     manager: WorkspaceManager,
     token: ApiToken,
@@ -157,23 +159,24 @@ pub fn routes(
 ) -> warp::filters::BoxedFilter<(warp::reply::Response,)> {
     let fleet = fleet::Fleet::new(Vec::new(), crate::config::DEFAULT_FLEET_TIMEOUT)
         .expect("an HTTP client with default TLS settings");
-    service(manager, token, body_limit, fleet)
+    service(manager, token, body_limit, fleet, None)
 }
 
-/// [`routes`] for a node of a fleet: the `/fleet/` endpoints ask `nodes`
-/// (this node among them), each within `timeout`.
-pub fn routes_in_fleet(
+/// [`routes`] as a standalone node serves them, from its `config`: the
+/// body limit, the fleet the `/fleet/` endpoints ask (`config.fleet`, this
+/// node among them) and the secret `/hooks/` checks.
+pub fn node_routes(
     manager: WorkspaceManager,
     token: ApiToken,
-    body_limit: u64,
-    nodes: Vec<crate::fleet::FleetNode>,
-    timeout: std::time::Duration,
+    config: &ServerConfig,
 ) -> Result<warp::filters::BoxedFilter<(warp::reply::Response,)>> {
+    let fleet = fleet::Fleet::new(config.fleet.clone(), config.fleet_timeout)?;
     Ok(service(
         manager,
         token,
-        body_limit,
-        fleet::Fleet::new(nodes, timeout)?,
+        config.body_limit,
+        fleet,
+        config.webhook_secret.clone(),
     ))
 }
 
@@ -182,12 +185,14 @@ fn service(
     token: ApiToken,
     body_limit: u64,
     fleet: fleet::Fleet,
+    webhook_secret: Option<crate::config::WebhookSecret>,
 ) -> warp::filters::BoxedFilter<(warp::reply::Response,)> {
     let state = Arc::new(AppState {
         manager,
         token,
         body_limit,
         fleet: Arc::new(fleet),
+        webhook_secret,
     });
     ROUTES
         .iter()

@@ -2,11 +2,11 @@
 //! built from, and the handler of each.
 
 use super::errors::ApiError;
-use super::fleet;
 use super::{
     AppState, OPENAPI, authorized, blocking, cleanup_age, isolated, json, limited_body, parse_json,
     reject, with_state,
 };
+use super::{fleet, hooks};
 use crate::error::Error;
 use crate::model::{PrepareRequest, PushRequest};
 use std::sync::Arc;
@@ -32,6 +32,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/workspace/leases/{id}"),
     ("GET", "/workspace/operations"),
     ("POST", "/workspace/policy/reload"),
+    ("POST", "/workspace/prefetch"),
+    ("POST", "/hooks/github"),
+    ("POST", "/hooks/push"),
     ("GET", "/fleet/health"),
     ("GET", "/fleet/stats"),
     ("GET", "/fleet/workspaces"),
@@ -61,6 +64,9 @@ pub(super) fn route(state: &Arc<AppState>, method: &str, path: &str) -> Route {
         ("DELETE", "/workspace/leases/{id}") => release_lease(state),
         ("GET", "/workspace/operations") => operations(state),
         ("POST", "/workspace/policy/reload") => reload_policy(state),
+        ("POST", "/workspace/prefetch") => hooks::prefetch(state),
+        ("POST", "/hooks/github") => hooks::github(state),
+        ("POST", "/hooks/push") => hooks::generic(state),
         ("GET", "/fleet/health") => fleet::health(state),
         ("GET", "/fleet/stats") => fleet::stats(state),
         ("GET", "/fleet/workspaces") => fleet::list(state),

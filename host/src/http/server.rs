@@ -1,7 +1,7 @@
 //! The standalone server: bind, accept under a connection cap with a
 //! header-read timeout, graceful shutdown, and the cleanup janitor.
 
-use super::{ApiToken, ServerConfig, routes_in_fleet};
+use super::{ApiToken, ServerConfig, node_routes};
 use crate::WorkspaceManager;
 use crate::error::{Error, Result};
 use std::net::SocketAddr;
@@ -70,19 +70,13 @@ pub async fn start(
     // Every answer names the node that gave it: behind a router (HAProxy,
     // deploy/haproxy/) that is how a caller and a test see where a
     // repository lives.
-    let routes = routes_in_fleet(
-        manager.clone(),
-        token,
-        config.body_limit,
-        config.fleet.clone(),
-        config.fleet_timeout,
-    )?
-    .with(warp::reply::with::header(
-        "x-served-by",
-        config.node_id.clone(),
-    ))
-    .map(warp::Reply::into_response)
-    .boxed();
+    let routes = node_routes(manager.clone(), token, config)?
+        .with(warp::reply::with::header(
+            "x-served-by",
+            config.node_id.clone(),
+        ))
+        .map(warp::Reply::into_response)
+        .boxed();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(serve_connections(
         listener,

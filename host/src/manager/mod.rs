@@ -13,6 +13,7 @@ mod builder;
 mod health;
 mod lease;
 mod parallel;
+mod prefetch;
 mod prepare;
 mod push;
 

@@ -150,13 +150,15 @@ impl WorkspaceManager {
             .store
             .metrics()
             .start(Operation::Prepare, Some(&request.repo_full_name));
-        self.counted_as(&timer, self.prepare_inner(request, progress))
+        self.counted_as(&timer, self.prepare_inner(request, progress, Caller::Job))
     }
 
-    fn prepare_inner(
+    /// [`prepare`](Self::prepare) for `caller`.
+    pub(super) fn prepare_inner(
         &self,
         request: &PrepareRequest,
         progress: Option<Arc<ProgressFn>>,
+        caller: Caller,
     ) -> Result<PrepareOutcome> {
         let started = Instant::now();
         crate::store::parse_ref(request.git_ref.as_deref())?;
@@ -238,7 +240,17 @@ impl WorkspaceManager {
                 return Ok(copy);
             }
         }
-        let _guard = self.lock_unleased(&name)?;
+        let _guard = match caller {
+            Caller::Job => self.lock_unleased(&name)?,
+            // Nobody waits for a prefetch: a workspace in use is left.
+            Caller::Prefetch => {
+                let guard = store.locks().lock(&name, std::time::Duration::ZERO)?;
+                if let Some(holder) = store.locks().lease_holder(&name) {
+                    return Err(Error::in_use(format!("{name} ({holder})")));
+                }
+                guard
+            }
+        };
         store.snapshots().invalidate(); // now in use
         store.clear_staging(&name);
 
@@ -318,7 +330,12 @@ impl WorkspaceManager {
                 .filter(|_| reused)
                 .map_or(now, |p| p.created),
             last_prepared: now,
-            last_used: now,
+            // A prefetch is no use: the cleanup's age still counts from
+            // the last job's.
+            last_used: match (caller, &previous) {
+                (Caller::Prefetch, Some(p)) => p.last_used,
+                _ => now,
+            },
             // Measured by the clone or update that just ran; a policy that
             // did neither (a reuse without update) gets a walk.
             size_bytes: ctx.measured_size.unwrap_or_else(|| dir_size(&repo_dir)),
@@ -356,6 +373,15 @@ impl WorkspaceManager {
             lease,
         })
     }
+}
+
+/// Who a prepare is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Caller {
+    /// A job: waits for a lease, counts as use.
+    Job,
+    /// A push's prefetch: never waits, never counts as use.
+    Prefetch,
 }
 
 /// The request's filter and sparse directories, checked; both need git's
