@@ -134,7 +134,7 @@ fn main() {
         b.runs,
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
     );
-    // `--only clone,daemon,mirror,removal,stats,policy,server,router,mono,parallel,prefetch,python` runs a subset.
+    // `--only clone,daemon,mirror,removal,stats,policy,server,router,mono,parallel,maintenance,prefetch,python` runs a subset.
     let only: Option<Vec<String>> = args
         .iter()
         .position(|a| a == "--only")
@@ -170,6 +170,9 @@ fn main() {
     }
     if wanted("parallel") {
         mono::parallel_lease(&mut b);
+    }
+    if wanted("maintenance") {
+        mirror::maintenance(&mut b);
     }
     if wanted("prefetch") {
         prefetch::prefetch(&mut b);

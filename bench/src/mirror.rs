@@ -126,3 +126,114 @@ fn checkout_dominated(b: &mut Bench, src: &Path) {
     let _ = daemon.kill();
     let _ = daemon.wait();
 }
+
+/// Mirror maintenance (issue 24, part 3): the history fixture's mirror
+/// after upstream rewrote its last 600 commits (a force push), once the
+/// workspace of the old history is gone: its size before and after the
+/// maintenance, against a fresh `git clone --bare` of the rewritten
+/// upstream (the least a mirror can hold), and its time against `git gc
+/// --prune=now` on a copy of the same mirror.
+pub(crate) fn maintenance(b: &mut Bench) {
+    let (src, _) = fixtures::ensure_history(&b.root);
+    let served = b.fresh("maint-served");
+    std::fs::create_dir_all(&served).unwrap();
+    sh(
+        &served,
+        &format!("git clone -q --bare {} src.git", src.display()),
+    );
+    let work = b.fresh("maint-work");
+    sh(
+        &b.scratch,
+        &format!(
+            "git clone -q {}/src.git {}",
+            served.display(),
+            work.display()
+        ),
+    );
+    sh(
+        &work,
+        "git config user.name bench && git config user.email bench@example.invalid",
+    );
+    let (mut daemon, port) = git_daemon(&served);
+    let url = format!("git://127.0.0.1:{port}/src.git");
+    let base = b.fresh("maint-base");
+    let m = WorkspaceManager::builder()
+        .base_path(&base)
+        .allow_local_urls(true)
+        .allow_private_networks(true)
+        .configure(|c| {
+            c.mirror_sharing = fixsec_workspace::MirrorSharing::Network;
+            c.mirror_maintenance = Duration::ZERO;
+        })
+        .build()
+        .unwrap();
+    let request = |repo: &str| {
+        let mut r = PrepareRequest::new(repo, url.as_str());
+        r.network = Some("bench/history".into());
+        r
+    };
+    let old = m.prepare(&request("bench/old")).unwrap();
+    // The force push: the last 600 commits rewritten (20 new ones instead).
+    sh(&work, "git reset -q --hard HEAD~600");
+    for c in 0..20 {
+        sh(
+            &work,
+            &format!(
+                "for f in 0 1 2 3 4; do echo 'rewrite {c} '$f >> src/f00$f.rs; done && git commit -q -am 'rewrite {c}'"
+            ),
+        );
+    }
+    sh(&work, "git push -q --force origin main");
+    m.prepare(&request("bench/new")).unwrap();
+    m.remove(&old.name).unwrap();
+    let mirror = std::fs::read_dir(base.join(".mirrors"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .unwrap();
+    let copy = b.fresh("maint-gc-copy");
+    sh(
+        &b.scratch,
+        &format!("cp -a {} {}", mirror.display(), copy.display()),
+    );
+    let gc = timed(|| {
+        sh(
+            &copy,
+            "git -c gc.reflogExpire=now -c gc.reflogExpireUnreachable=now gc -q --prune=now",
+        )
+    });
+    let (report, ours) = {
+        let mut report = None;
+        let t = timed(|| report = Some(m.cleanup(Some(1000.0)).unwrap()));
+        (report.unwrap(), t)
+    };
+    let done = &report.mirrors_maintained[0];
+    assert_eq!(done.error, None);
+    let fresh = b.fresh("maint-fresh");
+    sh(
+        &b.scratch,
+        &format!("git clone -q --bare {url} {}", fresh.display()),
+    );
+    let size = |p: &Path| fixsec_workspace::testing::dir_size_of(p);
+    let mb = |bytes: u64| bytes as f64 / 1_048_576.0;
+    b.report(format!(
+        "{:<46} before {:>7.1} MB  after {:>7.1} MB  saved {:.0}%  (fresh bare clone {:.1} MB, git gc {:.1} MB)",
+        "mirror after a force push of 600 commits",
+        mb(done.bytes_before),
+        mb(done.bytes_after),
+        100.0 * (1.0 - done.bytes_after as f64 / done.bytes_before as f64),
+        mb(size(&fresh)),
+        mb(size(&copy)),
+    ));
+    // One run each (a maintenance changes what it measures): a figure,
+    // not a target.
+    b.report(format!(
+        "{:<46} ours {:>10}  git gc --prune=now {:>10}  ratio {:>6.2}",
+        "maintenance (the cleanup that runs it)",
+        ms(ours),
+        ms(gc),
+        ours.as_secs_f64() / gc.as_secs_f64()
+    ));
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+}

@@ -417,6 +417,26 @@ pub struct CleanupReport {
     /// cleanup age.
     #[serde(default)]
     pub mirrors_removed: Vec<String>,
+    /// Object mirrors repacked and pruned (each at most once per
+    /// `WORKSPACE_MIRROR_MAINTENANCE_HOURS`).
+    #[serde(default)]
+    pub mirrors_maintained: Vec<MirrorMaintenance>,
+}
+
+/// One mirror's maintenance: repacked and pruned, keeping what borrowing
+/// checkouts reach.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorMaintenance {
+    /// The mirror's folder name.
+    pub name: String,
+    /// Its bytes before.
+    pub bytes_before: u64,
+    /// Its bytes after (the same when it failed).
+    pub bytes_after: u64,
+    /// Objects kept because a borrower reaches them.
+    pub kept_for_borrowers: usize,
+    /// Why it was not done (nothing was dropped then).
+    pub error: Option<String>,
 }
 
 /// The health verdict.

@@ -117,9 +117,21 @@ class CleanupReport(TypedDict):
     kept: int
     pending_deletions_finished: int
     mirrors_removed: List[str]
+    mirrors_maintained: List["MirrorMaintenance"]
+
+
+class MirrorMaintenance(TypedDict):
+    """One object mirror repacked and pruned by a cleanup."""
+
+    name: str
+    bytes_before: int
+    bytes_after: int
+    kept_for_borrowers: int
+    error: Optional[str]
 
 
 __all__ = [
+    "MirrorMaintenance",
     "WorkspaceSummary",
     "WorkspaceSize",
     "MirrorStats",

@@ -450,3 +450,122 @@ fn cleanups_racing_prepares_never_remove_a_borrowed_mirror() {
     // The race was real: the mirror went between rounds and came back.
     assert!(removed >= 3, "mirrors removed: {removed}");
 }
+
+/// Issue 24, part 3: a cleanup repacks and prunes a mirror. What nothing
+/// reaches any more (a big file force-pushed away, its workspace gone)
+/// is dropped; what an older workspace still borrows (its commit, also
+/// force-pushed away) is kept, so that workspace passes `git fsck`. The
+/// mirror gets a commit-graph and a multi-pack-index.
+#[test]
+fn maintenance_drops_what_nothing_reaches_and_keeps_what_a_workspace_borrows() {
+    let Served {
+        server,
+        up: _up,
+        base,
+        m: _,
+        url,
+    } = served(Upstream::new());
+    let m = builder(base.path())
+        .configure(|c| {
+            c.mirror_sharing = MirrorSharing::Network;
+            c.mirror_maintenance = std::time::Duration::ZERO;
+        })
+        .build()
+        .unwrap();
+    // One network, so one mirror for all three workspaces.
+    let request = |repo: &str| {
+        let mut r = PrepareRequest::new(repo, &url);
+        r.network = Some("acme/app".into());
+        r
+    };
+    let old = m.prepare(&request("acme/old")).unwrap();
+    assert!(!alternates(&old.path).is_empty(), "the workspace borrows");
+    let bare = server.bare("acme/app");
+    let scratch = tempfile::tempdir().unwrap();
+    let work = scratch.path().join("work");
+    git(
+        scratch.path(),
+        &["clone", "-q", bare.to_str().unwrap(), "work"],
+    );
+    let commit = |message: &str| {
+        git(&work, &["add", "-A"]);
+        git(
+            &work,
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@x",
+                "commit",
+                "-qm",
+                message,
+            ],
+        );
+    };
+    // A 3 MB file of random letters arrives in the mirror with a clone...
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let big: String = (0..3_000_000)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            char::from(b'a' + (seed % 26) as u8)
+        })
+        .collect();
+    std::fs::write(work.join("big.bin"), &big).unwrap();
+    commit("a big file");
+    git(&work, &["push", "-q", "origin", "main"]);
+    let big_blob = git(&work, &["rev-parse", "HEAD:big.bin"]);
+    let tmp = m.prepare(&request("acme/tmp")).unwrap();
+    m.remove(&tmp.name).unwrap();
+    // ...then history is rewritten: main force-pushed back past the old
+    // workspace's commit, develop deleted.
+    git(&work, &["reset", "-q", "--hard", "HEAD~2"]);
+    std::fs::write(work.join("rewritten.txt"), "new history\n").unwrap();
+    commit("rewritten");
+    git(&work, &["push", "-q", "--force", "origin", "main"]);
+    git(&work, &["push", "-q", "origin", "--delete", "develop"]);
+    let new = m.prepare(&request("acme/new")).unwrap();
+    let mirror = &mirror_folders(base.path())[0];
+    let in_mirror = |oid: &str| {
+        std::process::Command::new("git")
+            .args(["--git-dir", mirror.to_str().unwrap(), "cat-file", "-e", oid])
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(in_mirror(&big_blob) && in_mirror(&old.head));
+
+    let report = m.cleanup(Some(1000.0)).unwrap();
+    let done = &report.mirrors_maintained;
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert_eq!(done[0].error, None);
+    assert!(done[0].kept_for_borrowers >= 1, "{done:?}");
+    assert!(
+        done[0].bytes_after + 1_000_000 < done[0].bytes_before,
+        "{done:?}"
+    );
+    assert!(!in_mirror(&big_blob), "the unreachable file was kept");
+    assert!(
+        in_mirror(&old.head),
+        "the old workspace's commit was dropped"
+    );
+    for repo in [&old.path, &new.path] {
+        git(repo, &["fsck", "--full", "--no-dangling"]);
+    }
+    assert!(mirror.join("objects/info/commit-graph").exists());
+    assert!(mirror.join("objects/pack/multi-pack-index").exists());
+    assert_eq!(
+        git(mirror, &["for-each-ref", "refs/fixsec-keep"]),
+        "",
+        "the temporary references stayed"
+    );
+    // Not again until the interval has passed.
+    let m24 = builder(base.path()).build().unwrap();
+    assert!(
+        m24.cleanup(Some(1000.0))
+            .unwrap()
+            .mirrors_maintained
+            .is_empty()
+    );
+}

@@ -154,6 +154,17 @@ impl Answer for CleanupReport {
         for s in &self.skipped {
             println!("  skipped {}: {}", s.name, s.reason);
         }
+        for m in &self.mirrors_maintained {
+            match &m.error {
+                None => println!(
+                    "  mirror {} repacked: {:.1} MB -> {:.1} MB",
+                    m.name,
+                    to_mb(m.bytes_before),
+                    to_mb(m.bytes_after)
+                ),
+                Some(e) => println!("  mirror {} not maintained: {e}", m.name),
+            }
+        }
     }
 
     fn failed(&self) -> bool {

@@ -27,6 +27,7 @@
 //! | `WORKSPACE_MAX_WORKSPACE_MB` | none (no per-clone size limit) |
 //! | `WORKSPACE_MIRRORS` | `1` (full-history clones borrow objects from a mirror) |
 //! | `WORKSPACE_MIRROR_SHARING` | `repository` (one mirror per clone URL); `network` shares one across a fork network (single-tenant deployments only) |
+//! | `WORKSPACE_MIRROR_MAINTENANCE_HOURS` | `24` between repacks of a mirror (0: every cleanup) |
 //! | `WORKSPACE_MAX_SUBMODULES` | `64` submodules per prepare, at every depth together |
 //! | `WORKSPACE_MAX_EXTRAS_MB` | `4096` MB of submodules and LFS objects per prepare |
 //! | `WORKSPACE_EXTRAS_TIMEOUT_SECONDS` | `900` for submodules and LFS objects per prepare |
@@ -145,6 +146,9 @@ pub struct Config {
     pub mirrors: bool,
     /// Who shares a mirror (`WORKSPACE_MIRROR_SHARING`).
     pub mirror_sharing: MirrorSharing,
+    /// How often a cleanup repacks and prunes each mirror
+    /// (`WORKSPACE_MIRROR_MAINTENANCE_HOURS`, 24; 0: every cleanup).
+    pub mirror_maintenance: Duration,
     /// Bounds on submodules and LFS objects per prepare.
     pub extras: ExtrasLimits,
     /// Deletion retries.
@@ -175,6 +179,7 @@ impl Default for Config {
             max_workspace_bytes: None,
             mirrors: true,
             mirror_sharing: MirrorSharing::Repository,
+            mirror_maintenance: Duration::from_secs(24 * 3600),
             extras: ExtrasLimits::default(),
             removal: RemovalConfig::default(),
             policy_limits: PolicyLimits::default(),
@@ -222,6 +227,11 @@ impl Config {
         }
         if let Some(v) = get("WORKSPACE_MIRRORS") {
             c.mirrors = parse_bool("WORKSPACE_MIRRORS", &v)?;
+        }
+        if let Some(v) = get("WORKSPACE_MIRROR_MAINTENANCE_HOURS") {
+            c.mirror_maintenance = Duration::from_secs_f64(
+                parse_hours("WORKSPACE_MIRROR_MAINTENANCE_HOURS", &v)? * 3600.0,
+            );
         }
         if let Some(v) = get("WORKSPACE_MIRROR_SHARING") {
             c.mirror_sharing = match v.trim().to_ascii_lowercase().as_str() {

@@ -228,6 +228,7 @@ impl WorkspaceManager {
             kept: outcome.kept,
             pending_deletions_finished: pending_finished,
             mirrors_removed: Vec::new(),
+            mirrors_maintained: Vec::new(),
         };
         for r in ctx.removals {
             report.bytes_freed += r.bytes_freed;
@@ -247,6 +248,9 @@ impl WorkspaceManager {
         report.cleaned_workspaces = report.removed.len();
         // After the workspaces: one removed now stops borrowing now.
         report.mirrors_removed = self.store.clean_mirrors(max_age_hours);
+        report.mirrors_maintained = self
+            .store
+            .maintain_mirrors(self.store.config().mirror_maintenance);
         tracing::info!(
             cleaned = report.cleaned_workspaces,
             failed = report.failed.len(),

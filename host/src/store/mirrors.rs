@@ -11,8 +11,9 @@
 //! caller's remote with the caller's credential (`adapter/git/refs.rs`).
 //!
 //! Rules (docs/SCALING.md#shared-object-store):
-//! - a mirror is only ever fetched into, never garbage-collected, so no
-//!   borrowed object disappears under a workspace;
+//! - a mirror is fetched into, and repacked and pruned by a cleanup
+//!   ([`Store::maintain_mirrors`]) only after every borrower has been
+//!   walked, so no borrowed object disappears under a workspace;
 //! - concurrent prepares of one network update it once: a prepare that
 //!   waited for the mirror's lock while another fetched the same URL uses
 //!   that fetch;
@@ -25,7 +26,7 @@ use crate::adapter::fs::{child_dirs, dir_size};
 use crate::adapter::git::{self, GitRef, Remote};
 use crate::config::MirrorSharing;
 use crate::error::{Error, Result};
-use crate::model::{MirrorStats, to_mb};
+use crate::model::{MirrorMaintenance, MirrorStats, to_mb};
 use crate::names::WorkspaceName;
 use chrono::{DateTime, Utc};
 use md5::{Digest, Md5};
@@ -51,6 +52,9 @@ struct MirrorState {
     size_bytes: u64,
     /// Since when a cleanup has found no workspace borrowing from it.
     unreferenced_since: Option<DateTime<Utc>>,
+    /// When it was last repacked and pruned.
+    #[serde(default)]
+    maintained: Option<DateTime<Utc>>,
 }
 
 impl MirrorState {
@@ -209,6 +213,7 @@ impl Store {
             last_used: Utc::now(),
             size_bytes: 0,
             unreferenced_since: None,
+            maintained: None,
         });
         if state.fetched.get(url).is_some_and(|&t| t >= asked) {
             // Another prepare fetched this URL while we waited: use it.
@@ -311,6 +316,81 @@ impl Store {
             }
         }
         removed
+    }
+
+    /// Repack and prune every mirror not maintained within `every`,
+    /// keeping whatever a borrowing checkout reaches
+    /// (`git::maintain_mirror`). A mirror whose lock is held is left for
+    /// the next cleanup.
+    pub fn maintain_mirrors(&self, every: Duration) -> Vec<MirrorMaintenance> {
+        let mut done = Vec::new();
+        for name in self.mirror_names() {
+            let Ok(_guard) = self.mirror_locks.lock(&name, Duration::ZERO) else {
+                continue;
+            };
+            let dir = self.layout.mirror_dir(&name);
+            let Some(mut state) = MirrorState::read(&dir) else {
+                continue;
+            };
+            let due = state
+                .maintained
+                .is_none_or(|t| (Utc::now() - t).to_std().unwrap_or_default() >= every);
+            if !due {
+                continue;
+            }
+            let bytes_before = dir_size(&dir);
+            let id = git::mirror::borrow_id(&dir);
+            let borrowers: Vec<std::path::PathBuf> = self
+                .borrower_dirs()
+                .into_iter()
+                .filter(|p| {
+                    id.as_ref()
+                        .is_some_and(|id| git::mirror::borrowed(p).contains(id))
+                })
+                .collect();
+            let outcome = git::maintain_mirror(&dir, &borrowers);
+            let bytes_after = dir_size(&dir);
+            let (kept_for_borrowers, error) = match outcome {
+                Ok(m) => {
+                    state.maintained = Some(Utc::now());
+                    state.size_bytes = bytes_after;
+                    let _ = state.write(&dir);
+                    tracing::info!(mirror = %name, bytes_before, bytes_after, kept = m.kept_for_borrowers, "mirror repacked and pruned");
+                    (m.kept_for_borrowers, None)
+                }
+                Err(e) => {
+                    tracing::warn!(mirror = %name, error = %e, "mirror not maintained; nothing was dropped");
+                    (0, Some(e.to_string()))
+                }
+            };
+            done.push(MirrorMaintenance {
+                name: name.to_string(),
+                bytes_before,
+                bytes_after,
+                kept_for_borrowers,
+                error,
+            });
+        }
+        done
+    }
+
+    /// Every checkout that may borrow from a mirror: clones in progress,
+    /// workspaces and their copies.
+    fn borrower_dirs(&self) -> Vec<std::path::PathBuf> {
+        let staging = std::fs::read_dir(self.layout.staging_dir())
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path()));
+        let workspaces = child_dirs(self.layout.base()).unwrap_or_default();
+        staging
+            .chain(
+                workspaces
+                    .iter()
+                    .filter_map(|n| WorkspaceName::parse(n).ok())
+                    .map(|n| self.layout.repo_dir(&n)),
+            )
+            .filter(|p| p.join(".git").exists())
+            .collect()
     }
 
     fn mirror_names(&self) -> Vec<WorkspaceName> {

@@ -8,8 +8,9 @@
 //! reference in the mirror counts as a "have" when the next fetch
 //! negotiates. That is why a mirror holds one URL unless the deployment
 //! declares a whole network one tenant's (`MirrorSharing`): a server then
-//! hears only of tips it advertised itself. Nothing here ever deletes an object: a mirror is not
-//! garbage-collected, so no workspace borrowing from it loses an object.
+//! hears only of tips it advertised itself. Nothing here deletes an
+//! object; the maintenance (`maintenance.rs`) repacks and prunes a mirror
+//! without dropping any object a borrowing checkout still reaches.
 
 use super::error::GitError;
 use super::hygiene::enable_long_paths;

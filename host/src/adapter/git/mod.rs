@@ -16,6 +16,7 @@ mod error;
 mod hygiene;
 mod keep;
 mod lfs;
+mod maintenance;
 pub mod mirror;
 mod partial;
 mod push;
@@ -35,6 +36,7 @@ pub use hygiene::{
     check_prepared_by, clear_stale_locks, prepared_by, record_prepared_by, stale_locks,
 };
 pub use keep::{KeepIgnored, MAX_ENTRIES as MAX_KEPT_PATHS};
+pub use maintenance::{Maintained, maintain as maintain_mirror};
 pub use partial::{
     Shape, accept_shaped_repositories, check_ref, clone_shaped, parse_filter, parse_sparse,
     shape_of,
