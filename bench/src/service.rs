@@ -27,6 +27,7 @@ pub(crate) fn stats(b: &mut Bench) {
                 last_used: now,
                 size_bytes: 0,
                 copy_of: None,
+                prepared_with: Default::default(),
             }
             .write(&base.join(format!("ws_{w:03}")).join("workspace.json"))
             .unwrap();

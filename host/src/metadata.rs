@@ -33,6 +33,22 @@ pub struct WorkspaceMetadata {
     /// its blocks), removed when its lease is released.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copy_of: Option<String>,
+    /// What else the last prepare asked for, so a push's prefetch prepares
+    /// it alike (older files: none of it).
+    #[serde(default)]
+    pub prepared_with: PreparedWith,
+}
+
+/// The parts of a prepare request beyond URL, ref and depth that a
+/// prefetch repeats.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreparedWith {
+    /// The fork network whose mirror it borrows from.
+    pub network: Option<String>,
+    /// Submodules were checked out.
+    pub submodules: bool,
+    /// Git LFS objects were fetched.
+    pub lfs: bool,
 }
 
 /// The current format version.
@@ -75,6 +91,7 @@ mod tests {
             last_used: now,
             size_bytes: 42,
             copy_of: None,
+            prepared_with: PreparedWith::default(),
         };
         meta.write(&path).unwrap();
         assert_eq!(WorkspaceMetadata::read(&path), Some(meta));

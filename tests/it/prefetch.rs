@@ -113,6 +113,30 @@ fn a_push_is_prefetched_into_an_idle_workspace_only() {
     assert_eq!(head(&first.path), pushed);
     assert!(first.path.join("work.txt").exists());
     m.release_lease(lease.id).unwrap();
+
+    // The forge's spelling of the URL (`.git`) is the same repository: the
+    // workspace is prepared from its own spelling, through its own mirror.
+    let mirrors = crate::support::mirror_folders(base.path()).len();
+    let third = up.commit("src/lib.rs", "pub fn third() {}\n", "a third push");
+    let spelt = m
+        .prefetch(&prefetch(&format!("{url}.git"), Some("main")))
+        .unwrap();
+    assert!(spelt.updated, "{spelt:?}");
+    assert_eq!(head(&first.path), third);
+    assert_eq!(crate::support::mirror_folders(base.path()).len(), mirrors);
+
+    // A prefetch never clones afresh: a broken checkout is the next
+    // prepare's to heal.
+    std::fs::remove_file(first.path.join(".git/HEAD")).unwrap();
+    let broken = m.prefetch(&prefetch(&url, Some("main")));
+    assert!(
+        broken.is_err() || !broken.as_ref().unwrap().updated,
+        "{broken:?}"
+    );
+    assert!(
+        !first.path.join(".git/HEAD").exists(),
+        "the prefetch cloned afresh"
+    );
 }
 
 /// Two tenants: A's workspace of her private repository was prepared
@@ -281,6 +305,67 @@ fn signed_push_events_reach_the_workspace_over_http() {
         .unwrap();
     // Checked before the 202: an ftp URL is refused (422), as a prepare's.
     assert_eq!(bad.status().as_u16(), 422);
+}
+
+/// Nothing of a webhook's body is read before it could be one: without
+/// a signature-shaped header the answer is 401 at once, however large the
+/// body says it is; a delivery seen before is ignored.
+#[test]
+fn an_unsigned_hook_is_refused_before_its_body_and_a_replay_is_ignored() {
+    use std::io::{Read, Write};
+    let up = Upstream::new();
+    let base = tempfile::tempdir().unwrap();
+    let mut cmd = cli_local(base.path(), &[]);
+    cmd.env("WORKSPACE_API_TOKEN", TOKEN)
+        .env("WORKSPACE_WEBHOOK_SECRET", SECRET);
+    let served = serve(cmd);
+    let started = Instant::now();
+    let mut stream = std::net::TcpStream::connect(&served.addr).unwrap();
+    write!(
+        stream,
+        "POST /hooks/github HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: push\r\n\
+         Content-Length: 100000000\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = [0u8; 12];
+    stream.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 401");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    let client = reqwest::blocking::Client::new();
+    let body = push_event(&up.url(), "refs/heads/main");
+    let send = || {
+        let r = client
+            .post(format!("http://{}/hooks/github", served.addr))
+            .header("X-GitHub-Event", "push")
+            .header("X-GitHub-Delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958")
+            .header("X-Hub-Signature-256", signature(&body))
+            .body(body.clone())
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().unwrap())
+    };
+    let (status, first) = send();
+    assert_eq!(
+        (status, first["accepted"].as_bool()),
+        (202, Some(true)),
+        "{first}"
+    );
+    let (status, again) = send();
+    assert_eq!(
+        (status, again["accepted"].as_bool()),
+        (202, Some(false)),
+        "{again}"
+    );
+    assert!(
+        again["ignored"]
+            .as_str()
+            .unwrap()
+            .contains("handled already")
+    );
 }
 
 /// A node without a webhook secret has no hooks.

@@ -93,7 +93,8 @@ enum Command {
     },
     /// Every node of a fleet at once, through --server (the router or any
     /// node with WORKSPACE_FLEET); a node that does not answer is named
-    /// and the exit code is 1
+    /// and the exit code is 1 (also for a critical fleet's health and a
+    /// cleanup with failed removals)
     Fleet {
         #[command(subcommand)]
         command: FleetCommand,

@@ -214,6 +214,37 @@ fn refusal(node: &FleetNode, status: StatusCode, value: &serde_json::Value) -> S
     format!("{} answered {status}: {detail}", node.id)
 }
 
+/// A node's health answer read as the full report. A node that refuses
+/// the token still answers `/workspace/health`, with the open summary
+/// (which has no `policy`): that is a refused token, said so.
+fn refused_summary(mut reply: NodeReply<serde_json::Value>) -> NodeReply<HealthReport> {
+    let answer = reply.answer.take();
+    let report = answer
+        .as_ref()
+        .and_then(|v| serde_json::from_value::<HealthReport>(v.clone()).ok());
+    if report.is_none() && reply.error.is_none() {
+        reply.error = Some(match answer.as_ref().and_then(|v| v.get("policy")) {
+            None => format!(
+                "{} answered only the open health summary: it refused the token; every node \
+                 of a fleet must share WORKSPACE_API_TOKEN",
+                reply.node
+            ),
+            Some(_) => format!(
+                "{} answered /workspace/health in a shape this node does not read (another \
+                 version?)",
+                reply.node
+            ),
+        });
+    }
+    NodeReply {
+        node: reply.node,
+        url: reply.url,
+        reachable: reply.reachable,
+        error: reply.error,
+        answer: report,
+    }
+}
+
 fn authorization() -> impl Filter<Extract = (String,), Error = Rejection> + Clone {
     warp::header::optional::<String>("authorization").map(Option::unwrap_or_default)
 }
@@ -229,11 +260,11 @@ pub(super) fn health(state: Arc<AppState>) -> super::routes::Route {
             let get = reqwest::Method::GET;
             let (ready, health) = tokio::join!(
                 fleet.ask_all::<serde_json::Value>(get.clone(), "/readyz", "", &auth, None),
-                fleet.ask_all::<HealthReport>(get, "/workspace/health", "", &auth, None),
+                fleet.ask_all::<serde_json::Value>(get, "/workspace/health", "", &auth, None),
             );
             let nodes = ready?
                 .into_iter()
-                .zip(health?)
+                .zip(health?.into_iter().map(refused_summary))
                 .map(|(ready, health)| NodeReply {
                     node: health.node,
                     url: health.url,
@@ -347,6 +378,13 @@ async fn pass_through(
         .send(node, method, path, auth, None)
         .await
         .map_err(|e| reject(ApiError::NodeUnreachable(e)))?;
+    // This node took the caller's token; a node that refuses it is the
+    // fleet's fault (tokens differ), not the caller's: not a 401.
+    if status == StatusCode::UNAUTHORIZED {
+        return Err(reject(ApiError::NodeUnreachable(refusal(
+            node, status, &value,
+        ))));
+    }
     let mut response = json(&value, status);
     if let Ok(v) = warp::http::HeaderValue::from_str(&node.id) {
         response.headers_mut().insert("x-fleet-node", v);

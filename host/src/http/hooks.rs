@@ -17,18 +17,140 @@
 //! a body); that node asks every node of `WORKSPACE_FLEET` (itself
 //! included) with the fleet's own token, and only a node that holds an
 //! idle workspace of the pushed branch acts. Without a fleet it acts
-//! alone. The answer comes at once (202); GitHub gives a hook 10 seconds.
+//! alone. The answer comes once every node has accepted or failed to
+//! within `WORKSPACE_FLEET_TIMEOUT_SECONDS` (5), under GitHub's 10 s.
+//!
+//! Before a body is read (it is read before its signature can be
+//! checked), the hooks must be on and the signature header well-formed
+//! (or the token given, for the generic hook), a slot free (8 at once;
+//! 503 past that), and the body at most 5 MB, arriving within 30 s. A
+//! delivery id (`X-GitHub-Delivery`) seen before is ignored.
 
 use super::errors::ApiError;
-use super::{AppState, authorized, blocking, json, limited_body, parse_json, reject, with_state};
+use super::{
+    AppState, authorized, blocking, json, limited_body, limited_body_within, parse_json, reject,
+    with_state,
+};
 use crate::model::PrefetchRequest;
 use serde::Deserialize;
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use warp::http::StatusCode;
 use warp::{Filter, Rejection};
 
-/// The largest webhook body read: GitHub caps its payloads at 25 MB.
-const HOOK_BODY_LIMIT: u64 = 25 << 20;
+/// The largest webhook body read. GitHub caps payloads at 25 MB, but a
+/// push event (at most 20 commits described) is far smaller; a body is
+/// read before its signature can be checked, so it is kept small.
+const HOOK_BODY_LIMIT: u64 = 5 << 20;
+
+/// How long a webhook's body may take to arrive.
+const HOOK_READ_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Webhook bodies read at once; more answer 503 (forges retry).
+const HOOK_SLOTS: usize = 8;
+
+/// Deliveries remembered, so a replayed one is ignored.
+const REMEMBERED_DELIVERIES: usize = 1024;
+
+/// What the hooks keep between requests: the slots for bodies being
+/// read, and the recent deliveries' ids (`X-GitHub-Delivery`).
+pub(super) struct HookState {
+    slots: Arc<Semaphore>,
+    seen: std::sync::Mutex<VecDeque<String>>,
+}
+
+impl Default for HookState {
+    fn default() -> Self {
+        HookState {
+            slots: Arc::new(Semaphore::new(HOOK_SLOTS)),
+            seen: std::sync::Mutex::new(VecDeque::new()),
+        }
+    }
+}
+
+impl HookState {
+    /// Whether `delivery` was handled before (and remember it if not).
+    fn replayed(&self, delivery: &str) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.iter().any(|d| d == delivery) {
+            return true;
+        }
+        if seen.len() == REMEMBERED_DELIVERIES {
+            seen.pop_front();
+        }
+        seen.push_back(delivery.to_string());
+        false
+    }
+}
+
+/// A webhook's headers, read before its body.
+struct HookHeaders {
+    event: Option<String>,
+    signature: Option<String>,
+    delivery: Option<String>,
+    /// It carries the API's bearer token (the generic hook takes that
+    /// instead of a signature).
+    bearer: bool,
+}
+
+/// Whether `header` has the shape of a signature (`sha256=` and 64 hex
+/// digits), checked before the body is read.
+fn signature_shaped(header: Option<&str>) -> bool {
+    header
+        .and_then(|h| h.trim().strip_prefix("sha256="))
+        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// A webhook request, admitted before its body is read: hooks on (a
+/// secret configured) and a signature-shaped header, or (where
+/// `bearer_allowed`) the API's token; a free slot; then the body, small
+/// and within a deadline.
+fn hook_request(
+    state: Arc<AppState>,
+    bearer_allowed: bool,
+) -> impl Filter<
+    Extract = (Arc<AppState>, HookHeaders, OwnedSemaphorePermit, Vec<u8>),
+    Error = Rejection,
+> + Clone {
+    with_state(state)
+        .and(warp::header::optional::<String>("x-github-event"))
+        .and(warp::header::optional::<String>("x-hub-signature-256"))
+        .and(warp::header::optional::<String>("x-github-delivery"))
+        .and(warp::header::optional::<String>("authorization"))
+        .and_then(
+            move |state: Arc<AppState>,
+                  event: Option<String>,
+                  signature: Option<String>,
+                  delivery: Option<String>,
+                  authorization: Option<String>| async move {
+                let bearer = bearer_allowed && state.token.matches_header(authorization.as_deref());
+                if !bearer {
+                    if state.webhook_secret.is_none() {
+                        return Err(reject(ApiError::WebhooksNotConfigured));
+                    }
+                    if !signature_shaped(signature.as_deref()) {
+                        return Err(reject(ApiError::BadSignature));
+                    }
+                }
+                let permit = state.hooks.slots.clone().try_acquire_owned().map_err(|_| {
+                    reject(ApiError::Manager(crate::Error::busy(
+                        "too many webhooks at once; the forge retries the delivery",
+                    )))
+                })?;
+                let headers = HookHeaders {
+                    event,
+                    signature,
+                    delivery,
+                    bearer,
+                };
+                Ok::<_, Rejection>((state, headers, permit))
+            },
+        )
+        .untuple_one()
+        .and(limited_body_within(HOOK_BODY_LIMIT, HOOK_READ_DEADLINE))
+}
 
 /// The parts of GitHub's push event a prefetch needs.
 #[derive(Deserialize)]
@@ -122,23 +244,25 @@ fn spawn_prefetch(state: &AppState, request: PrefetchRequest) {
 pub(super) fn github(state: Arc<AppState>) -> super::routes::Route {
     warp::path!("hooks" / "github")
         .and(warp::post())
-        .and(with_state(state))
-        .and(warp::header::optional::<String>("x-github-event"))
-        .and(warp::header::optional::<String>("x-hub-signature-256"))
-        .and(limited_body(HOOK_BODY_LIMIT))
+        .and(hook_request(state, false))
         .and_then(
             |state: Arc<AppState>,
-             event: Option<String>,
-             signature: Option<String>,
+             headers: HookHeaders,
+             _slot: OwnedSemaphorePermit,
              body: Vec<u8>| async move {
-                signed(&state, signature.as_deref(), &body)?;
+                signed(&state, headers.signature.as_deref(), &body)?;
                 let ignored = |why: String| {
                     Ok::<_, Rejection>(json(
                         &serde_json::json!({"accepted": false, "ignored": why}),
                         StatusCode::ACCEPTED,
                     ))
                 };
-                match event.as_deref() {
+                if let Some(id) = &headers.delivery
+                    && state.hooks.replayed(id)
+                {
+                    return ignored(format!("delivery {id} was handled already"));
+                }
+                match headers.event.as_deref() {
                     Some("ping") => {
                         return Ok(json(&serde_json::json!({"pong": true}), StatusCode::OK));
                     }
@@ -167,17 +291,14 @@ pub(super) fn github(state: Arc<AppState>) -> super::routes::Route {
 pub(super) fn generic(state: Arc<AppState>) -> super::routes::Route {
     warp::path!("hooks" / "push")
         .and(warp::post())
-        .and(with_state(state))
-        .and(warp::header::optional::<String>("authorization"))
-        .and(warp::header::optional::<String>("x-hub-signature-256"))
-        .and(limited_body(HOOK_BODY_LIMIT))
+        .and(hook_request(state, true))
         .and_then(
             |state: Arc<AppState>,
-             authorization: Option<String>,
-             signature: Option<String>,
+             headers: HookHeaders,
+             _slot: OwnedSemaphorePermit,
              body: Vec<u8>| async move {
-                if !state.token.matches_header(authorization.as_deref()) {
-                    signed(&state, signature.as_deref(), &body)?;
+                if !headers.bearer {
+                    signed(&state, headers.signature.as_deref(), &body)?;
                 }
                 let request: PrefetchRequest = parse_json(&body)?;
                 dispatch(state, request).await

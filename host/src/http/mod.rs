@@ -42,6 +42,7 @@ struct AppState {
     body_limit: u64,
     fleet: Arc<fleet::Fleet>,
     webhook_secret: Option<crate::config::WebhookSecret>,
+    hooks: hooks::HookState,
 }
 
 fn reject(e: ApiError) -> Rejection {
@@ -87,6 +88,27 @@ fn limited_body(limit: u64) -> impl Filter<Extract = (Vec<u8>,), Error = Rejecti
     warp::header::optional::<u64>("content-length")
         .and(warp::body::stream())
         .and_then(move |declared, stream| collect_limited(declared, stream, limit))
+}
+
+/// [`limited_body`] that must also arrive `within` (a sender trickling
+/// bytes holds a connection, and for a webhook, before anything checked
+/// who it is).
+fn limited_body_within(
+    limit: u64,
+    within: std::time::Duration,
+) -> impl Filter<Extract = (Vec<u8>,), Error = Rejection> + Clone {
+    warp::header::optional::<u64>("content-length")
+        .and(warp::body::stream())
+        .and_then(move |declared, stream| async move {
+            tokio::time::timeout(within, collect_limited(declared, stream, limit))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(reject(ApiError::BadRequest(format!(
+                        "the body took longer than {} s to arrive",
+                        within.as_secs()
+                    ))))
+                })
+        })
 }
 
 async fn collect_limited<B: warp::Buf>(
@@ -193,6 +215,7 @@ fn service(
         body_limit,
         fleet: Arc::new(fleet),
         webhook_secret,
+        hooks: hooks::HookState::default(),
     });
     ROUTES
         .iter()

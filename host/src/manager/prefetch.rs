@@ -80,10 +80,23 @@ impl WorkspaceManager {
         if let Some(holder) = store.locks().lease_holder(&parsed) {
             return Ok(left(format!("in use ({holder})")));
         }
-        let mut prepare = PrepareRequest::new(&request.repo_full_name, &request.clone_url);
+        // Prepared as the workspace was: its own spelling of the URL (so
+        // its mirror is the same; the push may say `.git` where it did
+        // not), its ref, depth, network, extras and filter; only the
+        // credential is the push's.
+        let Some(clone_url) = with_credential(&meta.clone_url, &url) else {
+            return Ok(left(format!(
+                "{} cannot carry the push's credential",
+                meta.clone_url
+            )));
+        };
+        let mut prepare = PrepareRequest::new(&request.repo_full_name, &clone_url);
         prepare.git_ref = meta.branch.clone();
         prepare.depth = meta.depth;
         prepare.filter = git::shape_of(&repo_dir).filter;
+        prepare.network = meta.prepared_with.network.clone();
+        prepare.submodules = meta.prepared_with.submodules;
+        prepare.lfs = meta.prepared_with.lfs;
         match self.prepare_inner(&prepare, None, Caller::Prefetch) {
             Ok(outcome) => {
                 tracing::info!(workspace = %name, head = %outcome.head, "prefetched a push");
@@ -101,4 +114,17 @@ impl WorkspaceManager {
             Err(e) => Err(e),
         }
     }
+}
+
+/// `public` (a workspace's recorded URL) with the credential `url` carries;
+/// `public` itself when it carries none. None when `public` cannot hold
+/// one (an scp-like ssh address).
+fn with_credential(public: &str, url: &crate::clone_url::CloneUrl) -> Option<String> {
+    let Some(credentials) = &url.credentials else {
+        return Some(public.to_string());
+    };
+    let mut parsed = url::Url::parse(public).ok()?;
+    parsed.set_username(&credentials.username).ok()?;
+    parsed.set_password(Some(&credentials.secret)).ok()?;
+    Some(parsed.into())
 }

@@ -242,11 +242,23 @@ impl WorkspaceManager {
         }
         let _guard = match caller {
             Caller::Job => self.lock_unleased(&name)?,
-            // Nobody waits for a prefetch: a workspace in use is left.
+            // Nobody waits for a prefetch: a workspace in use is left, and
+            // so is one that changed since the prefetch looked at it.
             Caller::Prefetch => {
                 let guard = store.locks().lock(&name, std::time::Duration::ZERO)?;
                 if let Some(holder) = store.locks().lease_holder(&name) {
                     return Err(Error::in_use(format!("{name} ({holder})")));
+                }
+                let repo_dir = store.layout().repo_dir(&name);
+                let meta = WorkspaceMetadata::read(&store.layout().metadata_path(&name));
+                let principal = self.remote_for(&url, None).principal_digest();
+                if git::prepared_by(&repo_dir).as_deref() != Some(principal.as_str())
+                    || git::shape_of(&repo_dir).sparse
+                    || meta.is_none_or(|m| m.branch != request.git_ref)
+                {
+                    return Err(Error::in_use(format!(
+                        "{name} changed before the prefetch took it"
+                    )));
                 }
                 guard
             }
@@ -264,6 +276,7 @@ impl WorkspaceManager {
             lfs: request.lfs,
         };
         (call.filter, call.sparse) = (filter, sparse);
+        call.no_clone = caller == Caller::Prefetch;
         let question = PrepareCall {
             repo_full_name: request.repo_full_name.clone(),
             name: name.to_string(),
@@ -340,6 +353,11 @@ impl WorkspaceManager {
             // did neither (a reuse without update) gets a walk.
             size_bytes: ctx.measured_size.unwrap_or_else(|| dir_size(&repo_dir)),
             copy_of: None,
+            prepared_with: crate::metadata::PreparedWith {
+                network: request.network.clone(),
+                submodules: request.submodules,
+                lfs: request.lfs,
+            },
         };
         meta.write(&meta_path)?;
         // Taken before the lock is released: no cleanup can slip in between.

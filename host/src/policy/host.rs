@@ -88,6 +88,10 @@ pub(crate) struct CallContext {
     pub removals: Vec<RemovalReport>,
     /// The checkout's size, measured by the last clone or update.
     pub measured_size: Option<u64>,
+    /// A push's prefetch: it updates or leaves the workspace, never clones
+    /// it afresh (what the policy would clone over is the next job's
+    /// prepare to heal).
+    pub no_clone: bool,
 }
 
 impl CallContext {
@@ -283,6 +287,13 @@ impl git::Host for HostState {
         options: git::FetchOptions,
     ) -> wasmtime::Result<Result<String, WitError>> {
         let name = self.mutable_target(&name, Some(&url))?;
+        if self.call.no_clone {
+            return Ok(Err(Error::refused(
+                "a push's prefetch updates a workspace or leaves it; it never clones afresh \
+                 (the next prepare will)",
+            )
+            .into()));
+        }
         // Checked here too (a clone keeps nothing), so a bad list shows on
         // the first prepare rather than on the first reuse.
         let keep = match KeepIgnored::parse(&options.keep_ignored) {

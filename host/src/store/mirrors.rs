@@ -376,13 +376,17 @@ impl Store {
 
     /// Every checkout that may borrow from a mirror: clones in progress,
     /// workspaces and their copies.
+    /// Read in that order (as [`Store::borrowed_lines`] does): a clone
+    /// moved into place between the two reads is seen in one of them.
     fn borrower_dirs(&self) -> Vec<std::path::PathBuf> {
-        let staging = std::fs::read_dir(self.layout.staging_dir())
+        let staging: Vec<std::path::PathBuf> = std::fs::read_dir(self.layout.staging_dir())
             .into_iter()
             .flatten()
-            .filter_map(|e| e.ok().map(|e| e.path()));
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
         let workspaces = child_dirs(self.layout.base()).unwrap_or_default();
         staging
+            .into_iter()
             .chain(
                 workspaces
                     .iter()

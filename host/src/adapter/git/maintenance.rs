@@ -159,11 +159,16 @@ fn reached_in_mirror(
             );
         }
     }
-    if let Ok(index) = repo.index() {
+    // The index, when there is one: staged blobs count too. One that
+    // cannot be read stops the walk (its blobs would go unseen). Blobs of
+    // HEAD's own tree are reached through HEAD already.
+    if repo.path().join("index").exists() {
+        let index = repo.index()?;
+        let head_blobs = head_tree_blobs(repo);
         tips.extend(
             index
                 .iter()
-                .filter(|e| e.mode & 0o170000 != 0o160000)
+                .filter(|e| e.mode & 0o170000 != 0o160000 && !head_blobs.contains(&e.id))
                 .map(|e| e.id),
         );
     }
@@ -204,4 +209,18 @@ fn reached_in_mirror(
         }
     }
     Ok(frontier)
+}
+
+/// The blobs of HEAD's tree (empty when HEAD cannot be read).
+fn head_tree_blobs(repo: &Repository) -> HashSet<Oid> {
+    let mut blobs = HashSet::new();
+    if let Ok(tree) = repo.head().and_then(|h| h.peel_to_tree()) {
+        let _ = tree.walk(git2::TreeWalkMode::PreOrder, |_, entry| {
+            if entry.kind() == Some(ObjectType::Blob) {
+                blobs.insert(entry.id());
+            }
+            git2::TreeWalkResult::Ok
+        });
+    }
+    blobs
 }
