@@ -234,3 +234,49 @@ pub(crate) fn removal(b: &mut Bench, src: &Path) {
         1.1,
     );
 }
+
+/// The history fixture as an upstream that can be pushed to: a bare copy
+/// (`<scratch>/<name>-served/src.git`) served by a loopback `git daemon`
+/// at `url`, and a working clone (`work`) to push from. The daemon is
+/// stopped when dropped.
+pub(crate) struct ServedHistory {
+    pub(crate) work: PathBuf,
+    pub(crate) url: String,
+    daemon: std::process::Child,
+}
+
+impl Drop for ServedHistory {
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
+
+pub(crate) fn served_history(b: &Bench, name: &str) -> ServedHistory {
+    let (src, _) = fixtures::ensure_history(&b.root);
+    let served = b.fresh(&format!("{name}-served"));
+    std::fs::create_dir_all(&served).unwrap();
+    sh(
+        &served,
+        &format!("git clone -q --bare {} src.git", src.display()),
+    );
+    let work = b.fresh(&format!("{name}-work"));
+    sh(
+        &b.scratch,
+        &format!(
+            "git clone -q {}/src.git {}",
+            served.display(),
+            work.display()
+        ),
+    );
+    sh(
+        &work,
+        "git config user.name bench && git config user.email bench@example.invalid",
+    );
+    let (daemon, port) = git_daemon(&served);
+    ServedHistory {
+        work,
+        url: format!("git://127.0.0.1:{port}/src.git"),
+        daemon,
+    }
+}

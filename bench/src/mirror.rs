@@ -134,28 +134,8 @@ fn checkout_dominated(b: &mut Bench, src: &Path) {
 /// upstream (the least a mirror can hold), and its time against `git gc
 /// --prune=now` on a copy of the same mirror.
 pub(crate) fn maintenance(b: &mut Bench) {
-    let (src, _) = fixtures::ensure_history(&b.root);
-    let served = b.fresh("maint-served");
-    std::fs::create_dir_all(&served).unwrap();
-    sh(
-        &served,
-        &format!("git clone -q --bare {} src.git", src.display()),
-    );
-    let work = b.fresh("maint-work");
-    sh(
-        &b.scratch,
-        &format!(
-            "git clone -q {}/src.git {}",
-            served.display(),
-            work.display()
-        ),
-    );
-    sh(
-        &work,
-        "git config user.name bench && git config user.email bench@example.invalid",
-    );
-    let (mut daemon, port) = git_daemon(&served);
-    let url = format!("git://127.0.0.1:{port}/src.git");
+    let upstream = crate::git::served_history(b, "maint");
+    let (work, url) = (&upstream.work, &upstream.url);
     let base = b.fresh("maint-base");
     let m = WorkspaceManager::builder()
         .base_path(&base)
@@ -174,16 +154,16 @@ pub(crate) fn maintenance(b: &mut Bench) {
     };
     let old = m.prepare(&request("bench/old")).unwrap();
     // The force push: the last 600 commits rewritten (20 new ones instead).
-    sh(&work, "git reset -q --hard HEAD~600");
+    sh(work, "git reset -q --hard HEAD~600");
     for c in 0..20 {
         sh(
-            &work,
+            work,
             &format!(
                 "for f in 0 1 2 3 4; do echo 'rewrite {c} '$f >> src/f00$f.rs; done && git commit -q -am 'rewrite {c}'"
             ),
         );
     }
-    sh(&work, "git push -q --force origin main");
+    sh(work, "git push -q --force origin main");
     m.prepare(&request("bench/new")).unwrap();
     m.remove(&old.name).unwrap();
     let mirror = std::fs::read_dir(base.join(".mirrors"))
@@ -234,6 +214,4 @@ pub(crate) fn maintenance(b: &mut Bench) {
         ms(gc),
         ours.as_secs_f64() / gc.as_secs_f64()
     ));
-    let _ = daemon.kill();
-    let _ = daemon.wait();
 }

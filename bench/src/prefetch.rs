@@ -2,7 +2,6 @@
 //! with and without the push's prefetch, on the history fixture served
 //! by a loopback `git daemon`. Repetitions interleave the two.
 
-use crate::git::git_daemon;
 use crate::*;
 
 /// A push: `commits` commits upstream, each rewriting `files` files.
@@ -28,45 +27,25 @@ fn push(work: &Path, round: usize, commits: usize, files: usize) {
 }
 
 pub(crate) fn prefetch(b: &mut Bench) {
-    let (src, _) = fixtures::ensure_history(&b.root);
-    let served = b.fresh("prefetch-served");
-    std::fs::create_dir_all(&served).unwrap();
-    sh(
-        &served,
-        &format!("git clone -q --bare {} src.git", src.display()),
-    );
-    let work = b.fresh("prefetch-work");
-    sh(
-        &b.scratch,
-        &format!(
-            "git clone -q {}/src.git {}",
-            served.display(),
-            work.display()
-        ),
-    );
-    sh(
-        &work,
-        "git config user.name bench && git config user.email bench@example.invalid",
-    );
-    let (mut daemon, port) = git_daemon(&served);
-    let url = format!("git://127.0.0.1:{port}/src.git");
+    let upstream = crate::git::served_history(b, "prefetch");
+    let (work, url) = (&upstream.work, &upstream.url);
     let m = b.manager(&b.fresh("prefetch-base"));
     let request = PrepareRequest::new("bench/history", url.as_str());
     m.prepare(&request).unwrap();
     let prefetch = fixsec_workspace::PrefetchRequest {
         repo_full_name: "bench/history".into(),
-        clone_url: url.clone(),
+        clone_url: url.to_string(),
         git_ref: Some("main".into()),
     };
     let (commits, files) = (20, 20);
     let (mut cold, mut warm, mut background) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..b.runs {
-        push(&work, 2 * i, commits, files);
+        push(work, 2 * i, commits, files);
         cold.push(timed(|| {
             let out = m.prepare(&request).unwrap();
             assert!(out.reused);
         }));
-        push(&work, 2 * i + 1, commits, files);
+        push(work, 2 * i + 1, commits, files);
         background.push(timed(|| {
             let out = m.prefetch(&prefetch).unwrap();
             assert!(out.updated, "{:?}", out.skipped);
@@ -93,6 +72,4 @@ pub(crate) fn prefetch(b: &mut Bench) {
         "the prefetch itself",
         ms(median(background))
     ));
-    let _ = daemon.kill();
-    let _ = daemon.wait();
 }

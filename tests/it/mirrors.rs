@@ -16,17 +16,23 @@ fn history_heavy() -> Upstream {
     let up = Upstream::new();
     let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
     for i in 0..40 {
-        let blob: String = (0..60_000)
-            .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                char::from(b'a' + (seed % 26) as u8)
-            })
-            .collect();
+        let blob = random_letters(&mut seed, 60_000);
         up.commit("data.txt", &blob, &format!("revision {i}"));
     }
     up
+}
+
+/// `n` random letters (xorshift from `seed`): text that compresses
+/// poorly, as an old repository's big blobs do.
+fn random_letters(seed: &mut u64, n: usize) -> String {
+    (0..n)
+        .map(|_| {
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            char::from(b'a' + (*seed % 26) as u8)
+        })
+        .collect()
 }
 
 /// Mirrors shared per network (forks borrow the root's), as a
@@ -503,15 +509,7 @@ fn maintenance_drops_what_nothing_reaches_and_keeps_what_a_workspace_borrows() {
         );
     };
     // A 3 MB file of random letters arrives in the mirror with a clone...
-    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-    let big: String = (0..3_000_000)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            char::from(b'a' + (seed % 26) as u8)
-        })
-        .collect();
+    let big = random_letters(&mut 0x2545_f491_4f6c_dd1d_u64, 3_000_000);
     std::fs::write(work.join("big.bin"), &big).unwrap();
     commit("a big file");
     git(&work, &["push", "-q", "origin", "main"]);

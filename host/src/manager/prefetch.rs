@@ -8,8 +8,9 @@
 //! the same URL, on the pushed branch, with the same credential (the
 //! checkout is per principal), not be sparse (its set is the next
 //! caller's to give), and not be in use (a prefetch never waits for a
-//! lease or a lock). It does not count as use: the cleanup's age still
-//! counts from the last job's prepare.
+//! lease or a lock), all checked under the workspace's lock. It does
+//! not count as use: the cleanup's age still counts from the last job's
+//! prepare.
 
 use super::WorkspaceManager;
 use super::prepare::Caller;
@@ -52,7 +53,6 @@ impl WorkspaceManager {
         let Some(meta) = WorkspaceMetadata::read(&store.layout().metadata_path(&parsed)) else {
             return Ok(left("no workspace of it on this node".into()));
         };
-        let repo_dir = store.layout().repo_dir(&parsed);
         if !git::same_remote(&meta.clone_url, &url.public) {
             return Ok(left(format!(
                 "the workspace holds {}, not {}",
@@ -65,20 +65,6 @@ impl WorkspaceManager {
             return Ok(left(format!(
                 "the workspace is on {branch}; the push was to {pushed}"
             )));
-        }
-        let principal = self.remote_for(&url, None).principal_digest();
-        if git::prepared_by(&repo_dir).as_deref() != Some(principal.as_str()) {
-            return Ok(left(
-                "the workspace was prepared with another credential".into(),
-            ));
-        }
-        if git::shape_of(&repo_dir).sparse {
-            return Ok(left(
-                "a sparse workspace's set is the next prepare's to give".into(),
-            ));
-        }
-        if let Some(holder) = store.locks().lease_holder(&parsed) {
-            return Ok(left(format!("in use ({holder})")));
         }
         // Prepared as the workspace was: its own spelling of the URL (so
         // its mirror is the same; the push may say `.git` where it did
@@ -93,7 +79,7 @@ impl WorkspaceManager {
         let mut prepare = PrepareRequest::new(&request.repo_full_name, &clone_url);
         prepare.git_ref = meta.branch.clone();
         prepare.depth = meta.depth;
-        prepare.filter = git::shape_of(&repo_dir).filter;
+        prepare.filter = git::shape_of(&store.layout().repo_dir(&parsed)).filter;
         prepare.network = meta.prepared_with.network.clone();
         prepare.submodules = meta.prepared_with.submodules;
         prepare.lfs = meta.prepared_with.lfs;
@@ -108,11 +94,42 @@ impl WorkspaceManager {
                     duration_ms: started.elapsed().as_millis() as u64,
                 })
             }
-            Err(e) if matches!(e.kind(), ErrorKind::InUse | ErrorKind::Busy) => {
-                Ok(left(format!("in use ({})", e.message())))
-            }
+            // What stops a prefetch is checked under the workspace's lock
+            // ([`WorkspaceManager::prefetch_blocker`]), and says why.
+            Err(e) if e.kind() == ErrorKind::InUse => Ok(left(e.message().to_string())),
+            Err(e) if e.kind() == ErrorKind::Busy => Ok(left(format!("in use ({})", e.message()))),
             Err(e) => Err(e),
         }
+    }
+}
+
+impl WorkspaceManager {
+    /// Why a prefetch must leave `name` as it is, checked under its lock:
+    /// leased, prepared with another credential than `url`'s, sparse (its
+    /// set is the next caller's to give), or no longer on `branch`.
+    pub(super) fn prefetch_blocker(
+        &self,
+        name: &crate::names::WorkspaceName,
+        url: &crate::clone_url::CloneUrl,
+        branch: &Option<String>,
+    ) -> Option<String> {
+        let store = &self.store;
+        if let Some(holder) = store.locks().lease_holder(name) {
+            return Some(format!("in use ({holder})"));
+        }
+        let repo_dir = store.layout().repo_dir(name);
+        let principal = self.remote_for(url, None).principal_digest();
+        if git::prepared_by(&repo_dir).as_deref() != Some(principal.as_str()) {
+            return Some("the workspace was prepared with another credential".into());
+        }
+        if git::shape_of(&repo_dir).sparse {
+            return Some("a sparse workspace's set is the next prepare's to give".into());
+        }
+        let meta = WorkspaceMetadata::read(&store.layout().metadata_path(name));
+        if meta.is_none_or(|m| &m.branch != branch) {
+            return Some("the workspace changed branch before the prefetch took it".into());
+        }
+        None
     }
 }
 

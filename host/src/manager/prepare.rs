@@ -246,19 +246,8 @@ impl WorkspaceManager {
             // so is one that changed since the prefetch looked at it.
             Caller::Prefetch => {
                 let guard = store.locks().lock(&name, std::time::Duration::ZERO)?;
-                if let Some(holder) = store.locks().lease_holder(&name) {
-                    return Err(Error::in_use(format!("{name} ({holder})")));
-                }
-                let repo_dir = store.layout().repo_dir(&name);
-                let meta = WorkspaceMetadata::read(&store.layout().metadata_path(&name));
-                let principal = self.remote_for(&url, None).principal_digest();
-                if git::prepared_by(&repo_dir).as_deref() != Some(principal.as_str())
-                    || git::shape_of(&repo_dir).sparse
-                    || meta.is_none_or(|m| m.branch != request.git_ref)
-                {
-                    return Err(Error::in_use(format!(
-                        "{name} changed before the prefetch took it"
-                    )));
+                if let Some(why) = self.prefetch_blocker(&name, &url, &request.git_ref) {
+                    return Err(Error::in_use(why));
                 }
                 guard
             }
