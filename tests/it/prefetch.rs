@@ -212,6 +212,35 @@ fn a_push_never_moves_another_tenants_workspace() {
     assert!(a.path.join("new.txt").exists());
 }
 
+/// A burst of pushes: every push's prefetch runs, waits its turn or
+/// folds into the waiting one, never "in use" by another prefetch, and
+/// the workspace ends at the burst's last commit.
+#[test]
+fn a_burst_of_pushes_ends_at_the_last_one() {
+    let up = Upstream::new();
+    let daemon = GitDaemon::start(up.path.parent().unwrap());
+    let url = daemon.url("upstream");
+    let base = tempfile::tempdir().unwrap();
+    let m = builder(base.path()).build().unwrap();
+    let ws = m.prepare(&PrepareRequest::new("acme/app", &url)).unwrap();
+    let mut last = String::new();
+    let outcomes: Vec<_> = std::thread::scope(|s| {
+        let mut running = Vec::new();
+        for i in 0..8 {
+            last = up.commit("src/lib.rs", &format!("pub fn f{i}() {{}}\n"), "a push");
+            let (m, url) = (&m, &url);
+            running.push(s.spawn(move || m.prefetch(&prefetch(url, Some("main"))).unwrap()));
+        }
+        running.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    for out in &outcomes {
+        let why = out.skipped.as_deref().unwrap_or("");
+        assert!(out.updated || why.starts_with("folded"), "{out:?}");
+    }
+    assert!(outcomes.iter().any(|o| o.updated));
+    assert_eq!(head(&ws.path), last, "{outcomes:?}");
+}
+
 /// The hooks over HTTP: GitHub's signed push event, the generic hook,
 /// and what is refused or ignored.
 #[test]

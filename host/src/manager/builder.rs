@@ -98,6 +98,7 @@ impl WorkspaceManagerBuilder {
             store: Arc::new(store),
             policy: Arc::new(parking_lot::RwLock::new(Arc::new(policy))),
             policy_bytes: self.policy_bytes.map(Arc::new),
+            prefetch_turns: Arc::default(),
         })
     }
 }

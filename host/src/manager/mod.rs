@@ -68,6 +68,8 @@ pub struct WorkspaceManager {
     policy: Arc<parking_lot::RwLock<Arc<PolicyEngine>>>,
     /// The component bytes and label, for a manager built from bytes.
     pub(super) policy_bytes: Option<Arc<(Vec<u8>, String)>>,
+    /// Prefetches of one workspace take turns and fold (prefetch.rs).
+    prefetch_turns: Arc<prefetch::PrefetchTurns>,
 }
 
 impl WorkspaceManager {

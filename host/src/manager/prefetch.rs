@@ -18,6 +18,8 @@ use crate::adapter::git;
 use crate::error::{ErrorKind, Result};
 use crate::metadata::WorkspaceMetadata;
 use crate::model::{PrefetchOutcome, PrefetchRequest, PrepareRequest};
+use parking_lot::{Condvar, Mutex};
+use std::collections::HashMap;
 use std::time::Instant;
 
 impl WorkspaceManager {
@@ -75,6 +77,12 @@ impl WorkspaceManager {
                 "{} cannot carry the push's credential",
                 meta.clone_url
             )));
+        };
+        let Some(_turn) = self.prefetch_turns.take(&name) else {
+            return Ok(left(
+                "folded into the prefetch waiting for its turn, which fetches after this push"
+                    .into(),
+            ));
         };
         let mut prepare = PrepareRequest::new(&request.repo_full_name, &clone_url);
         prepare.git_ref = meta.branch.clone();
@@ -144,4 +152,103 @@ fn with_credential(public: &str, url: &crate::clone_url::CloneUrl) -> Option<Str
     parsed.set_username(&credentials.username).ok()?;
     parsed.set_password(Some(&credentials.secret)).ok()?;
     Some(parsed.into())
+}
+
+/// Whose turn it is to prefetch each workspace, in this process: at most
+/// one prefetch runs and one waits per workspace (see the module docs).
+/// A job's prepare never takes a turn; a prefetch still finds its lock
+/// and leaves a workspace a job holds.
+#[derive(Debug, Default)]
+pub(super) struct PrefetchTurns {
+    turns: Mutex<HashMap<String, Turn>>,
+    ended: Condvar,
+}
+
+/// One workspace's prefetches: one running, one waiting.
+#[derive(Debug, Default)]
+struct Turn {
+    running: bool,
+    waiting: bool,
+}
+
+/// A prefetch's turn, given back when dropped.
+pub(super) struct PrefetchTurn<'a> {
+    turns: &'a PrefetchTurns,
+    name: String,
+}
+
+impl PrefetchTurns {
+    /// Wait for `name`'s turn; None when a prefetch already waits for it
+    /// (it starts after this call, so it fetches what this one would).
+    pub(super) fn take(&self, name: &str) -> Option<PrefetchTurn<'_>> {
+        let mut turns = self.turns.lock();
+        let mut waiting = false;
+        loop {
+            let turn = turns.entry(name.to_string()).or_default();
+            if !turn.running {
+                turn.running = true;
+                if waiting {
+                    turn.waiting = false;
+                }
+                return Some(PrefetchTurn {
+                    turns: self,
+                    name: name.to_string(),
+                });
+            }
+            if turn.waiting && !waiting {
+                return None;
+            }
+            turn.waiting = true;
+            waiting = true;
+            self.ended.wait(&mut turns);
+        }
+    }
+}
+
+impl Drop for PrefetchTurn<'_> {
+    fn drop(&mut self) {
+        let mut turns = self.turns.turns.lock();
+        if let Some(turn) = turns.get_mut(&self.name) {
+            turn.running = false;
+            if !turn.waiting {
+                turns.remove(&self.name);
+            }
+        }
+        self.turns.ended.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PrefetchTurns;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    /// One runs, one waits, the rest fold; the waiting one runs after
+    /// the running one ends; other workspaces are not held up.
+    #[test]
+    fn prefetches_of_one_workspace_take_turns_and_fold() {
+        let turns = Arc::new(PrefetchTurns::default());
+        let running = turns.take("a").expect("the first runs");
+        assert!(turns.take("b").is_some(), "another workspace runs at once");
+        let ran = Arc::new(AtomicUsize::new(0));
+        let waiter = {
+            let (turns, ran) = (turns.clone(), ran.clone());
+            std::thread::spawn(move || {
+                let turn = turns.take("a");
+                ran.fetch_add(1, Ordering::SeqCst);
+                turn.is_some()
+            })
+        };
+        while !turns.turns.lock().get("a").is_some_and(|t| t.waiting) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(turns.take("a").is_none(), "a third folds into the waiter");
+        assert_eq!(ran.load(Ordering::SeqCst), 0, "the waiter waits");
+        drop(running);
+        assert!(waiter.join().unwrap(), "the waiter gets its turn");
+        assert!(turns.turns.lock().is_empty(), "nothing left behind");
+        assert!(turns.take("a").is_some());
+    }
 }
