@@ -363,14 +363,7 @@ fn a_file_a_job_hid_from_git_is_reset_by_the_next_prepare() {
         for flag in ["--skip-worktree", "--assume-unchanged"] {
             let base = tempfile::tempdir().unwrap();
             let m = manager(base.path());
-            let request = || {
-                let r = PrepareRequest::new("acme/mono", &url);
-                if shaped {
-                    r.sparse(["pkg0", "pkg1"])
-                } else {
-                    r
-                }
-            };
+            let request = || mono_request(&url, shaped);
             let ws = m.prepare(&request()).unwrap();
             std::fs::write(ws.path.join("pkg1/f2.txt"), "BACKDOOR\n").unwrap();
             git(&ws.path, &["update-index", flag, "pkg1/f2.txt"]);
@@ -381,6 +374,48 @@ fn a_file_a_job_hid_from_git_is_reset_by_the_next_prepare() {
                 "{flag} (shaped: {shaped}) kept the job's content"
             );
         }
+    }
+}
+
+/// What a job leaves never shapes the next prepare's checkout, on the
+/// libgit2 path and the shaped one: its own `.gitattributes` (gone before
+/// the reset writes anything: else `eol=crlf` rewrote the files it
+/// wrote), and a same-size edit whose old modification time it put back.
+#[test]
+fn a_jobs_attributes_and_restored_times_never_survive_the_next_prepare() {
+    let src = monorepo(2, 3);
+    let url = src.path.display().to_string();
+    for shaped in [false, true] {
+        let base = tempfile::tempdir().unwrap();
+        let m = manager(base.path());
+        let request = || mono_request(&url, shaped);
+        let ws = m.prepare(&request()).unwrap();
+        std::fs::write(ws.path.join("pkg1/.gitattributes"), "* text eol=crlf\n").unwrap();
+        std::fs::write(ws.path.join("pkg1/f1.txt"), "changed\n").unwrap();
+        crate::support::edit_keeping_mtime(&ws.path.join("pkg1/f2.txt"), "PKG 1 FILE 2\n");
+        let again = m.prepare(&request()).unwrap();
+        for (file, want) in [
+            ("pkg1/f1.txt", "pkg 1 file 1\n"),
+            ("pkg1/f2.txt", "pkg 1 file 2\n"),
+        ] {
+            assert_eq!(
+                std::fs::read_to_string(again.path.join(file)).unwrap(),
+                want,
+                "{file} (shaped: {shaped})"
+            );
+        }
+        assert!(!again.path.join("pkg1/.gitattributes").exists());
+    }
+}
+
+/// acme/mono from `url`: the whole tree, or (`shaped`) two folders of it
+/// through git's command line.
+fn mono_request(url: &str, shaped: bool) -> PrepareRequest {
+    let r = PrepareRequest::new("acme/mono", url);
+    if shaped {
+        r.sparse(["pkg0", "pkg1"])
+    } else {
+        r
     }
 }
 

@@ -326,7 +326,8 @@ fn a_kept_cache_never_reaches_another_tenant() {
 /// The attacker review: a job cannot make its files "ignored" with
 /// untracked `.gitignore` files of its own (they are gone before anything
 /// is judged), and never keeps a `.gitattributes` (it would rewrite
-/// tracked files on the next reset). Caches under an untracked folder on
+/// tracked files on the next reset, or on this one: it is gone before the
+/// reset writes anything). Caches under an untracked folder on
 /// the way to a named path, and folders whose contents only are ignored
 /// (`target/*`), are kept.
 #[test]
@@ -355,6 +356,9 @@ fn a_job_cannot_widen_what_is_kept_and_nested_caches_are_kept() {
         write(ws, &format!("src{i}/node_modules/payload"), "x\n");
     }
     write(ws, "target/.gitattributes", "* text eol=crlf\n");
+    // A tracked file the job changed is written again by the reset: with
+    // the commit's attributes, not the job's.
+    write(ws, "target/keep.txt", "changed by the job\n");
     write(ws, "target/debug/app", "built\n");
     write(ws, "web/.venv/bin/python", "venv\n");
     write(ws, "web/notes.txt", "not kept\n");

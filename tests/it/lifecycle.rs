@@ -2,6 +2,8 @@
 
 use crate::support;
 
+#[cfg(unix)]
+use crate::support::edit_keeping_mtime;
 use crate::support::{Fixture, GitDaemon, Upstream, files_containing, manager};
 use fixsec_workspace::{ErrorKind, PrepareRequest};
 
@@ -111,6 +113,44 @@ fn reuse_restores_staged_and_same_size_edits() {
         repo.statuses(None).unwrap().is_empty(),
         "index and tree clean"
     );
+}
+
+/// A reuse skips its reset only when every tracked file's stat data is
+/// as the index recorded it, and what changed is written again whatever
+/// its stat data says (pristine.rs): an edit that put the old
+/// modification time back, with and without new upstream commits, and a
+/// tracked folder swapped for a link to its moved self (every file
+/// behind it unchanged) are all restored. (libgit2's reset alone kept
+/// the edit, and the clean then deleted the folder's files.)
+#[test]
+#[cfg(unix)]
+fn reuse_sees_through_restored_times_and_linked_folders() {
+    let Fixture { up, base: _base, m } = Fixture::new();
+    let req = PrepareRequest::new("acme/demo", up.url()).branch("main");
+    let out = m.prepare(&req).unwrap();
+    let readme = out.path.join("README.md");
+    edit_keeping_mtime(&readme, "# DEMO\n");
+    let again = m.prepare(&req).unwrap();
+    assert_eq!(std::fs::read_to_string(&readme).unwrap(), "# demo\n");
+
+    edit_keeping_mtime(&readme, "# DeMo\n");
+    up.commit("src/new.rs", "// new\n", "upstream moves on");
+    m.prepare(&req).unwrap();
+    assert_eq!(std::fs::read_to_string(&readme).unwrap(), "# demo\n");
+
+    std::fs::rename(out.path.join("src"), out.path.join("moved")).unwrap();
+    std::os::unix::fs::symlink("moved", out.path.join("src")).unwrap();
+    m.prepare(&req).unwrap();
+    assert!(again.reused);
+    let src = std::fs::symlink_metadata(out.path.join("src")).unwrap();
+    assert!(src.is_dir(), "src is a folder again");
+    assert_eq!(
+        std::fs::read_to_string(out.path.join("src/lib.rs")).unwrap(),
+        "pub fn f() {}\n"
+    );
+    assert!(!out.path.join("moved").exists());
+    let repo = git2::Repository::open(&out.path).unwrap();
+    assert!(repo.statuses(None).unwrap().is_empty(), "clean");
 }
 
 #[test]

@@ -170,6 +170,19 @@ pub fn mirror_folders(base: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
+/// Write `content` over `file` and put its modification time back, as a
+/// job hiding an edit from stat data would.
+pub fn edit_keeping_mtime(file: &Path, content: &str) {
+    let modified = std::fs::metadata(file).unwrap().modified().unwrap();
+    std::fs::write(file, content).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(file)
+        .unwrap()
+        .set_modified(modified)
+        .unwrap();
+}
+
 /// Every file under `dir` whose bytes contain `needle` (symlinks not followed).
 pub fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
     walkdir::WalkDir::new(dir)

@@ -19,6 +19,7 @@ mod lfs;
 mod maintenance;
 pub mod mirror;
 mod partial;
+mod pristine;
 mod push;
 mod refs;
 mod remote;
@@ -280,8 +281,17 @@ pub fn update(
             .map_err(|e| GitError::new("detaching HEAD", e))?,
     }
     // Nothing new upstream and nothing changed here: the reset (a full
-    // checkout scan plus an index rewrite) would change nothing.
-    if !(already_there && tracked_files_pristine(&repo, &target)) {
+    // checkout scan plus an index rewrite) would change nothing. Else what
+    // a job changed goes first, so the reset writes it whatever its stat
+    // data says (pristine.rs), and so does what it left untracked: a
+    // `.gitattributes` of its own would rewrite what the reset writes.
+    let changed = pristine::changed_paths(&repo);
+    let untouched = changed.as_ref().is_some_and(pristine::Changed::is_empty);
+    if !(already_there && untouched && pristine::index_matches(&repo, &target)) {
+        if let Some(changed) = &changed {
+            changed.remove(repo_dir)?;
+        }
+        clean(&repo, repo_dir, keep)?;
         reset_hard(&repo, repo_dir, &target)?;
     }
     let cleaned = clean(&repo, repo_dir, keep)?;
@@ -352,6 +362,10 @@ pub fn update_shaped(
     let was_sparse = shape.sparse;
     let repo = open_for_update(repo_dir, url, remote)?;
     let wanted = &wanted_or_default(&repo, git_ref)?;
+    // What a job left untracked goes before git writes anything (its own
+    // `.gitattributes` would rewrite what the checkout writes), and again
+    // after it, as the new commit's rules judge.
+    clean(&repo, repo_dir, keep)?;
     let head = partial::update_shaped(&repo, repo_dir, wanted, depth, sparse, was_sparse, remote)?;
     let cleaned = clean(&repo, repo_dir, keep)?;
     // The index's files plus what was kept; a walk (when the index cannot
@@ -415,6 +429,9 @@ pub fn reset_copy(repo_dir: &Path, head: &str, branch: Option<&str>) -> Result<(
             c.set_bool("core.trustctime", false)
         })
         .map_err(|e| GitError::new("writing the copy's config", e))?;
+    // What the first job left untracked (its own `.gitattributes` would
+    // rewrite what the reset writes) goes first.
+    clean(&repo, repo_dir, &KeepIgnored::none())?;
     git.run(&run, &["reset", "--quiet", "--hard"])?;
     if shape_of(repo_dir).sparse {
         // The flags cleared above, set again from the sparse patterns.
@@ -482,27 +499,6 @@ pub fn same_remote(a: &str, b: &str) -> bool {
         u.strip_suffix(".git").unwrap_or(u)
     }
     norm(a) == norm(b)
-}
-
-/// Whether the index equals `commit`'s tree and every tracked file in the
-/// working tree equals the index (stat data, and content where stat data
-/// cannot tell). Untracked files do not count: the clean removes them.
-fn tracked_files_pristine(repo: &Repository, commit: &git2::Commit) -> bool {
-    let check = || -> Result<bool, git2::Error> {
-        let index = repo.index()?;
-        let tree = commit.tree()?;
-        let staged = repo.diff_tree_to_index(Some(&tree), Some(&index), None)?;
-        if staged.deltas().len() > 0 {
-            return Ok(false);
-        }
-        let mut opts = git2::DiffOptions::new();
-        opts.include_untracked(false)
-            .include_ignored(false)
-            .ignore_submodules(true);
-        let unstaged = repo.diff_index_to_workdir(Some(&index), Some(&mut opts))?;
-        Ok(unstaged.deltas().len() == 0)
-    };
-    check().unwrap_or(false)
 }
 
 /// The index entry flag of a path a sparse checkout leaves off the disk.
