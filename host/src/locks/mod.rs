@@ -510,8 +510,18 @@ fn lease_id(file_name: &str) -> Option<u64> {
 /// Proof that this process holds a workspace's lock; released on drop.
 pub struct WorkspaceGuard {
     name: WorkspaceName,
-    _file: File,
+    file: File,
     _local: ArcMutexGuard<RawMutex, ()>,
+}
+
+impl Drop for WorkspaceGuard {
+    /// Unlocked before it is closed: a child process another thread is
+    /// starting holds a copy of every descriptor until it runs its
+    /// program, and closing ours alone would leave the lock held by that
+    /// copy (a removal right after a prepare found it "in use").
+    fn drop(&mut self) {
+        let _ = self.file.unlock();
+    }
 }
 
 impl std::fmt::Debug for WorkspaceGuard {
@@ -585,7 +595,7 @@ impl WorkspaceLocks {
             if let Some(file) = self.try_lock_file(name)? {
                 return Ok(WorkspaceGuard {
                     name: name.clone(),
-                    _file: file,
+                    file,
                     _local: local,
                 });
             }
@@ -606,7 +616,7 @@ impl WorkspaceLocks {
         };
         Ok(self.try_lock_file(name)?.map(|file| WorkspaceGuard {
             name: name.clone(),
-            _file: file,
+            file,
             _local: local,
         }))
     }
@@ -644,7 +654,8 @@ impl WorkspaceLocks {
         }
         match OpenOptions::new().write(true).open(self.lock_path(name)) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-            Ok(file) => !matches!(file.try_lock(), Ok(())),
+            // Unlocked at once (see WorkspaceGuard's drop).
+            Ok(file) => !matches!(file.try_lock(), Ok(()) if file.unlock().is_ok()),
             // Cannot open the lock file: report busy, the safe answer.
             Err(_) => true,
         }

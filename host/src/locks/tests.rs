@@ -90,7 +90,7 @@ fn a_lock_on_a_replaced_file_is_not_kept() {
     ));
     // The registry itself ends on the file now at the path.
     let guard = locks.try_lock_idle(&name).unwrap().unwrap();
-    assert!(same_file(&guard._file, &path));
+    assert!(same_file(&guard.file, &path));
 }
 
 /// A lease file written as another process would (`owner`: its token).
@@ -361,4 +361,21 @@ fn an_oversized_lease_file_is_ignored() {
     // Releasing its id removes it, a regular file, unread.
     assert_eq!(locks.release_lease(9), None);
     assert!(!path.exists());
+}
+
+/// A child process another thread is starting holds a copy of the lock's
+/// descriptor until it runs its program: a released lock is free at once
+/// all the same (the copy stands in for that child).
+#[test]
+fn a_released_lock_is_free_while_a_copy_of_its_descriptor_lives() {
+    let (_dir, layout) = registry();
+    let locks = WorkspaceLocks::new(layout.clone());
+    let other = WorkspaceLocks::new(layout);
+    let name = WorkspaceName::parse("a_1").unwrap();
+    let guard = locks.try_lock_idle(&name).unwrap().unwrap();
+    let copy = guard.file.try_clone().unwrap();
+    drop(guard);
+    assert!(!other.is_locked(&name));
+    assert!(other.try_lock_idle(&name).unwrap().is_some());
+    drop(copy);
 }
