@@ -379,3 +379,38 @@ fn a_job_cannot_widen_what_is_kept_and_nested_caches_are_kept() {
     assert!(!ws.join("web/notes.txt").exists());
     assert_eq!(git(ws, &["status", "--porcelain", "--ignored=no"]), "");
 }
+
+/// The attacker review of the reset's stat check (F5): a job that edits
+/// or deletes the commit's `.gitignore` gets it written back by the
+/// reset, and the kept caches are judged by it then; the clean before
+/// the reset (which drops a job's `.gitattributes`) judges nothing.
+#[test]
+fn a_cache_survives_a_job_that_edits_the_ignore_rules() {
+    let up = upstream();
+    let base = tempfile::tempdir().unwrap();
+    let m = manager(base.path(), &[("keep_ignored", "node_modules")]);
+    let request = PrepareRequest::new("acme/app", up.url());
+    let ws = m.prepare(&request).unwrap().path;
+    for edit in ["edited", "deleted"] {
+        write(&ws, "node_modules/left-pad/index.js", "cached\n");
+        if edit == "edited" {
+            write(&ws, ".gitignore", "*.log\n");
+        } else {
+            std::fs::remove_file(ws.join(".gitignore")).unwrap();
+        }
+        let again = m.prepare(&request).unwrap();
+        assert!(again.reused, "{:?}", again.notes);
+        assert_eq!(
+            std::fs::read_to_string(ws.join("node_modules/left-pad/index.js"))
+                .ok()
+                .as_deref(),
+            Some("cached\n"),
+            "{edit} .gitignore: the cache went"
+        );
+        assert!(
+            std::fs::read_to_string(ws.join(".gitignore"))
+                .unwrap()
+                .contains("node_modules/")
+        );
+    }
+}

@@ -520,3 +520,127 @@ fn a_link_in_the_git_directory_is_never_followed() {
         .unwrap();
     assert!(again.reused, "{:?}", again.notes);
 }
+
+/// `.git/index` as a job could write it by hand: version 2, `paths`
+/// (in order) as regular files of zero stat data and a made-up blob.
+#[cfg(unix)]
+fn write_raw_index(git_dir: &std::path::Path, paths: &[&[u8]]) {
+    let mut out = b"DIRC".to_vec();
+    out.extend(2u32.to_be_bytes());
+    out.extend((paths.len() as u32).to_be_bytes());
+    for path in paths {
+        let start = out.len();
+        for field in [0u32, 0, 0, 0, 0, 0, 0o100644, 0, 0, 0] {
+            out.extend(field.to_be_bytes());
+        }
+        out.extend([0x5a; 20]);
+        out.extend((path.len() as u16).to_be_bytes());
+        out.extend(*path);
+        let len = out.len() - start;
+        out.extend(std::iter::repeat_n(0u8, 8 - len % 8));
+    }
+    let body = git_dir.join("index.body");
+    std::fs::write(&body, &out).unwrap();
+    let sum = std::process::Command::new("sha1sum")
+        .arg(&body)
+        .output()
+        .unwrap();
+    let hex = String::from_utf8(sum.stdout).unwrap();
+    for i in (0..40).step_by(2) {
+        out.push(u8::from_str_radix(&hex[i..i + 2], 16).unwrap());
+    }
+    std::fs::remove_file(&body).unwrap();
+    std::fs::write(git_dir.join("index"), &out).unwrap();
+}
+
+/// The attacker review of the reset's stat check: libgit2 reads an index
+/// naming `/somewhere/else` (or ``), and a removal of what "changed"
+/// would have deleted it on the host. Such an index is refused and the
+/// checkout cloned afresh; nothing outside it is touched. A FIFO for an
+/// index (reading it would block with the lock held) is refused too.
+#[cfg(unix)]
+#[test]
+fn a_hand_written_index_never_reaches_outside_the_checkout() {
+    use std::os::unix::ffi::OsStrExt;
+    let Fixture { up, base: _base, m } = Fixture::new();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let precious = elsewhere.path().join("precious");
+    std::fs::create_dir(&precious).unwrap();
+    std::fs::write(precious.join("data"), "keep me\n").unwrap();
+    let request = PrepareRequest::new("acme/job", up.url());
+    let out = m.prepare(&request).unwrap();
+    let git_dir = out.path.join(".git");
+    for paths in [
+        vec![precious.as_os_str().as_bytes(), b"README.md"],
+        vec![b"" as &[u8], b"README.md"],
+        vec![b"README.md", b"src//lib.rs"],
+    ] {
+        write_raw_index(&git_dir, &paths);
+        let again = m.prepare(&request).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(precious.join("data"))
+                .ok()
+                .as_deref(),
+            Some("keep me\n"),
+            "{paths:?}: deleted outside the checkout"
+        );
+        assert!(!again.reused, "{paths:?}: reused");
+        assert!(
+            again.notes.iter().any(|n| n.contains("the index names")),
+            "{:?}",
+            again.notes
+        );
+        assert!(again.path.join("src/lib.rs").is_file());
+    }
+    let fifo = git_dir.join("index");
+    std::fs::remove_file(&fifo).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // On its own thread: a prepare that blocks fails the test, not hangs it.
+    let (done, waited) = std::sync::mpsc::channel();
+    let (m, request) = (m.clone(), request.clone());
+    std::thread::spawn(move || drop(done.send(m.prepare(&request))));
+    let again = waited
+        .recv_timeout(Duration::from_secs(60))
+        .expect("a FIFO index blocked the prepare")
+        .unwrap();
+    assert!(!again.reused);
+    assert!(again.path.join("src/lib.rs").is_file());
+}
+
+/// The attacker review of the reset's stat check (F4): a submodule's
+/// place swapped for a link to another repository was kept by the reset
+/// and the clean (it is tracked), and the submodule's hygiene would have
+/// acted in the link's target. The link goes; its target is untouched.
+#[cfg(unix)]
+#[test]
+fn a_link_at_a_submodules_place_is_removed() {
+    let Fixture { up, base: _base, m } = Fixture::new();
+    let head = up.head_of("main");
+    let git = |args: &[&str]| crate::support::forge::git(&up.path, args);
+    git(&[
+        "update-index",
+        "--add",
+        "--cacheinfo",
+        &format!("160000,{head},vendor/sub"),
+    ]);
+    git(&["commit", "-qm", "a submodule"]);
+    let request = PrepareRequest::new("acme/sub", up.url()).branch("main");
+    let out = m.prepare(&request).unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::fs::write(elsewhere.path().join("mine"), "keep me\n").unwrap();
+    let place = out.path.join("vendor/sub");
+    let _ = std::fs::remove_dir_all(&place);
+    std::os::unix::fs::symlink(elsewhere.path(), &place).unwrap();
+    let again = m.prepare(&request).unwrap();
+    assert!(again.reused, "{:?}", again.notes);
+    let now = std::fs::symlink_metadata(&place);
+    assert!(!now.is_ok_and(|m| m.is_symlink()), "the link survived");
+    assert_eq!(
+        std::fs::read_to_string(elsewhere.path().join("mine")).unwrap(),
+        "keep me\n"
+    );
+}

@@ -50,6 +50,28 @@ pub(super) fn clean(
     repo_dir: &Path,
     keep: &KeepIgnored,
 ) -> Result<Cleaned, GitError> {
+    clean_passes(repo, repo_dir, keep, true)
+}
+
+/// The first pass alone, before a reset writes anything: what `keep`
+/// does not cover goes (a job's `.gitattributes` would rewrite what the
+/// reset writes), what it covers stays for the clean after the reset to
+/// judge by the commit's rules (a `.gitignore` the job changed is only
+/// written back by that reset).
+pub(super) fn clean_before_reset(
+    repo: &Repository,
+    repo_dir: &Path,
+    keep: &KeepIgnored,
+) -> Result<(), GitError> {
+    clean_passes(repo, repo_dir, keep, false).map(drop)
+}
+
+fn clean_passes(
+    repo: &Repository,
+    repo_dir: &Path,
+    keep: &KeepIgnored,
+    judge: bool,
+) -> Result<Cleaned, GitError> {
     let sparse = super::shape_of(repo_dir).sparse;
     let index = repo
         .index()
@@ -113,6 +135,9 @@ pub(super) fn clean(
         remove(entry.path(), is_dir)?;
     }
 
+    if !judge {
+        return Ok(cleaned);
+    }
     while let Some(path) = set_aside.pop() {
         let rel = relative_bytes(&path, repo_dir);
         if ignored(repo, &rel) {

@@ -8,9 +8,12 @@ use super::remote::Remote;
 use git2::Repository;
 use std::path::Path;
 
-/// The first symbolic link in `git_dir` (relative to it), if any.
+/// The first symbolic link or special file (a FIFO, a socket, a device)
+/// in `git_dir` (relative to it), if any.
 ///
-/// git makes none there, and the host writes and deletes inside the git
+/// git makes none there. A FIFO at `index` or `config` would block the
+/// prepare that reads it, with the workspace's lock held. And the host
+/// writes and deletes inside the git
 /// directory (config, index, hooks, `info/`, alternates): through a link a
 /// job left (`hooks -> ../../..`) that would act on whatever it points at,
 /// another tenant's workspace included. A checkout with one is not reused
@@ -18,7 +21,7 @@ use std::path::Path;
 /// but cloned afresh, and the removal deletes links as links. The loose
 /// object folders (`objects/ab/`) are not walked: git only reads there,
 /// and every object read is checked against its id.
-pub fn symlink_in_git_dir(git_dir: &Path) -> Option<String> {
+pub fn link_or_special_in_git_dir(git_dir: &Path) -> Option<String> {
     let loose = |name: &std::ffi::OsStr| {
         let name = name.as_encoded_bytes();
         name.len() == 2 && name.iter().all(u8::is_ascii_hexdigit)
@@ -29,7 +32,7 @@ pub fn symlink_in_git_dir(git_dir: &Path) -> Option<String> {
         .into_iter()
         .filter_entry(|e| !(e.depth() == 2 && e.file_type().is_dir() && loose(e.file_name())))
         .filter_map(Result::ok)
-        .find(|e| e.path_is_symlink())
+        .find(|e| e.path_is_symlink() || !(e.file_type().is_file() || e.file_type().is_dir()))
         .map(|e| {
             e.path()
                 .strip_prefix(git_dir)

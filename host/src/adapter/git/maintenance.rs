@@ -47,9 +47,9 @@ pub fn maintain(mirror_dir: &Path, borrowers: &[PathBuf]) -> Result<Maintained, 
         .map_err(|e| GitError::new("opening the mirror's objects", e))?;
     let mut frontier: HashSet<Oid> = HashSet::new();
     for borrower in borrowers {
-        if let Some(link) = super::hygiene::symlink_in_git_dir(&borrower.join(".git")) {
+        if let Some(link) = super::hygiene::link_or_special_in_git_dir(&borrower.join(".git")) {
             return Err(GitError::other(format!(
-                "{} has a symbolic link in its git directory ({link}); the mirror is not \
+                "{} has a symbolic link or a special file in its git directory ({link}); the mirror is not \
                  maintained (nothing is dropped) until it is cloned afresh",
                 borrower.display()
             )));

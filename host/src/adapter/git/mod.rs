@@ -107,10 +107,10 @@ pub fn inspect(repo_dir: &Path) -> RepoState {
         state.problem = Some("repo/.git is not a folder of its own".into());
         return state;
     }
-    if let Some(link) = hygiene::symlink_in_git_dir(&repo_dir.join(".git")) {
+    if let Some(link) = hygiene::link_or_special_in_git_dir(&repo_dir.join(".git")) {
         state.problem = Some(format!(
-            "repo/.git/{link} is a symbolic link (git makes none there; the host would write \
-             through it)"
+            "repo/.git/{link} is a symbolic link or a special file (git makes neither there; \
+             the host would write through a link, and block on a FIFO)"
         ));
         return state;
     }
@@ -285,13 +285,13 @@ pub fn update(
     // a job changed goes first, so the reset writes it whatever its stat
     // data says (pristine.rs), and so does what it left untracked: a
     // `.gitattributes` of its own would rewrite what the reset writes.
-    let changed = pristine::changed_paths(&repo);
+    let changed = pristine::changed_paths(&repo)?;
     let untouched = changed.as_ref().is_some_and(pristine::Changed::is_empty);
     if !(already_there && untouched && pristine::index_matches(&repo, &target)) {
         if let Some(changed) = &changed {
             changed.remove(repo_dir)?;
         }
-        clean(&repo, repo_dir, keep)?;
+        clean::clean_before_reset(&repo, repo_dir, keep)?;
         reset_hard(&repo, repo_dir, &target)?;
     }
     let cleaned = clean(&repo, repo_dir, keep)?;
@@ -305,10 +305,11 @@ pub fn update(
 /// long paths on, and its origin `url` (a spelling of the same URL is
 /// updated; any other remote is refused, so it is cloned afresh).
 fn open_for_update(repo_dir: &Path, url: &str, remote: &Remote) -> Result<Repository, GitError> {
-    if let Some(link) = hygiene::symlink_in_git_dir(&repo_dir.join(".git")) {
+    if let Some(link) = hygiene::link_or_special_in_git_dir(&repo_dir.join(".git")) {
         return Err(GitError::other(format!(
-            ".git/{link} is a symbolic link (git makes none there, and the hygiene would act \
-             through it); the checkout is cloned afresh rather than reused"
+            ".git/{link} is a symbolic link or a special file (git makes neither there; the \
+             hygiene would act through a link, or block on a FIFO); the checkout is cloned \
+             afresh rather than reused"
         )));
     }
     let repo = Repository::open(repo_dir).map_err(|e| GitError::new("opening repository", e))?;
@@ -365,7 +366,7 @@ pub fn update_shaped(
     // What a job left untracked goes before git writes anything (its own
     // `.gitattributes` would rewrite what the checkout writes), and again
     // after it, as the new commit's rules judge.
-    clean(&repo, repo_dir, keep)?;
+    clean::clean_before_reset(&repo, repo_dir, keep)?;
     let head = partial::update_shaped(&repo, repo_dir, wanted, depth, sparse, was_sparse, remote)?;
     let cleaned = clean(&repo, repo_dir, keep)?;
     // The index's files plus what was kept; a walk (when the index cannot
@@ -383,9 +384,10 @@ pub fn update_shaped(
 /// shares blocks keeps sharing them) and everything else is cleaned.
 pub fn reset_copy(repo_dir: &Path, head: &str, branch: Option<&str>) -> Result<(), GitError> {
     let git = git_cli().ok_or_else(|| cli::needed("a copy for a second job"))?;
-    if let Some(link) = hygiene::symlink_in_git_dir(&repo_dir.join(".git")) {
+    if let Some(link) = hygiene::link_or_special_in_git_dir(&repo_dir.join(".git")) {
         return Err(GitError::other(format!(
-            "the copy's .git/{link} is a symbolic link the first job left; no copy is made"
+            "the copy's .git/{link} is a symbolic link or a special file the first job left; \
+             no copy is made"
         )));
     }
     clear_stale_locks(repo_dir)?;
@@ -431,7 +433,7 @@ pub fn reset_copy(repo_dir: &Path, head: &str, branch: Option<&str>) -> Result<(
         .map_err(|e| GitError::new("writing the copy's config", e))?;
     // What the first job left untracked (its own `.gitattributes` would
     // rewrite what the reset writes) goes first.
-    clean(&repo, repo_dir, &KeepIgnored::none())?;
+    clean::clean_before_reset(&repo, repo_dir, &KeepIgnored::none())?;
     git.run(&run, &["reset", "--quiet", "--hard"])?;
     if shape_of(repo_dir).sparse {
         // The flags cleared above, set again from the sparse patterns.

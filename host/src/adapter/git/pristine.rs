@@ -22,6 +22,8 @@
 
 use super::GitError;
 use git2::{Index, IndexEntry, Repository};
+#[cfg(unix)]
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 /// Tracked paths the working tree no longer holds as the index recorded
@@ -45,6 +47,13 @@ impl Changed {
     /// Links are removed as links; what is gone already is fine.
     pub(super) fn remove(&self, workdir: &Path) -> Result<(), GitError> {
         for rel in self.not_folders.iter().chain(&self.files) {
+            // Only plain parts ([`changed_paths`] refused anything else).
+            if !rel
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+            {
+                continue;
+            }
             let path = workdir.join(rel);
             let removed = match std::fs::symlink_metadata(&path) {
                 Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path),
@@ -76,10 +85,34 @@ pub(super) fn index_matches(repo: &Repository, commit: &git2::Commit) -> bool {
 /// What changed in the tracked paths of `repo`'s working tree since its
 /// index was written; None when that cannot be told (no index, no
 /// working tree): the reset alone decides then.
-pub(super) fn changed_paths(repo: &Repository) -> Option<Changed> {
-    let index = repo.index().ok()?;
-    let workdir = repo.workdir()?;
-    changed_in(repo, workdir, &index)
+///
+/// An index naming a path no checkout can hold (absolute, empty, with an
+/// empty, `.`, `..` or `.git` part: libgit2 reads `/etc/x` and `` from a
+/// hand-written index) is an error, and the checkout is cloned afresh:
+/// nothing is looked at or removed for it.
+pub(super) fn changed_paths(repo: &Repository) -> Result<Option<Changed>, GitError> {
+    let (Ok(index), Some(workdir)) = (repo.index(), repo.workdir()) else {
+        return Ok(None);
+    };
+    if let Some(bad) = index.iter().find(|e| !checkout_path(&e.path)) {
+        return Err(GitError::other(format!(
+            "the index names {:?}, which is no path inside a checkout (a job rewrote \
+             .git/index); the checkout is cloned afresh rather than reused",
+            String::from_utf8_lossy(&bad.path)
+        )));
+    }
+    Ok(changed_in(repo, workdir, &index))
+}
+
+/// Whether the index path `path` names a place inside the checkout: a
+/// relative path of plain parts (none empty, `.`, `..` or `.git` in any
+/// case), no NUL.
+fn checkout_path(path: &[u8]) -> bool {
+    !path.is_empty()
+        && !path.contains(&0)
+        && path.split(|b| *b == b'/').all(|part| {
+            !part.is_empty() && part != b"." && part != b".." && !part.eq_ignore_ascii_case(b".git")
+        })
 }
 
 /// The index entry flags that make a path's stat data meaningless here:
@@ -117,14 +150,14 @@ fn changed_in(repo: &Repository, workdir: &Path, index: &Index) -> Option<Change
         .collect();
     folders.sort_unstable();
     folders.dedup();
-    let mut bad: Vec<&[u8]> = Vec::new();
+    let mut bad: HashSet<&[u8]> = HashSet::new();
     for folder in folders {
-        if bad.iter().any(|b| under(folder, b)) {
+        if below_any(folder, &bad) {
             continue;
         }
         let real = std::fs::symlink_metadata(joined(workdir, folder)).is_ok_and(|m| m.is_dir());
         if !real {
-            bad.push(folder);
+            bad.insert(folder);
             changed.not_folders.push(joined(Path::new(""), folder));
         }
     }
@@ -155,29 +188,51 @@ fn changed_in(repo: &Repository, workdir: &Path, index: &Index) -> Option<Change
             && meta.gid() == entry.gid
             && (i64::from(mtime.seconds()), i64::from(mtime.nanoseconds())) < written
     };
+    let outside_bad = |e: &&IndexEntry| !below_any(&e.path, &bad);
+    // A submodule is its own repository, its update its own; but its place
+    // is a real folder or nothing (a link there led the submodule's
+    // hygiene into another repository).
+    for gitlink in entries
+        .iter()
+        .filter(|e| e.mode & 0o170000 == 0o160000)
+        .filter(outside_bad)
+    {
+        let here = std::fs::symlink_metadata(joined(workdir, &gitlink.path));
+        if here.is_ok_and(|m| !m.is_dir()) {
+            changed
+                .not_folders
+                .push(joined(Path::new(""), &gitlink.path));
+        }
+    }
     let looked_at: Vec<&IndexEntry> = entries
         .iter()
-        // A submodule is its own repository: its update is its own.
         .filter(|e| e.mode & 0o170000 != 0o160000)
-        .filter(|e| !bad.iter().any(|b| under(&e.path, b)))
+        .filter(outside_bad)
         .collect();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
     let chunk = looked_at.len().div_ceil(threads).max(1);
+    let differ = |part: &[&IndexEntry]| -> Vec<PathBuf> {
+        part.iter()
+            .filter(|e| !same(e))
+            .map(|e| joined(Path::new(""), &e.path))
+            .collect()
+    };
+    // A part whose thread cannot be started (a process limit) is done here.
     let found: Vec<Vec<PathBuf>> = std::thread::scope(|s| {
         let running: Vec<_> = looked_at
             .chunks(chunk)
             .map(|part| {
-                s.spawn(move || -> Vec<PathBuf> {
-                    part.iter()
-                        .filter(|e| !same(e))
-                        .map(|e| joined(Path::new(""), &e.path))
-                        .collect()
-                })
+                std::thread::Builder::new()
+                    .spawn_scoped(s, move || differ(part))
+                    .map_err(|_| part)
             })
             .collect();
         running
             .into_iter()
-            .map(|t| t.join().ok())
+            .map(|t| match t {
+                Ok(t) => t.join().ok(),
+                Err(part) => Some(differ(part)),
+            })
             .collect::<Option<Vec<_>>>()
     })?;
     changed.files = found.into_iter().flatten().collect();
@@ -212,11 +267,15 @@ fn changed_in(repo: &Repository, _workdir: &Path, index: &Index) -> Option<Chang
     })
 }
 
-/// Whether the index path `path` is `folder` or below it.
+/// Whether the index path `path` is one of `folders` or below one.
 #[cfg(unix)]
-fn under(path: &[u8], folder: &[u8]) -> bool {
-    path.strip_prefix(folder)
-        .is_some_and(|rest| rest.is_empty() || rest[0] == b'/')
+fn below_any(path: &[u8], folders: &HashSet<&[u8]>) -> bool {
+    !folders.is_empty()
+        && (folders.contains(path)
+            || path
+                .iter()
+                .enumerate()
+                .any(|(i, b)| *b == b'/' && folders.contains(&path[..i])))
 }
 
 /// `root` joined with the index path `rel` (`/` separated).
