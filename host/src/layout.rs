@@ -67,6 +67,12 @@ impl Layout {
         self.workspace_dir(name).join("workspace.json")
     }
 
+    /// `<base>/<name>/index.prepared`: the index the last prepare wrote,
+    /// kept outside the checkout (a job can rewrite `.git/index`).
+    pub fn prepared_index_path(&self, name: &WorkspaceName) -> PathBuf {
+        self.workspace_dir(name).join("index.prepared")
+    }
+
     /// `<base>/.trash`.
     pub fn trash_dir(&self) -> PathBuf {
         self.base.join(".trash")

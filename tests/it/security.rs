@@ -570,12 +570,22 @@ fn a_hand_written_index_never_reaches_outside_the_checkout() {
     let request = PrepareRequest::new("acme/job", up.url());
     let out = m.prepare(&request).unwrap();
     let git_dir = out.path.join(".git");
+    let kept = out.path.parent().unwrap().join("index.prepared");
     for paths in [
         vec![precious.as_os_str().as_bytes(), b"README.md"],
         vec![b"" as &[u8], b"README.md"],
         vec![b"README.md", b"src//lib.rs"],
     ] {
+        // With the index the last prepare wrote kept, it is put back over
+        // the job's (K17): reused, nothing outside touched.
         write_raw_index(&git_dir, &paths);
+        let again = m.prepare(&request).unwrap();
+        assert!(again.reused, "{:?}", again.notes);
+        assert!(precious.join("data").exists());
+        // Without it (a workspace prepared before K17), the job's index is
+        // read, and refused.
+        write_raw_index(&git_dir, &paths);
+        std::fs::remove_file(&kept).unwrap();
         let again = m.prepare(&request).unwrap();
         assert_eq!(
             std::fs::read_to_string(precious.join("data"))
@@ -643,4 +653,72 @@ fn a_link_at_a_submodules_place_is_removed() {
         std::fs::read_to_string(elsewhere.path().join("mine")).unwrap(),
         "keep me\n"
     );
+}
+
+/// What a job could do to `.git/index` of the checkout at `repo`: the
+/// entry for `file` keeps the commit's blob id but gets the file's
+/// present stat data (libgit2 takes an entry as given).
+#[cfg(unix)]
+fn forge_stat_data(repo: &std::path::Path, file: &str) {
+    use std::os::unix::fs::MetadataExt;
+    let git = git2::Repository::open(repo).unwrap();
+    let mut index = git.index().unwrap();
+    let mut entry = index.get_path(std::path::Path::new(file), 0).unwrap();
+    let meta = std::fs::symlink_metadata(repo.join(file)).unwrap();
+    entry.ctime = git2::IndexTime::new(meta.ctime() as i32, meta.ctime_nsec() as u32);
+    entry.mtime = git2::IndexTime::new(meta.mtime() as i32, meta.mtime_nsec() as u32);
+    (entry.dev, entry.ino) = (meta.dev() as u32, meta.ino() as u32);
+    (entry.uid, entry.gid) = (meta.uid(), meta.gid());
+    entry.file_size = meta.size() as u32;
+    index.add(&entry).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    index.write().unwrap();
+}
+
+/// K17: a job that changes a tracked file and writes the file's new stat
+/// data into `.git/index` under the commit's blob id (libgit2 takes an
+/// entry as given) passed the stat check, and its content survived the
+/// reuse. The next prepare puts the index it wrote itself back first.
+#[cfg(unix)]
+#[test]
+fn a_job_cannot_vouch_for_its_own_edit_in_the_index() {
+    use std::os::unix::fs::MetadataExt;
+    let Fixture { up, base: _base, m } = Fixture::new();
+    let request = PrepareRequest::new("acme/job", up.url()).branch("main");
+    let out = m.prepare(&request).unwrap();
+    let readme = out.path.join("README.md");
+    std::fs::write(&readme, "# EVIL\n").unwrap();
+    forge_stat_data(&out.path, "README.md");
+    // The index put back keeps the modification time it was written with
+    // (git's racy-clean rule reads it).
+    let kept = out.path.parent().unwrap().join("index.prepared");
+    let modified = |p: &std::path::Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    let prepared_at = modified(&kept);
+    let again = m.prepare(&request).unwrap();
+    assert!(again.reused, "{:?}", again.notes);
+    assert_eq!(std::fs::read_to_string(&readme).unwrap(), "# demo\n");
+    assert_ne!(modified(&kept), prepared_at, "the reset's index is kept");
+    assert_eq!(modified(&kept), modified(&out.path.join(".git/index")));
+
+    // A copy that cannot be put back (here a folder where it is staged)
+    // fails the update: the checkout is cloned afresh, the forged index
+    // neither trusted nor kept.
+    std::fs::write(&readme, "# EVIL\n").unwrap();
+    forge_stat_data(&out.path, "README.md");
+    let blocker = out.path.parent().unwrap().join("index.restoring");
+    std::fs::create_dir_all(blocker.join("x")).unwrap();
+    let again = m.prepare(&request).unwrap();
+    assert!(!again.reused, "{:?}", again.notes);
+    assert_eq!(std::fs::read_to_string(&readme).unwrap(), "# demo\n");
+    std::fs::remove_dir_all(&blocker).unwrap();
+
+    // A job that only refreshed the index (`git status`, `git add` of
+    // nothing) has no file written again.
+    let written = std::fs::metadata(&readme).unwrap().ino();
+    crate::support::forge::git(&out.path, &["status", "--porcelain"]);
+    crate::support::forge::git(&out.path, &["add", "-A"]);
+    let again = m.prepare(&request).unwrap();
+    assert!(again.reused, "{:?}", again.notes);
+    assert_eq!(std::fs::metadata(&readme).unwrap().ino(), written);
+    assert_eq!(std::fs::read_to_string(&readme).unwrap(), "# demo\n");
 }

@@ -126,6 +126,7 @@ impl Store {
             .rename(&staging, &repo)
             .map_err(|(_, e)| Error::io("moving the new clone into place at", &repo, e))?;
         let size = git::checkout_size(&repo).unwrap_or_else(|| dir_size(&repo));
+        self.keep_prepared_index(name);
         Ok((head, size))
     }
 
@@ -154,36 +155,137 @@ impl Store {
         // is cloned afresh. A sparse one, or a shaped request, goes
         // through git's command line.
         let shape = git::shape_of(&repo);
-        let updated = git::check_prepared_by(&repo, remote, adopt_unrecorded)
-            .and_then(|()| match shape.filter.as_deref() == spec.filter {
-                false => Err(git::GitError::other(format!(
-                    "the checkout was cloned with filter {}, and {} is asked; it is cloned \
-                     afresh",
-                    shape.filter.as_deref().unwrap_or("none"),
-                    spec.filter.unwrap_or("none")
-                ))),
-                true if spec.shaped() || shape.sparse => git::update_shaped(
-                    &repo,
-                    url,
-                    git_ref.as_ref(),
-                    depth,
-                    spec.sparse,
-                    &shape,
-                    spec.keep,
-                    remote,
-                ),
-                true => git::update(&repo, url, git_ref.as_ref(), depth, spec.keep, remote),
+        let updated = self
+            .restore_prepared_index(name)
+            .and_then(|()| {
+                git::check_prepared_by(&repo, remote, adopt_unrecorded).map_err(Error::from)
             })
-            .map_err(Error::from)
+            .and_then(|()| {
+                let updated = match shape.filter.as_deref() == spec.filter {
+                    false => Err(git::GitError::other(format!(
+                        "the checkout was cloned with filter {}, and {} is asked; it is cloned \
+                     afresh",
+                        shape.filter.as_deref().unwrap_or("none"),
+                        spec.filter.unwrap_or("none")
+                    ))),
+                    true if spec.shaped() || shape.sparse => git::update_shaped(
+                        &repo,
+                        url,
+                        git_ref.as_ref(),
+                        depth,
+                        spec.sparse,
+                        &shape,
+                        spec.keep,
+                        remote,
+                    ),
+                    true => git::update(&repo, url, git_ref.as_ref(), depth, spec.keep, remote),
+                };
+                updated.map_err(Error::from)
+            })
             .and_then(|u| {
                 self.add_extras(&repo, url, remote, spec.extras)?;
                 git::record_prepared_by(&repo, remote)?;
+                self.keep_prepared_index(name);
                 Ok(u)
             });
         if let Err(e) = &updated {
             timer.fail(e);
         }
         updated
+    }
+
+    /// Keep a copy of the index this prepare wrote outside the checkout
+    /// (`index.prepared`, with the index's modification time, which git's
+    /// racy-clean rule reads): its stat data is what the next prepare
+    /// judges the working tree by, and `.git/index` is the job's to
+    /// rewrite (K17 in RELIABILITY.md). Best effort: without a copy the
+    /// next prepare trusts `.git/index`, as before.
+    fn keep_prepared_index(&self, name: &WorkspaceName) {
+        let index = self.layout.repo_dir(name).join(".git").join("index");
+        let kept = self.layout.prepared_index_path(name);
+        let (Ok(bytes), Ok(written)) = (
+            std::fs::read(&index),
+            std::fs::metadata(&index).and_then(|m| m.modified()),
+        ) else {
+            let _ = std::fs::remove_file(&kept);
+            return;
+        };
+        let same = std::fs::metadata(&kept).is_ok_and(|m| m.modified().ok() == Some(written))
+            && std::fs::read(&kept).is_ok_and(|k| k == bytes);
+        if same {
+            return;
+        }
+        let saved = crate::adapter::fs::write_atomically(&kept, &bytes).and_then(|()| {
+            std::fs::File::options()
+                .write(true)
+                .open(&kept)?
+                .set_modified(written)
+        });
+        if let Err(e) = saved {
+            tracing::warn!(workspace = %name, error = %e, "could not keep a copy of the index");
+            let _ = std::fs::remove_file(&kept);
+        }
+    }
+
+    /// Put the index the last prepare wrote back in place when a job
+    /// changed `.git/index` (a `git add`, a `git status` that refreshed
+    /// it, or a hand-written one carrying a tampered file's stat data), so
+    /// the update judges every tracked file by the host's stat data.
+    ///
+    /// Written beside the copy, outside the checkout, and renamed into
+    /// the git directory (nothing is opened inside it for writing), with
+    /// the copy's modification time. A copy that cannot be put back fails
+    /// the update (the checkout is cloned afresh): the job's index is
+    /// never trusted, nor kept as the next copy.
+    fn restore_prepared_index(&self, name: &WorkspaceName) -> Result<()> {
+        let kept = self.layout.prepared_index_path(name);
+        let Ok(kept_meta) = std::fs::symlink_metadata(&kept) else {
+            return Ok(());
+        };
+        let git_dir = self.layout.repo_dir(name).join(".git");
+        // Only into a git directory of its own holding no link (the
+        // update refuses those and the checkout is cloned afresh).
+        if !std::fs::symlink_metadata(&git_dir).is_ok_and(|m| m.is_dir())
+            || git::link_or_special_in_git_dir(&git_dir).is_some()
+        {
+            return Ok(());
+        }
+        let index = git_dir.join("index");
+        let failed = |e: std::io::Error| {
+            Error::filesystem(format!(
+                "cannot put the prepared index back over {} ({e}); the checkout is cloned afresh",
+                index.display()
+            ))
+        };
+        if !kept_meta.is_file() {
+            return Err(failed(std::io::Error::other(
+                "index.prepared is not a file",
+            )));
+        }
+        let bytes = std::fs::read(&kept).map_err(failed)?;
+        // The job's index is read only when it could be the copy (its
+        // length), so a huge sparse file costs nothing.
+        let same = std::fs::symlink_metadata(&index)
+            .is_ok_and(|m| m.is_file() && m.len() == bytes.len() as u64)
+            && std::fs::read(&index).is_ok_and(|now| now == bytes);
+        if same {
+            return Ok(());
+        }
+        tracing::info!(workspace = %name, "the job changed .git/index; the prepared one is put back");
+        let staged = self.layout.workspace_dir(name).join("index.restoring");
+        crate::adapter::fs::write_atomically(&staged, &bytes)
+            .and_then(|()| {
+                let written = kept_meta.modified()?;
+                std::fs::File::options()
+                    .write(true)
+                    .open(&staged)?
+                    .set_modified(written)
+            })
+            .and_then(|()| std::fs::rename(&staged, &index))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&staged);
+                failed(e)
+            })
     }
 
     /// Submodules and LFS objects into the checkout at `repo`, as asked,

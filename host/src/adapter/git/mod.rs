@@ -34,7 +34,8 @@ pub use budget::{ExtrasBudget, ExtrasLimits};
 pub use cli::{GitCli, git_cli};
 pub use error::{GitError, GitFailure, Stop};
 pub use hygiene::{
-    check_prepared_by, clear_stale_locks, prepared_by, record_prepared_by, stale_locks,
+    check_prepared_by, clear_stale_locks, link_or_special_in_git_dir, prepared_by,
+    record_prepared_by, stale_locks,
 };
 pub use keep::{KeepIgnored, MAX_ENTRIES as MAX_KEPT_PATHS};
 pub use maintenance::{Maintained, maintain as maintain_mirror};

@@ -12,9 +12,11 @@
 //! self lost its files to the clean. So what this finds changed is
 //! removed before the reset, which then writes it from the commit.
 //!
-//! Anything in doubt (racily clean stat data, a conflict, an index flag)
-//! counts as changed: a wrong "changed" costs one file's rewrite, never
-//! correctness. Nothing is read or removed through a link: files below a
+//! A racily clean entry (stamped in the index's own clock tick) is judged
+//! by its content, as git does; anything else in doubt (a conflict, an
+//! index flag) counts as changed: a wrong "changed" costs one file's
+//! rewrite, never correctness. The index judged is the one the last
+//! prepare wrote (the store puts it back when a job changed it, K17). Nothing is read or removed through a link: files below a
 //! folder that is not a real folder are not looked at, the link itself is
 //! removed. (A job still running while the next prepare holds the
 //! workspace could swap a folder between the look and the removal; jobs
@@ -178,15 +180,24 @@ fn changed_in(repo: &Repository, workdir: &Path, index: &Index) -> Option<Change
             0o120000 => meta.file_type().is_symlink(),
             _ => false,
         };
-        kind && meta.size() as u32 == entry.file_size
+        let stat_same = kind
+            && meta.size() as u32 == entry.file_size
             && meta.mtime() as u32 == mtime.seconds() as u32
             && meta.mtime_nsec() as u32 == mtime.nanoseconds()
             && meta.ctime() as u32 == ctime.seconds() as u32
             && meta.ctime_nsec() as u32 == ctime.nanoseconds()
             && meta.ino() as u32 == entry.ino
             && meta.uid() == entry.uid
-            && meta.gid() == entry.gid
-            && (i64::from(mtime.seconds()), i64::from(mtime.nanoseconds())) < written
+            && meta.gid() == entry.gid;
+        let racy = (i64::from(mtime.seconds()), i64::from(mtime.nanoseconds())) >= written;
+        // Racily clean (written in the index's own clock tick, which is a
+        // few milliseconds): its content decides, as in git. A file with
+        // a filter (CRLF, LFS) hashes otherwise and is written again.
+        stat_same
+            && (!racy
+                || (meta.file_type().is_file()
+                    && git2::Oid::hash_file(git2::ObjectType::Blob, joined(workdir, &entry.path))
+                        .is_ok_and(|id| id == entry.id)))
     };
     let outside_bad = |e: &&IndexEntry| !below_any(&e.path, &bad);
     // A submodule is its own repository, its update its own; but its place
