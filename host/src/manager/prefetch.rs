@@ -8,9 +8,16 @@
 //! the same URL, on the pushed branch, with the same credential (the
 //! checkout is per principal), not be sparse (its set is the next
 //! caller's to give), and not be in use (a prefetch never waits for a
-//! lease or a lock), all checked under the workspace's lock. It does
+//! job's lease or lock), all checked under the workspace's lock. It does
 //! not count as use: the cleanup's age still counts from the last job's
 //! prepare.
+//!
+//! Pushes come in bursts. Prefetches of one workspace in this process
+//! take turns ([`PrefetchTurns`]): one runs, one waits behind it, and
+//! the pushes that arrive meanwhile fold into the waiting one (left with
+//! "folded into..."), which starts its fetch after every push folded
+//! into it arrived. So the last push of a burst is always fetched, and
+//! fifty pushes while one prefetch runs cost one more fetch, not fifty.
 
 use super::WorkspaceManager;
 use super::prepare::Caller;

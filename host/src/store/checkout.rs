@@ -227,9 +227,10 @@ impl Store {
         }
     }
 
-    /// Put the index the last prepare wrote back in place when a job
-    /// changed `.git/index` (a `git add`, a `git status` that refreshed
-    /// it, or a hand-written one carrying a tampered file's stat data), so
+    /// Put the index the last prepare wrote back in place when
+    /// `.git/index`'s bytes differ from it (a job's `git add`, a `git
+    /// status` that refreshed it, or a hand-written one carrying a
+    /// tampered file's stat data), so
     /// the update judges every tracked file by the host's stat data.
     ///
     /// Written beside the copy, outside the checkout, and renamed into

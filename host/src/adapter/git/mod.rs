@@ -348,8 +348,9 @@ fn open_for_update(repo_dir: &Path, url: &str, remote: &Remote) -> Result<Reposi
 /// command line: fetch `git_ref` (none: the default branch) with the
 /// clone's own filter, make `sparse` the set on disk (none: the whole
 /// tree; `shape` is the checkout's, read before the hygiene removes the
-/// sparse patterns), check out, clean (but for what `keep` names).
-/// Returns HEAD's commit and the checkout's size.
+/// sparse patterns), check out, clean (but for what `keep` names; the
+/// clean's first pass also runs before the checkout). Returns HEAD's
+/// commit and the checkout's size.
 #[allow(clippy::too_many_arguments)]
 pub fn update_shaped(
     repo_dir: &Path,

@@ -2,12 +2,18 @@
 //! reset: whether the reset can be skipped, and what it must write again.
 //!
 //! On Unix this is git's own refresh (`ie_match_stat`): one `lstat` per
-//! index entry, compared with all the stat data the index holds (ctime
-//! and inode too), on every core; and every folder on a tracked path must
-//! be a real folder. libgit2's diff of the index against the working tree
-//! read every folder and stat'ed every entry on one thread (45 of a warm
-//! prepare's 70 ms on the benchmark's 16,000-file checkout), and its
-//! checkout trusts modification times: an edit that put the old time back
+//! index entry, compared with the stat fields git compares (type, exec
+//! bit, size, mtime, ctime, inode, owner; not the device), on up to four
+//! cores; and every folder on a tracked path must be a real folder, a
+//! submodule's place a folder or nothing. Elsewhere libgit2's diff names
+//! what changed (no folder check). This runs on the libgit2 update path;
+//! git's command line (shaped workspaces, copies) does its own refresh
+//! and skips index paths outside the checkout itself.
+//!
+//! libgit2's diff of the index against the working tree read every
+//! folder and stat'ed every entry on one thread (45 of a warm prepare's
+//! 70 ms on the benchmark's 16,000-file checkout), and its checkout
+//! trusts modification times: an edit that put the old time back
 //! survived a reset, and a tracked folder swapped for a link to its moved
 //! self lost its files to the clean. So what this finds changed is
 //! removed before the reset, which then writes it from the commit.
@@ -16,8 +22,9 @@
 //! by its content, as git does; anything else in doubt (a conflict, an
 //! index flag) counts as changed: a wrong "changed" costs one file's
 //! rewrite, never correctness. The index judged is the one the last
-//! prepare wrote (the store puts it back when a job changed it, K17). Nothing is read or removed through a link: files below a
-//! folder that is not a real folder are not looked at, the link itself is
+//! prepare wrote (the store puts it back when its bytes differ, K17).
+//! Nothing is read or removed through a link: files below a folder that
+//! is not a real folder are not looked at, the link itself is
 //! removed. (A job still running while the next prepare holds the
 //! workspace could swap a folder between the look and the removal; jobs
 //! end with their lease, as for the clean.)
@@ -32,7 +39,8 @@ use std::path::{Path, PathBuf};
 /// them, relative to the checkout.
 #[derive(Debug, Default)]
 pub(super) struct Changed {
-    /// Non-folders (links, files) where a tracked folder should be.
+    /// Non-folders (links, files) where a tracked folder or a
+    /// submodule's place should be.
     not_folders: Vec<PathBuf>,
     /// Tracked files whose stat data differs, or is in doubt.
     files: Vec<PathBuf>,
