@@ -5,6 +5,7 @@
 
 use super::GitError;
 use super::remote::Remote;
+use super::{ASSUME_VALID, SKIP_WORKTREE};
 use git2::Repository;
 use std::path::Path;
 
@@ -220,8 +221,6 @@ fn reset_content_overrides(repo: &Repository, mirror: Option<&Path>) -> Result<(
 /// sparse checkout's flags are set again by its update.) An index libgit2
 /// cannot read is left to the update, which fails and is cloned afresh.
 pub(super) fn clear_hidden_flags(repo: &Repository) -> Result<(), GitError> {
-    const ASSUME_VALID: u16 = 0x8000;
-    const SKIP_WORKTREE: u16 = 1 << 14;
     let (Ok(mut index), Ok(odb)) = (repo.index(), repo.odb()) else {
         return Ok(());
     };

@@ -508,6 +508,10 @@ pub fn same_remote(a: &str, b: &str) -> bool {
 /// The index entry flag of a path a sparse checkout leaves off the disk.
 pub(super) const SKIP_WORKTREE: u16 = 1 << 14;
 
+/// The index entry flag `git update-index --assume-unchanged` sets: git
+/// then trusts the entry without looking at the file.
+pub(super) const ASSUME_VALID: u16 = 0x8000;
+
 /// Bytes of a clean checkout: the regular files the index records (after a
 /// reset and clean the working tree is exactly those; a sparse checkout's
 /// skipped paths are not on disk and not counted) plus the git

@@ -129,9 +129,8 @@ fn checkout_path(path: &[u8]) -> bool {
 /// a merge stage, assume-valid, intent-to-add or skip-worktree.
 fn unusual(entry: &IndexEntry) -> bool {
     const STAGE: u16 = 0x3000;
-    const ASSUME_VALID: u16 = 0x8000;
     const INTENT_TO_ADD: u16 = 1 << 13;
-    entry.flags & (STAGE | ASSUME_VALID) != 0
+    entry.flags & (STAGE | super::ASSUME_VALID) != 0
         || entry.flags_extended & (INTENT_TO_ADD | super::SKIP_WORKTREE) != 0
 }
 
@@ -168,7 +167,7 @@ fn changed_in(repo: &Repository, workdir: &Path, index: &Index) -> Option<Change
         let real = std::fs::symlink_metadata(joined(workdir, folder)).is_ok_and(|m| m.is_dir());
         if !real {
             bad.insert(folder);
-            changed.not_folders.push(joined(Path::new(""), folder));
+            changed.not_folders.push(relative(folder));
         }
     }
 
@@ -218,9 +217,7 @@ fn changed_in(repo: &Repository, workdir: &Path, index: &Index) -> Option<Change
     {
         let here = std::fs::symlink_metadata(joined(workdir, &gitlink.path));
         if here.is_ok_and(|m| !m.is_dir()) {
-            changed
-                .not_folders
-                .push(joined(Path::new(""), &gitlink.path));
+            changed.not_folders.push(relative(&gitlink.path));
         }
     }
     let looked_at: Vec<&IndexEntry> = entries
@@ -233,7 +230,7 @@ fn changed_in(repo: &Repository, workdir: &Path, index: &Index) -> Option<Change
     let differ = |part: &[&IndexEntry]| -> Vec<PathBuf> {
         part.iter()
             .filter(|e| !same(e))
-            .map(|e| joined(Path::new(""), &e.path))
+            .map(|e| relative(&e.path))
             .collect()
     };
     // A part whose thread cannot be started (a process limit) is done here.
@@ -297,9 +294,15 @@ fn below_any(path: &[u8], folders: &HashSet<&[u8]>) -> bool {
                 .any(|(i, b)| *b == b'/' && folders.contains(&path[..i])))
 }
 
-/// `root` joined with the index path `rel` (`/` separated).
+/// The index path `rel` (`/` separated) as a relative path.
+#[cfg(unix)]
+fn relative(rel: &[u8]) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    PathBuf::from(std::ffi::OsStr::from_bytes(rel))
+}
+
+/// `root` joined with the index path `rel`.
 #[cfg(unix)]
 fn joined(root: &Path, rel: &[u8]) -> PathBuf {
-    use std::os::unix::ffi::OsStrExt;
-    root.join(std::ffi::OsStr::from_bytes(rel))
+    root.join(relative(rel))
 }
